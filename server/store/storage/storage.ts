@@ -113,7 +113,10 @@ export function checkHeader(header: Uint8Array, where: string): void {
   const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
   const runtimeVersion = view.getUint16(4);
   if (runtimeVersion !== RUNTIME_VERSION) {
-    throw new StoreError("BlobCorrupt", `blob corrupt: ${where}: unsupported runtime version ${runtimeVersion}`);
+    throw new StoreError(
+      "BlobCorrupt",
+      `blob corrupt: ${where}: unsupported runtime version ${runtimeVersion}`,
+    );
   }
   const blobVersion = view.getUint16(6);
   if (blobVersion !== BLOB_VERSION) {

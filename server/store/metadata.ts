@@ -1,0 +1,667 @@
+/**
+ * Metadata: a sorted map of byte keys to byte values, committed atomically to one of two blobs.
+ *
+ * A port of commonware-storage 2026.4.0 `metadata`, byte for byte. Format of one blob body
+ * (big-endian; the storage adds its 8-byte header in front, see storage/storage.ts):
+ *   +--------------+------------------------------------------+--------------+
+ *   | version: u64 | (key || varint(len) || value)*, ascending | crc32c: u32  |
+ *   +--------------+------------------------------------------+--------------+
+ *
+ * Sync (FORMAT.md §10): every sync writes version V = nextVersion to the blob that does NOT hold
+ * the newest committed version, then fsyncs it. When no key was added or removed since both blobs
+ * were last rewritten (KOC < version of the newest blob) and every value marked modified for the
+ * target kept its encoded size, the sync overwrites just those values, the version and the CRC;
+ * otherwise it rewrites the whole body (and cuts the blob when the body shrank). Counters,
+ * written bytes and file bytes equal the reference's.
+ *
+ * Invariants:
+ * - A sync never writes the blob holding the newest committed version, so a torn or failed sync
+ *   leaves the last committed state intact on disk; recovery picks the newest valid blob.
+ * - Syncs run one at a time, in call order. Mutations may run while a sync's I/O is in flight:
+ *   they belong to the next version. Reads never wait.
+ * - A sync resolves only after the fsync that holds it. `committed()` changes only then.
+ * - Unlike the reference, a failed sync cannot lose or resurrect data (FORMAT.md §11.3): the
+ *   target blob is cut to empty and fsynced, the cursor goes back to the last committed blob and
+ *   the next sync rewrites the target in full. If even that cleanup fails, the store refuses all
+ *   further mutations and syncs (`StoreError("Failed")`) until reopened, and `unsafeVersionsFrom`
+ *   names the versions a reopen must discard.
+ * - Values handed to `put` are owned by the store afterwards and must not be changed by the
+ *   caller; values returned are shared and must not be changed either (use `update`).
+ * - Input errors (key width, empty key, oversize value) are thrown before anything changes.
+ *
+ * Usage:
+ *   const store = await openMetadata(new FilesystemStorage("data"), { partition: "p", keyCodec: fixedKeys(8) });
+ *   store.put(key, value);
+ *   await store.sync(); // durable now
+ */
+
+import type { Registry } from "prom-client";
+import type BTreeModule from "sorted-btree";
+import { bulkLoad } from "sorted-btree/extended/bulkLoad.js";
+import { crc32c, crc32cPatch } from "./checksum.js";
+import {
+  CRC_BYTES,
+  decodeBody,
+  encodeBody,
+  encodedKeySize,
+  encodedValueSize,
+  encodeValue,
+  fromKeyString,
+  type KeyCodec,
+  type KeyString,
+  MAX_VALUE_BYTES,
+  MIN_BODY_BYTES,
+  readVarint,
+  type Spans,
+  toKeyString,
+  VERSION_BYTES,
+  validateKey,
+  validateValue,
+  variableKeys,
+} from "./codec.js";
+import { asIoError, StoreError } from "./errors.js";
+import { createStoreMetrics, type StoreMetrics } from "./metrics.js";
+import type { Blob, Storage } from "./storage/storage.js";
+
+/** Names of the two blobs of a store. */
+export const BLOB_NAMES = [Buffer.from("left"), Buffer.from("right")] as const;
+
+const MAX_VERSION = 0xffffffffffffffffn;
+const EMPTY = Buffer.alloc(0);
+
+/** Configuration of a store. */
+export interface MetadataConfig {
+  /** Partition holding the two blobs. */
+  partition: string;
+  /** Key framing; default `variableKeys()`. A Rust node's U64 keys are `fixedKeys(8)`. */
+  keyCodec?: KeyCodec;
+  /** Largest value accepted by mutations, at most and by default 2^32 - 1 bytes. */
+  maxValueBytes?: number;
+  /** Registry for the store metrics (see metrics.ts); none by default. */
+  registry?: Registry;
+  /** Blobs holding this version or newer are cut to empty at open (after a failed cleanup). */
+  discardVersionsFrom?: bigint;
+}
+
+/** Selects keys; every given part must hold. Bounds compare raw key bytes. */
+export interface KeyRange {
+  /** Keys starting with these bytes. */
+  prefix?: Uint8Array;
+  /** Keys >= start. */
+  start?: Uint8Array;
+  /** Keys < end. */
+  end?: Uint8Array;
+}
+
+type Tree = BTreeModule.default<KeyString, Uint8Array>;
+
+function compareKeys(a: KeyString, b: KeyString): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Smallest key string greater than every key starting with `prefix`, or undefined if none. */
+function prefixEnd(prefix: KeyString): KeyString | undefined {
+  for (let i = prefix.length - 1; i >= 0; i--) {
+    const code = prefix.charCodeAt(i);
+    if (code < 0xff) return prefix.slice(0, i) + String.fromCharCode(code + 1);
+  }
+  return undefined;
+}
+
+/** Key-string bounds [low, high) of a range; high undefined means unbounded. */
+function bounds(range: KeyRange | undefined): { low: KeyString; high: KeyString | undefined } {
+  let low = "";
+  let high: KeyString | undefined;
+  if (range?.prefix !== undefined && range.prefix.length > 0) {
+    low = toKeyString(range.prefix);
+    high = prefixEnd(low);
+  }
+  if (range?.start !== undefined && range.start.length > 0) {
+    const start = toKeyString(range.start);
+    if (start > low) low = start;
+  }
+  if (range?.end !== undefined && range.end.length > 0) {
+    const end = toKeyString(range.end);
+    if (high === undefined || end < high) high = end;
+  }
+  return { low, high };
+}
+
+function* rangeEntries(tree: Tree, range: KeyRange | undefined): Generator<[KeyString, Uint8Array]> {
+  const { low, high } = bounds(range);
+  if (high !== undefined && !(low < high)) return;
+  for (const entry of tree.entries(low)) {
+    if (high !== undefined && !(entry[0] < high)) return;
+    yield entry;
+  }
+}
+
+/**
+ * A read-only view of a store at one moment; later mutations do not show through. Cheap to take
+ * (copy-on-write).
+ */
+export class Snapshot {
+  /** @internal */
+  constructor(
+    private readonly tree: Tree,
+    /** The committed version this view was taken at (0 if nothing was ever committed). */
+    readonly version: bigint,
+  ) {}
+
+  /** Number of keys. */
+  get size(): number {
+    return this.tree.size;
+  }
+
+  /** Value of `key`, or undefined. The returned bytes must not be modified. */
+  get(key: Uint8Array): Uint8Array | undefined {
+    return this.tree.get(toKeyString(key));
+  }
+
+  /** Keys in ascending byte order, restricted to `range`. */
+  *keys(range?: KeyRange): Generator<Buffer> {
+    for (const [key] of rangeEntries(this.tree, range)) yield fromKeyString(key);
+  }
+
+  /** Entries in ascending key order, restricted to `range`. Values must not be modified. */
+  *entries(range?: KeyRange): Generator<[Buffer, Uint8Array]> {
+    for (const [key, value] of rangeEntries(this.tree, range)) yield [fromKeyString(key), value];
+  }
+}
+
+interface BlobState {
+  blob: Blob;
+  /** Version of the body in `image` (0: empty). */
+  version: bigint;
+  /** The body as it is on disk. */
+  image: Buffer;
+  /** CRC stored at the end of `image` (when it holds a body). */
+  crc: number;
+  /** Where each key's encoded value starts in `image`. */
+  spans: Spans;
+  /** Keys whose value changed (or was handed out for change) since `image` was last written. */
+  modified: Set<KeyString>;
+  /** True when map values may be views into `image` (loaded at open): never patch it in place. */
+  shared: boolean;
+}
+
+/** The store; see the module comment. Build it with `openMetadata`. */
+export class Metadata {
+  private map: Tree;
+  /** Blob holding the newest committed version. */
+  private cursor: 0 | 1;
+  private nextVersion: bigint;
+  /** "Key order changed": the value of nextVersion when the key set last changed. */
+  private keyOrderChanged: bigint;
+  /** Total encoded size of every entry of `map`. */
+  private entriesBytes: number;
+  private committedView: Snapshot;
+  private syncTail: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private failure: StoreError | undefined;
+  /** Versions at or above this one may hold a failed sync's bytes: discard them at reopen. */
+  unsafeVersionsFrom: bigint | undefined;
+
+  /** @internal Use `openMetadata`. */
+  constructor(
+    private readonly storage: Storage,
+    readonly partition: string,
+    readonly keyCodec: KeyCodec,
+    readonly maxValueBytes: number,
+    private readonly blobs: [BlobState, BlobState],
+    cursor: 0 | 1,
+    map: Tree,
+    entriesBytes: number,
+    private readonly metrics: StoreMetrics,
+  ) {
+    this.map = map;
+    this.cursor = cursor;
+    const newest = blobs[cursor].version;
+    this.nextVersion = newest + 1n;
+    this.keyOrderChanged = this.nextVersion;
+    this.entriesBytes = entriesBytes;
+    this.committedView = new Snapshot(map.clone(), newest);
+    metrics.keys.set(map.size);
+  }
+
+  /** Number of keys, including mutations not yet synced. */
+  get size(): number {
+    return this.map.size;
+  }
+
+  /** Current value of `key` (including unsynced mutations), or undefined. Must not be modified. */
+  get(key: Uint8Array): Uint8Array | undefined {
+    return this.map.get(toKeyString(key));
+  }
+
+  /** True when `key` has a value (including unsynced mutations). */
+  has(key: Uint8Array): boolean {
+    return this.map.has(toKeyString(key));
+  }
+
+  /**
+   * Stores `value` under `key` and returns the previous value. Applied in memory; durable after
+   * the next `sync`. @throws StoreError KeyWidth, EmptyKey, KeyTooLarge, ValueTooLarge, Failed, Closed
+   */
+  put(key: Uint8Array, value: Uint8Array): Uint8Array | undefined {
+    this.assertWritable();
+    validateKey(this.keyCodec, key);
+    validateValue(value, this.maxValueBytes);
+    return this.setValue(toKeyString(key), value);
+  }
+
+  /** `put`, then `sync`: resolves with the previous value after the fsync that holds the write. */
+  async putSync(key: Uint8Array, value: Uint8Array): Promise<Uint8Array | undefined> {
+    const previous = this.put(key, value);
+    await this.sync();
+    return previous;
+  }
+
+  /**
+   * Changes the value of `key` in place (the reference's `get_mut`): `change` receives a private
+   * copy of the value, which it may modify, or it returns a replacement. The key is marked
+   * modified even if nothing changes. Returns false (and calls nothing) when the key is absent.
+   * @throws StoreError ValueTooLarge (nothing changed), Failed, Closed
+   */
+  update(key: Uint8Array, change: (value: Buffer) => Uint8Array | undefined): boolean {
+    this.assertWritable();
+    const k = toKeyString(key);
+    const current = this.map.get(k);
+    if (current === undefined) return false;
+    const copy = Buffer.from(current);
+    const next = change(copy) ?? copy;
+    validateValue(next, this.maxValueBytes);
+    this.setValue(k, next);
+    return true;
+  }
+
+  /**
+   * Changes the value of `key` with `change` when present (as `update`), or stores
+   * `change(empty value)` when absent. @throws as `put`
+   */
+  upsert(key: Uint8Array, change: (value: Buffer) => Uint8Array | undefined): void {
+    if (this.update(key, change)) return;
+    const fresh = Buffer.alloc(0);
+    this.put(key, change(fresh) ?? fresh);
+  }
+
+  /** `upsert`, then `sync`. */
+  async upsertSync(key: Uint8Array, change: (value: Buffer) => Uint8Array | undefined): Promise<void> {
+    this.upsert(key, change);
+    await this.sync();
+  }
+
+  /** Removes `key` and returns its value, or undefined if absent. Durable after the next sync. */
+  remove(key: Uint8Array): Uint8Array | undefined {
+    this.assertWritable();
+    const k = toKeyString(key);
+    const previous = this.map.get(k);
+    if (previous !== undefined) {
+      this.map.delete(k);
+      this.keyOrderChanged = this.nextVersion;
+      this.entriesBytes -= encodedKeySize(this.keyCodec, k) + encodedValueSize(previous);
+    }
+    this.metrics.keys.set(this.map.size);
+    return previous;
+  }
+
+  /** Removes every key; returns how many there were. Durable after the next sync. */
+  clear(): number {
+    this.assertWritable();
+    const removed = this.map.size;
+    this.map.clear();
+    this.entriesBytes = 0;
+    this.keyOrderChanged = this.nextVersion;
+    this.metrics.keys.set(0);
+    return removed;
+  }
+
+  /** Keeps only the entries for which `keep(key, value)` holds; returns how many were removed. */
+  retain(keep: (key: Buffer, value: Uint8Array) => boolean): number {
+    this.assertWritable();
+    let removed = 0;
+    let removedBytes = 0;
+    this.map.editAll((k, v) => {
+      if (keep(fromKeyString(k), v)) return undefined;
+      removed++;
+      removedBytes += encodedKeySize(this.keyCodec, k) + encodedValueSize(v);
+      return { delete: true };
+    });
+    if (removed > 0) {
+      this.entriesBytes -= removedBytes;
+      this.keyOrderChanged = this.nextVersion;
+      this.metrics.keys.set(this.map.size);
+    }
+    return removed;
+  }
+
+  /** Keys in ascending byte order (including unsynced mutations), restricted to `range`. */
+  keys(range?: KeyRange): Generator<Buffer> {
+    return this.snapshot().keys(range);
+  }
+
+  /** Entries in ascending key order (including unsynced mutations), restricted to `range`. */
+  entries(range?: KeyRange): Generator<[Buffer, Uint8Array]> {
+    return this.snapshot().entries(range);
+  }
+
+  /** A read-only view of the current state, unsynced mutations included. */
+  snapshot(): Snapshot {
+    return new Snapshot(this.map.clone(), this.committedView.version);
+  }
+
+  /** A read-only view of the state held by the last completed sync (what a restart would see). */
+  committed(): Snapshot {
+    return this.committedView;
+  }
+
+  /** Version the next sync will write. */
+  get pendingVersion(): bigint {
+    return this.nextVersion;
+  }
+
+  /**
+   * Commits every mutation made before the call: writes a new version and fsyncs it. Resolves
+   * with that version after the fsync. Syncs run one at a time in call order.
+   * @throws StoreError SyncFailed (nothing of this sync will ever surface), Failed, Closed,
+   *   VersionOverflow
+   */
+  sync(): Promise<bigint> {
+    const run = this.syncTail.then(() => this.syncNow());
+    this.syncTail = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Closes the blob handles after any sync in flight. Unsynced mutations are dropped.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.syncTail;
+    this.closed = true;
+    await Promise.allSettled(this.blobs.map((b) => b.blob.close()));
+  }
+
+  /** Closes the store and removes both blobs and the partition. */
+  async destroy(): Promise<void> {
+    await this.close();
+    for (const name of BLOB_NAMES) await this.storage.remove(this.partition, name);
+    try {
+      await this.storage.remove(this.partition);
+    } catch (err) {
+      if (!(err instanceof StoreError && err.kind === "PartitionMissing")) throw err;
+    }
+  }
+
+  /** @internal State for tests: cursor, versions, KOC, next version. */
+  debugState(): {
+    cursor: "left" | "right";
+    nextVersion: bigint;
+    keyOrderChanged: bigint;
+    versions: [bigint, bigint];
+  } {
+    return {
+      cursor: this.cursor === 0 ? "left" : "right",
+      nextVersion: this.nextVersion,
+      keyOrderChanged: this.keyOrderChanged,
+      versions: [this.blobs[0].version, this.blobs[1].version],
+    };
+  }
+
+  private setValue(k: KeyString, value: Uint8Array): Uint8Array | undefined {
+    const previous = this.map.get(k);
+    this.map.set(k, value);
+    if (previous === undefined) {
+      this.keyOrderChanged = this.nextVersion;
+      this.entriesBytes += encodedKeySize(this.keyCodec, k) + encodedValueSize(value);
+    } else {
+      this.blobs[0].modified.add(k);
+      this.blobs[1].modified.add(k);
+      this.entriesBytes += encodedValueSize(value) - encodedValueSize(previous);
+    }
+    this.metrics.keys.set(this.map.size);
+    return previous;
+  }
+
+  private assertWritable(): void {
+    if (this.closed) throw new StoreError("Closed", `store ${this.partition} is closed`);
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async syncNow(): Promise<bigint> {
+    this.assertWritable();
+    // Prologue: everything up to the first await runs without interleaving.
+    const version = this.nextVersion;
+    if (version >= MAX_VERSION)
+      throw new StoreError("VersionOverflow", `version overflow in ${this.partition}`);
+    const previousCursor = this.cursor;
+    const newest = this.blobs[previousCursor].version;
+    const targetIndex: 0 | 1 = previousCursor === 0 ? 1 : 0;
+    const target = this.blobs[targetIndex];
+    this.cursor = targetIndex;
+    this.nextVersion = version + 1n;
+    const view = new Snapshot(this.map.clone(), version);
+
+    const writes = this.planOverwrite(target, version, newest);
+    let rewritten: { body: Buffer; spans: Spans } | undefined;
+    let resizeTo: number | undefined;
+    if (writes === undefined) {
+      target.modified.clear();
+      rewritten = encodeBody(this.keyCodec, version, this.map.entries(), this.entriesBytes, crc32c);
+      if (rewritten.body.length < target.image.length) resizeTo = rewritten.body.length;
+    }
+
+    try {
+      if (rewritten !== undefined) {
+        await target.blob.write(0, rewritten.body);
+      } else {
+        const results = await Promise.allSettled(
+          (writes as [number, Uint8Array][]).map(([offset, data]) => target.blob.write(offset, data)),
+        );
+        for (const result of results) if (result.status === "rejected") throw result.reason;
+      }
+      if (resizeTo !== undefined) await target.blob.resize(resizeTo);
+      await target.blob.sync();
+    } catch (err) {
+      await this.abandonSync(target, previousCursor, version, err);
+    }
+
+    // Epilogue: only after the fsync.
+    target.version = version;
+    if (rewritten !== undefined) {
+      target.image = rewritten.body;
+      target.spans = rewritten.spans;
+      target.crc = rewritten.body.readUInt32BE(rewritten.body.length - CRC_BYTES);
+      target.shared = false;
+      this.metrics.syncRewrites.inc();
+    } else {
+      this.metrics.syncOverwrites.inc();
+    }
+    this.committedView = view;
+    return version;
+  }
+
+  /**
+   * Plans an overwrite of `target` (patching its image and CRC), or returns undefined when the
+   * sync must rewrite the whole body. Leaves `target.modified` empty when it plans one.
+   */
+  private planOverwrite(
+    target: BlobState,
+    version: bigint,
+    newest: bigint,
+  ): [number, Uint8Array][] | undefined {
+    if (!(this.keyOrderChanged < newest)) return undefined;
+    const image = target.image;
+    if (target.shared || image.length < MIN_BODY_BYTES) return undefined;
+    const crcOffset = image.length - CRC_BYTES;
+    // Check every modified value first, so that a rewrite leaves the image untouched.
+    const changes: [number, Buffer][] = [];
+    for (const k of [...target.modified].sort()) {
+      const offset = target.spans.get(k);
+      const value = this.map.get(k);
+      if (offset === undefined || value === undefined) return undefined;
+      const encoded = encodeValue(value);
+      const onDisk = readVarint(image, offset, crcOffset);
+      if (encoded.length !== onDisk.next - offset + onDisk.value) return undefined;
+      changes.push([offset, encoded]);
+    }
+    target.modified.clear();
+    let crc = target.crc;
+    const writes: [number, Uint8Array][] = [];
+    for (const [offset, encoded] of changes) {
+      crc = crc32cPatch(crc, crcOffset, offset, image.subarray(offset, offset + encoded.length), encoded);
+      image.set(encoded, offset);
+      writes.push([offset, encoded]);
+    }
+    const versionBytes = Buffer.allocUnsafe(VERSION_BYTES);
+    versionBytes.writeBigUInt64BE(version, 0);
+    crc = crc32cPatch(crc, crcOffset, 0, image.subarray(0, VERSION_BYTES), versionBytes);
+    image.set(versionBytes, 0);
+    image.writeUInt32BE(crc, crcOffset);
+    target.crc = crc;
+    writes.push([0, versionBytes], [crcOffset, Buffer.from(image.subarray(crcOffset))]);
+    return writes;
+  }
+
+  /**
+   * Handles a failed sync (FORMAT.md §11.3): cut the target to empty so nothing of the failed
+   * version can surface, point the cursor back at the last committed blob and force a full
+   * rewrite next time; if that fails too, refuse all further work. Always throws.
+   */
+  private async abandonSync(
+    target: BlobState,
+    previousCursor: 0 | 1,
+    version: bigint,
+    err: unknown,
+  ): Promise<never> {
+    const cause = asIoError(err, `sync ${this.partition}`);
+    try {
+      await target.blob.resize(0);
+      await target.blob.sync();
+      target.version = 0n;
+      target.image = EMPTY;
+      target.crc = 0;
+      target.spans = new Map();
+      target.modified.clear();
+      target.shared = false;
+      this.cursor = previousCursor;
+      this.keyOrderChanged = this.nextVersion;
+    } catch (cleanupErr) {
+      this.unsafeVersionsFrom = version;
+      this.failure = new StoreError(
+        "Failed",
+        `store ${this.partition} failed: a sync failed and its cleanup failed too (${asIoError(cleanupErr, "cleanup").message}); reopen it`,
+        { cause: cleanupErr },
+      );
+    }
+    throw new StoreError(
+      "SyncFailed",
+      `sync failed: version ${version} of ${this.partition} was not committed: ${cause.message}`,
+      {
+        cause,
+      },
+    );
+  }
+}
+
+interface LoadedBlob {
+  state: BlobState;
+  keys: KeyString[];
+  values: Uint8Array[];
+  entriesBytes: number;
+}
+
+async function loadBlob(
+  storage: Storage,
+  config: MetadataConfig,
+  codec: KeyCodec,
+  index: 0 | 1,
+): Promise<LoadedBlob> {
+  const name = BLOB_NAMES[index];
+  const where = `${config.partition}/${name.toString()}`;
+  const { blob, length } = await storage.open(config.partition, name);
+  const empty = (): LoadedBlob => ({
+    state: { blob, version: 0n, image: EMPTY, crc: 0, spans: new Map(), modified: new Set(), shared: false },
+    keys: [],
+    values: [],
+    entriesBytes: 0,
+  });
+  const cut = async (): Promise<LoadedBlob> => {
+    await blob.resize(0);
+    await blob.sync();
+    return empty();
+  };
+  try {
+    if (length === 0) return empty();
+    if (length < MIN_BODY_BYTES) return await cut();
+    const read = await blob.read(0, length);
+    const body = Buffer.from(read.buffer, read.byteOffset, read.byteLength);
+    const stored = body.readUInt32BE(length - CRC_BYTES);
+    if (stored !== crc32c(body.subarray(0, length - CRC_BYTES))) return await cut();
+    const decoded = decodeBody(codec, body, where);
+    if (config.discardVersionsFrom !== undefined && decoded.version >= config.discardVersionsFrom)
+      return await cut();
+    return {
+      state: {
+        blob,
+        version: decoded.version,
+        image: body,
+        crc: stored,
+        spans: decoded.spans,
+        modified: new Set(),
+        shared: true,
+      },
+      keys: decoded.keys,
+      values: decoded.values,
+      entriesBytes: decoded.entriesBytes,
+    };
+  } catch (err) {
+    await blob.close().catch(() => undefined);
+    throw asIoError(err, `open ${where}`);
+  }
+}
+
+/**
+ * Opens (creating if needed) the store of `config.partition` and recovers its newest valid state:
+ * a blob that is too short or fails its CRC is cut to empty; the valid blob with the higher
+ * version wins (left on a tie); two invalid blobs give an empty store.
+ * @throws StoreError InvalidPartitionName, InvalidConfig, BlobCorrupt, BlobVersionMismatch,
+ *   Corrupt (a body with a valid CRC that does not decode: nothing is modified), Io
+ */
+export async function openMetadata(storage: Storage, config: MetadataConfig): Promise<Metadata> {
+  const codec = config.keyCodec ?? variableKeys();
+  const maxValueBytes = config.maxValueBytes ?? MAX_VALUE_BYTES;
+  if (!Number.isInteger(maxValueBytes) || maxValueBytes < 0 || maxValueBytes > MAX_VALUE_BYTES) {
+    throw new StoreError(
+      "InvalidConfig",
+      `invalid maximum value size ${maxValueBytes}: use 0..${MAX_VALUE_BYTES}`,
+    );
+  }
+  const left = await loadBlob(storage, config, codec, 0);
+  let right: LoadedBlob;
+  try {
+    right = await loadBlob(storage, config, codec, 1);
+  } catch (err) {
+    await left.state.blob.close().catch(() => undefined);
+    throw err;
+  }
+  const cursor: 0 | 1 = right.state.version > left.state.version ? 1 : 0;
+  const newest = cursor === 0 ? left : right;
+  if (newest.state.version >= MAX_VERSION) {
+    await Promise.allSettled([left.state.blob.close(), right.state.blob.close()]);
+    throw new StoreError("VersionOverflow", `version overflow in ${config.partition}`);
+  }
+  const map = bulkLoad<KeyString, Uint8Array>(newest.keys, newest.values, 64, compareKeys);
+  const metrics = createStoreMetrics(config.registry, config.partition);
+  return new Metadata(
+    storage,
+    config.partition,
+    codec,
+    maxValueBytes,
+    [left.state, right.state],
+    cursor,
+    map,
+    newest.entriesBytes,
+    metrics,
+  );
+}

@@ -1,0 +1,173 @@
+/**
+ * FaultyStorage: wraps any Storage and makes chosen operations fail (for tests).
+ *
+ * Faults are either scheduled (`inject`: fail the nth next write/sync/resize/read/open, tear a
+ * write so that only a prefix of its bytes reaches the blob) or random (`random` + rates, from a
+ * seeded generator, so runs repeat). `crash()` forwards to the wrapped MemoryStorage, which
+ * drops what was not synced, and kills every handle opened before it.
+ *
+ * Invariants:
+ * - A failed operation throws `StoreError("Io")` with "injected" in its message.
+ * - A torn write applies exactly `tearBytes` leading bytes, then fails; any other failed write,
+ *   resize or sync changes nothing in the wrapped storage.
+ */
+import { StoreError } from "../errors.js";
+import type { CrashOptions, MemoryStorage } from "./memory.js";
+import type { Blob, OpenedBlob, Storage } from "./storage.js";
+
+/** Operations a fault can hit. */
+export type FaultOp = "open" | "read" | "write" | "resize" | "sync";
+
+/** One scheduled fault. */
+export interface Fault {
+  op: FaultOp;
+  /** Matching calls to let through before this one fails (default 0: the next one). */
+  after?: number;
+  /** For a write: this many leading bytes reach the blob before the failure. */
+  tearBytes?: number;
+}
+
+/** Random faults. */
+export interface RandomFaults {
+  /** Source of randomness in [0, 1), seeded by the test. */
+  random: () => number;
+  /** Probability that a write, resize or sync fails (default 0). */
+  failureRate?: number;
+  /** Probability that a failing write is torn rather than dropped (default 0.5). */
+  tearRate?: number;
+}
+
+interface Pending {
+  op: FaultOp;
+  after: number;
+  tearBytes: number | undefined;
+}
+
+/** Storage wrapper that injects failures; see the module comment. */
+export class FaultyStorage implements Storage {
+  private scheduled: Pending[] = [];
+  private randomFaults: RandomFaults | undefined;
+  /** Number of faults fired so far. */
+  faultsFired = 0;
+
+  constructor(private readonly inner: Storage) {}
+
+  /** Schedules a fault. Faults of the same op count down independently. */
+  inject(fault: Fault): void {
+    this.scheduled.push({ op: fault.op, after: fault.after ?? 0, tearBytes: fault.tearBytes });
+  }
+
+  /** Turns random faults on (or off with undefined). */
+  setRandomFaults(faults: RandomFaults | undefined): void {
+    this.randomFaults = faults;
+  }
+
+  /** Drops every scheduled fault and turns random faults off. */
+  heal(): void {
+    this.scheduled = [];
+    this.randomFaults = undefined;
+  }
+
+  /** Crashes the wrapped storage, which must be a MemoryStorage. */
+  crash(options?: CrashOptions): void {
+    const memory = this.inner as Partial<MemoryStorage>;
+    if (typeof memory.crash !== "function") throw new Error("crash() needs a MemoryStorage underneath");
+    memory.crash.call(this.inner, options);
+  }
+
+  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
+    this.check("open");
+    const opened = await this.inner.open(partition, name);
+    return { blob: new FaultyBlob(opened.blob, this), length: opened.length };
+  }
+
+  remove(partition: string, name?: Uint8Array): Promise<void> {
+    return this.inner.remove(partition, name);
+  }
+
+  scan(partition: string): Promise<Uint8Array[]> {
+    return this.inner.scan(partition);
+  }
+
+  listPartitions(): Promise<string[]> {
+    return this.inner.listPartitions();
+  }
+
+  /**
+   * @internal Decides whether this call of `op` fails. Returns undefined to let it through, or
+   * the number of bytes to tear (-1: fail without writing anything).
+   */
+  decide(op: FaultOp, size = 0): number | undefined {
+    let fire: Pending | undefined;
+    for (const fault of this.scheduled) {
+      if (fault.op !== op) continue;
+      if (fault.after === 0) {
+        fire = fault;
+        break;
+      }
+      fault.after--;
+      break;
+    }
+    if (fire !== undefined) {
+      this.scheduled.splice(this.scheduled.indexOf(fire), 1);
+      this.faultsFired++;
+      return fire.tearBytes === undefined ? -1 : Math.min(fire.tearBytes, size);
+    }
+    const random = this.randomFaults;
+    if (random !== undefined && op !== "open" && op !== "read") {
+      if (random.random() < (random.failureRate ?? 0)) {
+        this.faultsFired++;
+        if (op === "write" && random.random() < (random.tearRate ?? 0.5)) {
+          return Math.floor(random.random() * size);
+        }
+        return -1;
+      }
+    }
+    return undefined;
+  }
+
+  private check(op: FaultOp): void {
+    if (this.decide(op) !== undefined) throw injected(op);
+  }
+}
+
+class FaultyBlob implements Blob {
+  constructor(
+    private readonly inner: Blob,
+    private readonly faults: FaultyStorage,
+  ) {}
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (this.faults.decide("read") !== undefined) throw injected("read");
+    return this.inner.read(offset, length);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const tear = this.faults.decide("write", data.length);
+    if (tear === undefined) return this.inner.write(offset, data);
+    if (tear > 0) await this.inner.write(offset, data.subarray(0, tear));
+    throw injected("write");
+  }
+
+  async resize(length: number): Promise<void> {
+    if (this.faults.decide("resize") !== undefined) throw injected("resize");
+    return this.inner.resize(length);
+  }
+
+  async sync(): Promise<void> {
+    if (this.faults.decide("sync") !== undefined) throw injected("sync");
+    return this.inner.sync();
+  }
+
+  length(): number {
+    return this.inner.length();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+function injected(op: FaultOp): StoreError {
+  return new StoreError("Io", `i/o error: injected ${op} failure`);
+}

@@ -1,0 +1,190 @@
+/**
+ * FilesystemStorage: the default backend, with the same files as commonware-runtime's storage.
+ *
+ * Layout: `<root>/<partition>/<lowercase hex of the blob name>`, each file starting with the
+ * 8-byte runtime header. A partition written here opens in a Rust node using
+ * commonware-storage 2026.4.0 with the same storage root, and the other way round.
+ *
+ * Durability:
+ * - `Blob.sync` is an fsync of the file (data and metadata).
+ * - Creating a file fsyncs it and its partition directory, and the root when the partition
+ *   directory was new; removing a file fsyncs the partition directory; removing a partition
+ *   fsyncs the root. Each is durable when its promise resolves.
+ *
+ * Invariants:
+ * - Partition names are validated before any path is built, so every path stays under `root`.
+ * - A file is never truncated at open.
+ */
+import { constants, type FileHandle, mkdir, open, readdir, rm, stat, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { asIoError, StoreError } from "../errors.js";
+import { openHeadered, type RawFile } from "./headered-blob.js";
+import {
+  blobFileName,
+  describeBlob,
+  isValidPartitionName,
+  type OpenedBlob,
+  type Storage,
+  validatePartitionName,
+} from "./storage.js";
+
+/** Storage in a directory of the local filesystem; see the module comment. */
+export class FilesystemStorage implements Storage {
+  constructor(readonly root: string) {}
+
+  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
+    validatePartitionName(partition);
+    const where = describeBlob(partition, name);
+    const directory = join(this.root, partition);
+    const path = join(directory, blobFileName(name));
+    let handle: FileHandle;
+    try {
+      const directoryExisted = await exists(directory);
+      if (!directoryExisted) await mkdir(directory, { recursive: true });
+      handle = await open(path, constants.O_RDWR | constants.O_CREAT);
+      const { size } = await handle.stat();
+      if (size === 0) {
+        await handle.sync();
+        await syncDirectory(directory);
+        if (!directoryExisted) await syncDirectory(this.root);
+      }
+      return await openHeadered(new FileRaw(handle, size), where);
+    } catch (err) {
+      throw asIoError(err, `open ${where}`);
+    }
+  }
+
+  async remove(partition: string, name?: Uint8Array): Promise<void> {
+    validatePartitionName(partition);
+    const directory = join(this.root, partition);
+    if (name === undefined) {
+      if (!(await exists(directory)))
+        throw new StoreError("PartitionMissing", `partition missing: ${partition}`);
+      try {
+        await rm(directory, { recursive: true, force: true });
+        await syncDirectory(this.root);
+      } catch (err) {
+        throw asIoError(err, `remove partition ${partition}`);
+      }
+      return;
+    }
+    const where = describeBlob(partition, name);
+    try {
+      await unlink(join(directory, blobFileName(name)));
+    } catch (err) {
+      if (isErrno(err, "ENOENT"))
+        throw new StoreError("BlobMissing", `blob missing: ${where}`, { cause: err });
+      throw asIoError(err, `remove ${where}`);
+    }
+    try {
+      await syncDirectory(directory);
+    } catch (err) {
+      throw asIoError(err, `remove ${where}`);
+    }
+  }
+
+  async scan(partition: string): Promise<Uint8Array[]> {
+    validatePartitionName(partition);
+    const directory = join(this.root, partition);
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = await readdir(directory, { withFileTypes: true });
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) throw new StoreError("PartitionMissing", `partition missing: ${partition}`);
+      throw asIoError(err, `scan ${partition}`);
+    }
+    const names: Uint8Array[] = [];
+    for (const entry of entries) {
+      if (!entry.isFile() || !/^([0-9a-f]{2})*$/.test(entry.name)) {
+        throw new StoreError(
+          "PartitionCorrupt",
+          `partition corrupt: ${partition}: unexpected entry ${entry.name}`,
+        );
+      }
+      names.push(Buffer.from(entry.name, "hex"));
+    }
+    return names.sort(Buffer.compare);
+  }
+
+  async listPartitions(): Promise<string[]> {
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = await readdir(this.root, { withFileTypes: true });
+    } catch (err) {
+      if (isErrno(err, "ENOENT")) return [];
+      throw asIoError(err, "list partitions");
+    }
+    return entries
+      .filter((e) => e.isDirectory() && isValidPartitionName(e.name))
+      .map((e) => e.name)
+      .sort();
+  }
+}
+
+class FileRaw implements RawFile {
+  constructor(
+    private readonly handle: FileHandle,
+    private size: number,
+  ) {}
+
+  length(): number {
+    return this.size;
+  }
+
+  async read(position: number, length: number): Promise<Uint8Array> {
+    // Unpooled: callers may keep views into the result for a long time.
+    const out = Buffer.allocUnsafeSlow(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.handle.read(out, done, length - done, position + done);
+      if (bytesRead === 0) throw new StoreError("Io", `i/o error: short read at ${position + done}`);
+      done += bytesRead;
+    }
+    return out;
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.handle.write(data, done, data.length - done, position + done);
+      done += bytesWritten;
+    }
+    this.size = Math.max(this.size, position + data.length);
+  }
+
+  async truncate(length: number): Promise<void> {
+    await this.handle.truncate(length);
+    this.size = length;
+  }
+
+  async sync(): Promise<void> {
+    await this.handle.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, "ENOENT")) return false;
+    throw err;
+  }
+}
+
+async function syncDirectory(path: string): Promise<void> {
+  const handle = await open(path, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return typeof err === "object" && err !== null && (err as { code?: unknown }).code === code;
+}

@@ -1,0 +1,102 @@
+/**
+ * MeteredStorage: wraps any Storage and counts blob I/O per partition, in prom-client counters
+ * (`metadata_storage_*`, see ../metrics.ts) and in plain totals for tests.
+ *
+ * Counted: bytes and calls of `Blob.write` (what the caller passed, headers never), `Blob.sync`
+ * calls, bytes of `Blob.read`. Not counted: resizes, the header a storage writes at open.
+ * Counts are taken when an operation succeeds.
+ */
+import type { Registry } from "prom-client";
+import { createStorageMetrics, type StorageMetrics } from "../metrics.js";
+import type { Blob, OpenedBlob, Storage } from "./storage.js";
+
+/** Plain totals of a MeteredStorage, over all partitions. */
+export interface MeteredTotals {
+  writeBytes: number;
+  writes: number;
+  syncs: number;
+  readBytes: number;
+}
+
+/** Storage wrapper counting I/O; see the module comment. */
+export class MeteredStorage implements Storage {
+  /** Totals since creation, over all partitions. */
+  readonly totals: MeteredTotals = { writeBytes: 0, writes: 0, syncs: 0, readBytes: 0 };
+  private readonly metrics = new Map<string, StorageMetrics>();
+
+  constructor(
+    readonly inner: Storage,
+    private readonly registry?: Registry,
+  ) {}
+
+  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
+    const opened = await this.inner.open(partition, name);
+    return {
+      blob: new MeteredBlob(opened.blob, this.totals, this.metricsFor(partition)),
+      length: opened.length,
+    };
+  }
+
+  remove(partition: string, name?: Uint8Array): Promise<void> {
+    return this.inner.remove(partition, name);
+  }
+
+  scan(partition: string): Promise<Uint8Array[]> {
+    return this.inner.scan(partition);
+  }
+
+  listPartitions(): Promise<string[]> {
+    return this.inner.listPartitions();
+  }
+
+  private metricsFor(partition: string): StorageMetrics | undefined {
+    if (this.registry === undefined) return undefined;
+    let metrics = this.metrics.get(partition);
+    if (metrics === undefined) {
+      metrics = createStorageMetrics(this.registry, partition);
+      this.metrics.set(partition, metrics);
+    }
+    return metrics;
+  }
+}
+
+class MeteredBlob implements Blob {
+  constructor(
+    private readonly inner: Blob,
+    private readonly totals: MeteredTotals,
+    private readonly metrics: StorageMetrics | undefined,
+  ) {}
+
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    const bytes = await this.inner.read(offset, length);
+    this.totals.readBytes += length;
+    this.metrics?.readBytes.inc(length);
+    return bytes;
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    await this.inner.write(offset, data);
+    this.totals.writes++;
+    this.totals.writeBytes += data.length;
+    this.metrics?.writes.inc();
+    this.metrics?.writeBytes.inc(data.length);
+  }
+
+  resize(length: number): Promise<void> {
+    return this.inner.resize(length);
+  }
+
+  async sync(): Promise<void> {
+    await this.inner.sync();
+    this.totals.syncs++;
+    this.metrics?.syncs.inc();
+  }
+
+  length(): number {
+    return this.inner.length();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
