@@ -38,12 +38,22 @@ export async function syncCounters(registry: Registry, partition = "test"): Prom
   ];
 }
 
+/** One blob operation seen by AuditedStorage. */
+export interface AuditEntry {
+  op: "open" | "read" | "write" | "resize" | "sync" | "remove";
+  blob: string;
+  offset?: number;
+  length?: number;
+}
+
 /**
  * Storage wrapper that hashes every blob operation (open, write with its bytes, resize, sync,
- * remove) in order: two runs that do the same I/O give the same `state()`.
+ * remove) in order, so two runs that do the same I/O give the same `state()`, and keeps a log of
+ * them (`log`) for tests that check which writes a sync issued.
  */
 export class AuditedStorage implements Storage {
   private readonly hash: Hash = createHash("sha256");
+  readonly log: AuditEntry[] = [];
 
   constructor(private readonly inner: Storage) {}
 
@@ -62,23 +72,28 @@ export class AuditedStorage implements Storage {
   async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
     const opened = await this.inner.open(partition, name);
     this.record("open", partition, name, opened.length);
-    const label = `${partition}/${Buffer.from(name).toString("hex")}`;
+    const label = `${partition}/${Buffer.from(name).toString()}`;
+    this.log.push({ op: "open", blob: label, length: opened.length });
     const inner = opened.blob;
     const blob: Blob = {
       read: (offset, length) => {
         this.record("read", label, offset, length);
+        this.log.push({ op: "read", blob: label, offset, length });
         return inner.read(offset, length);
       },
       write: (offset, data) => {
         this.record("write", label, offset, data);
+        this.log.push({ op: "write", blob: label, offset, length: data.length });
         return inner.write(offset, data);
       },
       resize: (length) => {
         this.record("resize", label, length);
+        this.log.push({ op: "resize", blob: label, length });
         return inner.resize(length);
       },
       sync: () => {
         this.record("sync", label);
+        this.log.push({ op: "sync", blob: label });
         return inner.sync();
       },
       length: () => inner.length(),
@@ -89,6 +104,10 @@ export class AuditedStorage implements Storage {
 
   remove(partition: string, name?: Uint8Array): Promise<void> {
     this.record("remove", partition, name ?? "");
+    this.log.push({
+      op: "remove",
+      blob: `${partition}/${name === undefined ? "" : Buffer.from(name).toString()}`,
+    });
     return this.inner.remove(partition, name);
   }
 

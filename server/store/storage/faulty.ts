@@ -4,7 +4,8 @@
  * Faults are either scheduled (`inject`: fail the nth next write/sync/resize/read/open, tear a
  * write so that only a prefix of its bytes reaches the blob) or random (`random` + rates, from a
  * seeded generator, so runs repeat). `crash()` forwards to the wrapped MemoryStorage, which
- * drops what was not synced, and kills every handle opened before it.
+ * drops what was not synced, and kills every handle opened before it; a scheduled fault can
+ * crash at its own point, in the middle of a sync.
  *
  * Invariants:
  * - A failed operation throws `StoreError("Io")` with "injected" in its message.
@@ -25,6 +26,8 @@ export interface Fault {
   after?: number;
   /** For a write: this many leading bytes reach the blob before the failure. */
   tearBytes?: number;
+  /** Crash the wrapped storage at this point (after the tear), as a power cut would. */
+  crash?: CrashOptions;
 }
 
 /** Random faults. */
@@ -41,6 +44,7 @@ interface Pending {
   op: FaultOp;
   after: number;
   tearBytes: number | undefined;
+  crash: CrashOptions | undefined;
 }
 
 /** Storage wrapper that injects failures; see the module comment. */
@@ -54,7 +58,12 @@ export class FaultyStorage implements Storage {
 
   /** Schedules a fault. Faults of the same op count down independently. */
   inject(fault: Fault): void {
-    this.scheduled.push({ op: fault.op, after: fault.after ?? 0, tearBytes: fault.tearBytes });
+    this.scheduled.push({
+      op: fault.op,
+      after: fault.after ?? 0,
+      tearBytes: fault.tearBytes,
+      crash: fault.crash,
+    });
   }
 
   /** Turns random faults on (or off with undefined). */
@@ -95,9 +104,9 @@ export class FaultyStorage implements Storage {
 
   /**
    * @internal Decides whether this call of `op` fails. Returns undefined to let it through, or
-   * the number of bytes to tear (-1: fail without writing anything).
+   * how it fails: the number of bytes to tear (-1: nothing written) and whether to crash after.
    */
-  decide(op: FaultOp, size = 0): number | undefined {
+  decide(op: FaultOp, size = 0): { tear: number; crash: CrashOptions | undefined } | undefined {
     let fire: Pending | undefined;
     for (const fault of this.scheduled) {
       if (fault.op !== op) continue;
@@ -111,23 +120,30 @@ export class FaultyStorage implements Storage {
     if (fire !== undefined) {
       this.scheduled.splice(this.scheduled.indexOf(fire), 1);
       this.faultsFired++;
-      return fire.tearBytes === undefined ? -1 : Math.min(fire.tearBytes, size);
+      return { tear: fire.tearBytes === undefined ? -1 : Math.min(fire.tearBytes, size), crash: fire.crash };
     }
     const random = this.randomFaults;
     if (random !== undefined && op !== "open" && op !== "read") {
       if (random.random() < (random.failureRate ?? 0)) {
         this.faultsFired++;
         if (op === "write" && random.random() < (random.tearRate ?? 0.5)) {
-          return Math.floor(random.random() * size);
+          return { tear: Math.floor(random.random() * size), crash: undefined };
         }
-        return -1;
+        return { tear: -1, crash: undefined };
       }
     }
     return undefined;
   }
 
+  /** @internal Fails the call when a fault fires, crashing first if the fault says so. */
+  fail(op: FaultOp, fault: { crash: CrashOptions | undefined }): never {
+    if (fault.crash !== undefined) this.crash(fault.crash);
+    throw injected(op);
+  }
+
   private check(op: FaultOp): void {
-    if (this.decide(op) !== undefined) throw injected(op);
+    const fault = this.decide(op);
+    if (fault !== undefined) this.fail(op, fault);
   }
 }
 
@@ -138,24 +154,27 @@ class FaultyBlob implements Blob {
   ) {}
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    if (this.faults.decide("read") !== undefined) throw injected("read");
+    const fault = this.faults.decide("read");
+    if (fault !== undefined) this.faults.fail("read", fault);
     return this.inner.read(offset, length);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
-    const tear = this.faults.decide("write", data.length);
-    if (tear === undefined) return this.inner.write(offset, data);
-    if (tear > 0) await this.inner.write(offset, data.subarray(0, tear));
-    throw injected("write");
+    const fault = this.faults.decide("write", data.length);
+    if (fault === undefined) return this.inner.write(offset, data);
+    if (fault.tear > 0) await this.inner.write(offset, data.subarray(0, fault.tear));
+    this.faults.fail("write", fault);
   }
 
   async resize(length: number): Promise<void> {
-    if (this.faults.decide("resize") !== undefined) throw injected("resize");
+    const fault = this.faults.decide("resize");
+    if (fault !== undefined) this.faults.fail("resize", fault);
     return this.inner.resize(length);
   }
 
   async sync(): Promise<void> {
-    if (this.faults.decide("sync") !== undefined) throw injected("sync");
+    const fault = this.faults.decide("sync");
+    if (fault !== undefined) this.faults.fail("sync", fault);
     return this.inner.sync();
   }
 
