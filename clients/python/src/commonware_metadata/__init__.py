@@ -1,0 +1,29 @@
+"""Python client for the commonware metadata service.
+
+The messages and gRPC stubs are generated from proto/commonware/metadata/v1/metadata.proto into
+the subpackage `commonware_metadata.gen` by `npm run generate` (never edit gen/ by hand). This
+module re-exports the two generated modules and the most used names:
+
+    import grpc
+    from commonware_metadata import MetadataServiceStub, metadata_pb2
+
+    with grpc.insecure_channel("127.0.0.1:50051") as channel:
+        stub = MetadataServiceStub(channel)
+        reply = stub.Get(metadata_pb2.GetRequest(partition="p", key=b"k"), timeout=5)
+        print(reply.HasField("value"), reply.version)
+"""
+
+from commonware_metadata.gen.commonware.metadata.v1 import metadata_pb2, metadata_pb2_grpc
+from commonware_metadata.gen.commonware.metadata.v1.metadata_pb2_grpc import (
+    MetadataServiceServicer,
+    MetadataServiceStub,
+    add_MetadataServiceServicer_to_server,
+)
+
+__all__ = [
+    "MetadataServiceServicer",
+    "MetadataServiceStub",
+    "add_MetadataServiceServicer_to_server",
+    "metadata_pb2",
+    "metadata_pb2_grpc",
+]

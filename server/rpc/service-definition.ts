@@ -1,0 +1,128 @@
+/**
+ * Service definition: the bridge from a protobuf-es v2 service descriptor (`GenService`, as
+ * generated into clients/ts/gen by protoc-gen-es) to a @grpc/grpc-js `ServiceDefinition`, plus the
+ * handler types that make a grpc-js implementation of that service type-checked.
+ *
+ * protoc-gen-es v2 emits descriptors and message types only, no grpc-js stubs; this module is the
+ * glue. It reads nothing but the descriptor, so every service generated into clients/ts/gen can be
+ * served with it (MetadataService here; health and reflection bring their own definitions).
+ *
+ * Invariants:
+ * - One grpc-js method per descriptor method, keyed by the method's `localName` (`get`,
+ *   `listPartitions`), with `originalName` set to the proto name (`Get`) and the path
+ *   `/<package>.<Service>/<Method>` (`/commonware.metadata.v1.MetadataService/Get`), which is the
+ *   gRPC wire name every other client (Go, Python, buf curl) uses.
+ * - Request and response streaming flags follow the descriptor's `methodKind`.
+ * - The wire codec is the protobuf binary format through `toBinary`/`fromBinary` of the method's
+ *   own input and output schemas. Unknown fields are kept when decoding. Serialized bytes are
+ *   wrapped in a Buffer without copying.
+ * - A request that fails to decode is answered by grpc-js itself with INTERNAL ("Error
+ *   deserializing request"); the handler is not called. Handlers that want INVALID_ARGUMENT for
+ *   semantically bad input must validate the decoded message themselves.
+ * - A method with no handler in the implementation answers UNIMPLEMENTED (grpc-js default), but
+ *   `ServiceImpl` requires every method, so that only happens through a cast.
+ *
+ * Usage:
+ *   const server = new grpc.Server();
+ *   addService(server, MetadataService, {
+ *     get(call, callback) {
+ *       callback(null, create(GetResponseSchema, { version: 0n }));
+ *     },
+ *     // ...one handler per RPC, each typed from the descriptor
+ *   });
+ */
+import type { DescMessage, DescMethod, Message, MessageShape } from "@bufbuild/protobuf";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
+import type {
+  handleBidiStreamingCall,
+  handleClientStreamingCall,
+  handleServerStreamingCall,
+  handleUnaryCall,
+  MethodDefinition,
+  Server,
+  ServiceDefinition,
+  UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+
+/** The method table of a service: `T` itself, or `T["method"]` when `T` is a `GenService`. */
+type MethodsOf<T> = T extends { readonly kind: "service"; readonly method: infer M } ? M : T;
+
+/** The grpc-js handler type for one method shape `{ methodKind, input, output }`. */
+type Handler<M> = M extends {
+  readonly methodKind: infer Kind;
+  readonly input: infer I extends DescMessage;
+  readonly output: infer O extends DescMessage;
+}
+  ? Kind extends "unary"
+    ? handleUnaryCall<MessageShape<I>, MessageShape<O>>
+    : Kind extends "server_streaming"
+      ? handleServerStreamingCall<MessageShape<I>, MessageShape<O>>
+      : Kind extends "client_streaming"
+        ? handleClientStreamingCall<MessageShape<I>, MessageShape<O>>
+        : handleBidiStreamingCall<MessageShape<I>, MessageShape<O>>
+  : never;
+
+/**
+ * A grpc-js implementation of a protobuf-es service: one handler per RPC, keyed by the generated
+ * `localName`. `T` is either the service (`ServiceImpl<typeof MetadataService>`) or its method
+ * table (the type argument of `GenService`).
+ *
+ * Requests arrive as the generated message type (`call.request` of `get` is a `GetRequest`), and
+ * responses must be that exact message type, built with `create(GetResponseSchema, ...)`: the
+ * `$typeName` brand makes a response of another RPC a type error.
+ */
+export type ServiceImpl<T extends GenServiceMethods | GenService<GenServiceMethods>> = {
+  [K in keyof MethodsOf<T>]: Handler<MethodsOf<T>[K]>;
+};
+
+/** Wraps encoded bytes in a Buffer that shares their memory (grpc-js wants a Buffer). */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** The grpc-js method definition of one descriptor method, with the binary protobuf codec. */
+function methodDefinition(method: DescMethod): MethodDefinition<Message, Message> {
+  return {
+    path: `/${method.parent.typeName}/${method.name}`,
+    originalName: method.name,
+    requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+    responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+    requestSerialize: (message) => asBuffer(toBinary(method.input, message)),
+    requestDeserialize: (bytes) => fromBinary(method.input, bytes),
+    responseSerialize: (message) => asBuffer(toBinary(method.output, message)),
+    responseDeserialize: (bytes) => fromBinary(method.output, bytes),
+  };
+}
+
+/**
+ * Builds the grpc-js `ServiceDefinition` of a protobuf-es service (see the module comment for the
+ * keys, paths and codec). Pure: it only reads the descriptor, and two calls give equal results.
+ * Use it with `server.addService(definition, implementation)`, or with `addService` below, which
+ * also type-checks the implementation.
+ */
+export function createServiceDefinition<T extends GenServiceMethods>(
+  service: GenService<T>,
+): ServiceDefinition {
+  const definition: Record<string, MethodDefinition<Message, Message>> = {};
+  for (const method of service.methods) {
+    definition[method.localName] = methodDefinition(method);
+  }
+  return definition;
+}
+
+/**
+ * Registers a protobuf-es service on a grpc-js server with a fully typed implementation.
+ * Call it before `server.bindAsync`. Throws (from grpc-js) when a method path of the service is
+ * already registered on this server, e.g. when the same service is added twice.
+ */
+export function addService<T extends GenServiceMethods>(
+  server: Pick<Server, "addService">,
+  service: GenService<T>,
+  implementation: ServiceImpl<T>,
+): void {
+  // Each handler of ServiceImpl<T> is a grpc-js handler for its method's message types; grpc-js
+  // types its registry loosely (handlers of `any`), which TypeScript cannot relate to the mapped
+  // type for a generic T.
+  server.addService(createServiceDefinition(service), implementation as UntypedServiceImplementation);
+}
