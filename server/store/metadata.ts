@@ -169,6 +169,11 @@ export class Snapshot {
   }
 }
 
+/** A view with no keys at version 0: what a partition that does not exist reads as. */
+export function emptySnapshot(): Snapshot {
+  return new Snapshot(bulkLoad<KeyString, Uint8Array>([], [], 64, compareKeys), 0n);
+}
+
 interface BlobState {
   blob: Blob;
   /** Version of the body in `image` (0: empty). */

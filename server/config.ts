@@ -1,0 +1,187 @@
+/**
+ * Config: every flag and environment variable of the server, with its unit and default, parsed
+ * in one place. A flag wins over its environment variable, which wins over the default.
+ *
+ *   flag                          env                              default
+ *   --data-dir DIR                METADATA_DATA_DIR                ./data
+ *   --listen HOST:PORT            METADATA_LISTEN                  127.0.0.1:50051
+ *   --metrics-listen HOST:PORT    METADATA_METRICS_LISTEN          127.0.0.1:9464 ("" or "off": none)
+ *   --default-partition NAME      METADATA_DEFAULT_PARTITION       default
+ *   --default-key-codec CODEC     METADATA_DEFAULT_KEY_CODEC       variable  (fixed:N | variable)
+ *   --partition-key-codec N=CODEC METADATA_PARTITION_KEY_CODECS    none      (repeatable; env: comma-separated)
+ *   --max-value-bytes N           METADATA_MAX_VALUE_BYTES         1048576
+ *   --flush-interval-ms N         METADATA_FLUSH_INTERVAL_MS       100
+ *   --batch-max-mutations N       METADATA_BATCH_MAX_MUTATIONS     10000
+ *   --batch-max-bytes N           METADATA_BATCH_MAX_BYTES         16777216
+ *   --batch-max-delay-ms N        METADATA_BATCH_MAX_DELAY_MS      0
+ *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition)
+ *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
+ *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
+ *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000
+ *   --tls-cert FILE, --tls-key FILE  METADATA_TLS_CERT, METADATA_TLS_KEY  none (insecure)
+ *
+ * Invariant: `parseConfig` either returns a complete, valid configuration or throws a
+ * `ConfigError` naming the flag and the bad value.
+ */
+import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
+import { isValidPartitionName } from "./store/storage/storage.js";
+
+/** The server's whole configuration. */
+export interface ServerConfig {
+  dataDir: string;
+  listen: string;
+  /** Host and port of the HTTP endpoint, or undefined for none. */
+  metricsListen: { host: string; port: number } | undefined;
+  defaultPartition: string;
+  defaultKeyCodec: KeyCodec;
+  keyCodecs: Map<string, KeyCodec>;
+  maxValueBytes: number;
+  flushIntervalMs: number;
+  batchMaxMutations: number;
+  batchMaxBytes: number;
+  batchMaxDelayMs: number;
+  maxQueuedOperations: number;
+  maxConcurrentStreams: number;
+  maxMessageBytes: number;
+  shutdownGraceMs: number;
+  tls: { certFile: string; keyFile: string } | undefined;
+}
+
+/** A bad flag or environment value. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+interface FlagSpec {
+  env: string;
+  repeatable?: boolean;
+}
+
+const FLAGS: Record<string, FlagSpec> = {
+  "data-dir": { env: "METADATA_DATA_DIR" },
+  listen: { env: "METADATA_LISTEN" },
+  "metrics-listen": { env: "METADATA_METRICS_LISTEN" },
+  "default-partition": { env: "METADATA_DEFAULT_PARTITION" },
+  "default-key-codec": { env: "METADATA_DEFAULT_KEY_CODEC" },
+  "partition-key-codec": { env: "METADATA_PARTITION_KEY_CODECS", repeatable: true },
+  "max-value-bytes": { env: "METADATA_MAX_VALUE_BYTES" },
+  "flush-interval-ms": { env: "METADATA_FLUSH_INTERVAL_MS" },
+  "batch-max-mutations": { env: "METADATA_BATCH_MAX_MUTATIONS" },
+  "batch-max-bytes": { env: "METADATA_BATCH_MAX_BYTES" },
+  "batch-max-delay-ms": { env: "METADATA_BATCH_MAX_DELAY_MS" },
+  "max-queued-operations": { env: "METADATA_MAX_QUEUED_OPERATIONS" },
+  "max-concurrent-streams": { env: "METADATA_MAX_CONCURRENT_STREAMS" },
+  "max-message-bytes": { env: "METADATA_MAX_MESSAGE_BYTES" },
+  "shutdown-grace-ms": { env: "METADATA_SHUTDOWN_GRACE_MS" },
+  "tls-cert": { env: "METADATA_TLS_CERT" },
+  "tls-key": { env: "METADATA_TLS_KEY" },
+};
+
+/** Text of `--help`. */
+export const USAGE = `Flags (each also read from its environment variable):
+${Object.entries(FLAGS)
+  .map(([flag, spec]) => `  --${flag.padEnd(24)} ${spec.env}`)
+  .join("\n")}
+See server/config.ts for units and defaults.`;
+
+/** Parses `argv` (without node and script) and `env` into a ServerConfig. @throws ConfigError */
+export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const given = new Map<string, string[]>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument ${JSON.stringify(arg)}`);
+    const eq = arg.indexOf("=");
+    const flag = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    const spec = FLAGS[flag];
+    if (spec === undefined) throw new ConfigError(`unknown flag --${flag}\n${USAGE}`);
+    let value: string;
+    if (eq !== -1) {
+      value = arg.slice(eq + 1);
+    } else {
+      const next = argv[++i];
+      if (next === undefined) throw new ConfigError(`--${flag} needs a value`);
+      value = next;
+    }
+    const list = given.get(flag) ?? [];
+    if (list.length > 0 && !spec.repeatable) throw new ConfigError(`--${flag} given twice`);
+    list.push(value);
+    given.set(flag, list);
+  }
+  const get = (flag: string, fallback: string): string => {
+    const fromFlag = given.get(flag)?.[0];
+    if (fromFlag !== undefined) return fromFlag;
+    const fromEnv = env[(FLAGS[flag] as FlagSpec).env];
+    return fromEnv !== undefined && fromEnv !== "" ? fromEnv : fallback;
+  };
+  const int = (flag: string, fallback: number, min: number, max: number): number => {
+    const text = get(flag, String(fallback));
+    const value = Number(text);
+    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not an integer in ${min}..${max}`);
+    }
+    return value;
+  };
+  const codec = (flag: string, text: string): KeyCodec => {
+    try {
+      return parseKeyCodec(text);
+    } catch (err) {
+      throw new ConfigError(`--${flag}: ${(err as Error).message}`);
+    }
+  };
+  const partition = (flag: string, name: string): string => {
+    if (!isValidPartitionName(name)) {
+      throw new ConfigError(`--${flag}: invalid partition name ${JSON.stringify(name)}: use [A-Za-z0-9_-]+`);
+    }
+    return name;
+  };
+
+  const keyCodecs = new Map<string, KeyCodec>();
+  const codecEntries =
+    given.get("partition-key-codec") ??
+    (env.METADATA_PARTITION_KEY_CODECS ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
+  for (const entry of codecEntries) {
+    const eq = entry.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--partition-key-codec: ${JSON.stringify(entry)} is not NAME=CODEC`);
+    keyCodecs.set(
+      partition("partition-key-codec", entry.slice(0, eq)),
+      codec("partition-key-codec", entry.slice(eq + 1)),
+    );
+  }
+
+  const metricsText = get("metrics-listen", "127.0.0.1:9464");
+  const tlsCert = get("tls-cert", "");
+  const tlsKey = get("tls-key", "");
+  if ((tlsCert === "") !== (tlsKey === "")) throw new ConfigError("--tls-cert and --tls-key go together");
+
+  return {
+    dataDir: get("data-dir", "./data"),
+    listen: hostPort("listen", get("listen", "127.0.0.1:50051")).text,
+    metricsListen:
+      metricsText === "" || metricsText === "off" ? undefined : hostPort("metrics-listen", metricsText),
+    defaultPartition: partition("default-partition", get("default-partition", "default")),
+    defaultKeyCodec: codec("default-key-codec", get("default-key-codec", "variable")),
+    keyCodecs,
+    maxValueBytes: int("max-value-bytes", 1024 * 1024, 0, MAX_VALUE_BYTES),
+    flushIntervalMs: int("flush-interval-ms", 100, 1, 3_600_000),
+    batchMaxMutations: int("batch-max-mutations", 10_000, 1, 10_000_000),
+    batchMaxBytes: int("batch-max-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
+    batchMaxDelayMs: int("batch-max-delay-ms", 0, 0, 60_000),
+    maxQueuedOperations: int("max-queued-operations", 100_000, 1, 100_000_000),
+    maxConcurrentStreams: int("max-concurrent-streams", 128, 1, 1_000_000),
+    maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),
+    shutdownGraceMs: int("shutdown-grace-ms", 10_000, 0, 3_600_000),
+    tls: tlsCert === "" ? undefined : { certFile: tlsCert, keyFile: tlsKey },
+  };
+}
+
+function hostPort(flag: string, text: string): { host: string; port: number; text: string } {
+  const match = /^(.*):(\d+)$/.exec(text);
+  const port = Number(match?.[2]);
+  if (match === null || match[1] === "" || port > 65535) {
+    throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not HOST:PORT`);
+  }
+  return { host: (match[1] as string).replace(/^\[(.*)\]$/, "$1"), port, text };
+}

@@ -1,0 +1,351 @@
+/**
+ * GroupCommit: one partition's store, fed by many concurrent writers, committed by few syncs.
+ *
+ * Operations arrive with `submit` and wait in a FIFO queue. They are applied to the store's
+ * in-memory map in arrival order, as many at a time as the current batch has room for
+ * (`batchMaxMutations`, `batchMaxBytes`). A sync commits everything applied before it started;
+ * at most one sync runs at a time, and the operations applied while it runs form the next batch,
+ * committed by the next single sync.
+ *
+ * Invariants:
+ * - A durable operation is answered only after the fsync of a sync that started after the
+ *   operation was applied; its answer carries that sync's version.
+ * - A buffered operation is answered once applied; a sync follows within `flushIntervalMs`.
+ * - Readers use `committed()`, the state of the last completed sync: nothing shows before it
+ *   is durable, and nothing of a failed sync ever shows.
+ * - If a sync fails, every operation applied since the last completed sync is failed
+ *   (`SyncFailed`: not committed) and the partition reopens from its last durable state on disk.
+ *   Operations still queued (not applied) go on against the reopened store.
+ * - An operation whose `apply` throws (bad input, failed precondition) changes nothing and is
+ *   answered with that error at once.
+ */
+import { Histogram, type Registry } from "prom-client";
+import { StoreError } from "../store/errors.js";
+import type { Metadata, Snapshot } from "../store/metadata.js";
+
+/** Tunables of group commit. */
+export interface GroupCommitOptions {
+  /** Most mutations applied into one batch (one sync); an operation is never split. */
+  batchMaxMutations: number;
+  /** Most value and key bytes applied into one batch. */
+  batchMaxBytes: number;
+  /** Wait this long for more writers before starting a sync when none is running (0: none). */
+  batchMaxDelayMs: number;
+  /** A buffered mutation is committed no later than this after it was applied. */
+  flushIntervalMs: number;
+  /** Most operations waiting to be applied; more are refused with `LimitExceeded`. */
+  maxQueuedOperations: number;
+}
+
+/** Defaults of `GroupCommitOptions`. */
+export const DEFAULT_GROUP_COMMIT_OPTIONS: GroupCommitOptions = {
+  batchMaxMutations: 10_000,
+  batchMaxBytes: 16 * 1024 * 1024,
+  batchMaxDelayMs: 0,
+  flushIntervalMs: 100,
+  maxQueuedOperations: 100_000,
+};
+
+/** One operation: a change to apply to the store, and how to answer it. */
+export interface Operation<T> {
+  /** Applies the change to the live store; throws (changing nothing) to refuse it. */
+  apply(store: Metadata): T;
+  /** Mutations it counts for in a batch (0 for a bare sync request). */
+  mutations: number;
+  /** Key and value bytes it counts for in a batch. */
+  bytes: number;
+  /** Answer after the sync that holds it (true) or once applied (false). */
+  durable: boolean;
+}
+
+/** The answer to an operation. */
+export interface Outcome<T> {
+  result: T;
+  /** Synced version that holds the operation (0 for buffered). */
+  version: bigint;
+}
+
+/** Metrics of group commit, shared by every partition of a server. */
+export interface GroupCommitMetrics {
+  syncDurationSeconds: Histogram<"partition">;
+  mutationsPerSync: Histogram<"partition">;
+}
+
+/** Registers (once per registry) and returns the group commit metrics. */
+export function createGroupCommitMetrics(registry: Registry): GroupCommitMetrics {
+  const histogram = (name: string, help: string, buckets: number[]) =>
+    (registry.getSingleMetric(name) as Histogram<"partition"> | undefined) ??
+    new Histogram({ name, help, labelNames: ["partition"], buckets, registers: [registry] });
+  return {
+    syncDurationSeconds: histogram(
+      "metadata_sync_duration_seconds",
+      "Duration of a partition sync, from its start to its fsync.",
+      [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    ),
+    mutationsPerSync: histogram(
+      "metadata_group_commit_mutations",
+      "Mutations committed by one sync.",
+      [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384],
+    ),
+  };
+}
+
+interface Queued {
+  op: Operation<unknown>;
+  resolve(outcome: Outcome<unknown>): void;
+  reject(err: unknown): void;
+}
+
+interface Waiter {
+  result: unknown;
+  resolve(outcome: Outcome<unknown>): void;
+  reject(err: unknown): void;
+}
+
+/** Least time between two attempts to reopen a partition whose reopen failed. */
+const REOPEN_RETRY_MS = 1000;
+
+/** Reopens the partition's store from disk; `discardVersionsFrom` as in MetadataConfig. */
+export type Reopen = (discardVersionsFrom: bigint | undefined) => Promise<Metadata>;
+
+/** See the module comment. */
+export class GroupCommit {
+  private store: Metadata;
+  private readonly queue: Queued[] = [];
+  /** Durable operations applied since the last sync started. */
+  private batch: Waiter[] = [];
+  private batchMutations = 0;
+  private batchBytes = 0;
+  /** Something was applied since the last sync started. */
+  private dirty = false;
+  /** Waiters of the sync in flight, and that sync. */
+  private inFlight: { waiters: Waiter[]; done: Promise<void> } | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private gatherTimer: NodeJS.Timeout | undefined;
+  private reopening: Promise<void> | undefined;
+  private lastReopenAt = 0;
+  private failure: StoreError | undefined;
+  private closing = false;
+
+  constructor(
+    store: Metadata,
+    private readonly reopen: Reopen,
+    private readonly options: GroupCommitOptions,
+    private readonly metrics?: GroupCommitMetrics,
+  ) {
+    this.store = store;
+  }
+
+  /** The partition name. */
+  get partition(): string {
+    return this.store.partition;
+  }
+
+  /** The state of the last completed sync. */
+  committed(): Snapshot {
+    return this.store.committed();
+  }
+
+  /** The live store (mutations applied but not yet committed included). @internal */
+  live(): Metadata {
+    return this.store;
+  }
+
+  /**
+   * Queues `op`; resolves when it is answered (see the module comment).
+   * @throws StoreError LimitExceeded (queue full), Closed, SyncFailed, or what `apply` throws
+   */
+  submit<T>(op: Operation<T>): Promise<Outcome<T>> {
+    if (this.closing) return Promise.reject(new StoreError("Closed", "server is shutting down"));
+    if (this.queue.length >= this.options.maxQueuedOperations) {
+      return Promise.reject(
+        new StoreError(
+          "LimitExceeded",
+          `too many queued operations for partition ${this.partition}: ${this.options.maxQueuedOperations}`,
+        ),
+      );
+    }
+    return new Promise<Outcome<T>>((resolve, reject) => {
+      this.queue.push({ op, resolve: resolve as (o: Outcome<unknown>) => void, reject });
+      this.pump();
+    });
+  }
+
+  /**
+   * Stops taking operations, commits everything queued or applied, and closes the store.
+   * Resolves when the store is closed.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    for (;;) {
+      if (this.failure === undefined) this.pump();
+      if (this.dirty) this.startSync();
+      const pending = this.inFlight?.done ?? this.reopening;
+      if (pending !== undefined) {
+        await pending;
+        continue;
+      }
+      if (this.failure !== undefined || (this.queue.length === 0 && !this.dirty)) break;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    clearTimeout(this.flushTimer);
+    clearTimeout(this.gatherTimer);
+    for (const queued of this.queue.splice(0))
+      queued.reject(new StoreError("Closed", "server is shutting down"));
+    await this.store.close();
+  }
+
+  /** Applies queued operations while the batch has room, then arranges the next sync. */
+  private pump(): void {
+    if (this.reopening !== undefined) return;
+    if (this.failure !== undefined) {
+      if (!this.closing && Date.now() - this.lastReopenAt >= REOPEN_RETRY_MS) {
+        this.tryReopen();
+      } else {
+        for (const queued of this.queue.splice(0)) queued.reject(this.failure);
+      }
+      return;
+    }
+    while (this.queue.length > 0) {
+      const next = this.queue[0] as Queued;
+      const full =
+        this.batchMutations > 0 &&
+        (this.batchMutations + next.op.mutations > this.options.batchMaxMutations ||
+          this.batchBytes + next.op.bytes > this.options.batchMaxBytes);
+      if (full) break;
+      this.queue.shift();
+      if (next.op.mutations === 0 && next.op.durable && !this.dirty) {
+        // A bare sync request with nothing new to commit: the answer is the sync in flight, or
+        // the last completed one.
+        if (this.inFlight !== undefined) {
+          this.inFlight.waiters.push({ result: undefined, resolve: next.resolve, reject: next.reject });
+        } else {
+          next.resolve({ result: undefined, version: this.store.committed().version });
+        }
+        continue;
+      }
+      let result: unknown;
+      try {
+        result = next.op.apply(this.store);
+      } catch (err) {
+        next.reject(err);
+        continue;
+      }
+      this.dirty = true;
+      this.batchMutations += next.op.mutations;
+      this.batchBytes += next.op.bytes;
+      if (next.op.durable) {
+        this.batch.push({ result, resolve: next.resolve, reject: next.reject });
+      } else {
+        next.resolve({ result, version: 0n });
+      }
+    }
+    if (this.inFlight !== undefined) return;
+    if (this.batch.length > 0 || (this.closing && this.dirty)) {
+      this.scheduleSync();
+    } else if (this.dirty && this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = undefined;
+        if (this.inFlight === undefined && this.dirty) this.startSync();
+      }, this.options.flushIntervalMs);
+    }
+  }
+
+  private scheduleSync(): void {
+    if (this.options.batchMaxDelayMs <= 0 || this.closing) {
+      this.startSync();
+      return;
+    }
+    if (this.gatherTimer !== undefined) return;
+    this.gatherTimer = setTimeout(() => {
+      this.gatherTimer = undefined;
+      if (this.inFlight === undefined) this.startSync();
+    }, this.options.batchMaxDelayMs);
+  }
+
+  private startSync(): void {
+    if (this.inFlight !== undefined || this.reopening !== undefined || this.failure !== undefined) return;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    clearTimeout(this.gatherTimer);
+    this.gatherTimer = undefined;
+    const waiters = this.batch;
+    const mutations = this.batchMutations;
+    this.batch = [];
+    this.batchMutations = 0;
+    this.batchBytes = 0;
+    this.dirty = false;
+    const store = this.store;
+    const started = process.hrtime.bigint();
+    const labels = { partition: store.partition };
+    const inFlight = {
+      waiters,
+      done: store.sync().then(
+        (version) => {
+          this.metrics?.syncDurationSeconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
+          this.metrics?.mutationsPerSync.observe(labels, mutations);
+          this.inFlight = undefined;
+          for (const waiter of inFlight.waiters) waiter.resolve({ result: waiter.result, version });
+          this.pump();
+        },
+        (err: unknown) => {
+          this.inFlight = undefined;
+          this.handleSyncFailure(store, inFlight.waiters, err);
+        },
+      ),
+    };
+    this.inFlight = inFlight;
+  }
+
+  /** Fails everything applied since the last completed sync and reopens from disk. */
+  private handleSyncFailure(store: Metadata, waiters: Waiter[], err: unknown): void {
+    const failed =
+      err instanceof StoreError && err.kind === "SyncFailed"
+        ? err
+        : new StoreError("SyncFailed", `sync of partition ${store.partition} failed: not committed`, {
+            cause: err,
+          });
+    const later = new StoreError(
+      "SyncFailed",
+      `not committed: a sync of partition ${store.partition} failed before this write could be committed`,
+      { cause: err },
+    );
+    for (const waiter of waiters) waiter.reject(failed);
+    for (const waiter of this.batch) waiter.reject(later);
+    this.batch = [];
+    this.batchMutations = 0;
+    this.batchBytes = 0;
+    this.dirty = false;
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    this.failure = failed;
+    this.tryReopen();
+  }
+
+  /** Reopens the store from its last durable state; on failure, retries at the next operation. */
+  private tryReopen(): void {
+    if (this.reopening !== undefined) return;
+    this.lastReopenAt = Date.now();
+    const old = this.store;
+    this.reopening = (async () => {
+      try {
+        await old.close();
+        this.store = await this.reopen(old.unsafeVersionsFrom);
+        this.failure = undefined;
+      } catch (err) {
+        this.failure = new StoreError(
+          "SyncFailed",
+          `partition ${old.partition} is unavailable: reopen failed`,
+          {
+            cause: err,
+          },
+        );
+        // Nothing can be applied until a reopen succeeds: refuse what is queued.
+        for (const queued of this.queue.splice(0)) queued.reject(this.failure);
+      } finally {
+        this.reopening = undefined;
+      }
+      if (this.failure === undefined) this.pump();
+    })();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * Partitions: partition name -> open store with its group commit, opened on demand.
+ *
+ * Invariants:
+ * - An empty name means the server's default partition; any other name must be a valid
+ *   partition name (`InvalidPartitionName` otherwise, before anything is touched).
+ * - A partition is created (its blobs written) only by a mutation: `forWrite`. A read of a
+ *   partition that exists neither in memory nor on disk answers as empty and creates nothing.
+ * - A partition is opened at most once, however many calls race to open it.
+ * - Each partition has one key codec for its life: the one configured for its name, else the
+ *   server default.
+ */
+import type { Registry } from "prom-client";
+import { type KeyCodec, MAX_VALUE_BYTES, variableKeys } from "../store/codec.js";
+import { StoreError } from "../store/errors.js";
+import { emptySnapshot, openMetadata, type Snapshot } from "../store/metadata.js";
+import { type Storage, validatePartitionName } from "../store/storage/storage.js";
+import {
+  DEFAULT_GROUP_COMMIT_OPTIONS,
+  GroupCommit,
+  type GroupCommitMetrics,
+  type GroupCommitOptions,
+} from "./group-commit.js";
+
+/** Configuration of the partitions of a server. */
+export interface PartitionsConfig {
+  /** Partition used when a request names none. */
+  defaultPartition: string;
+  /** Key codec of partitions not listed in `keyCodecs`. */
+  defaultKeyCodec: KeyCodec;
+  /** Key codec per partition name. */
+  keyCodecs: ReadonlyMap<string, KeyCodec>;
+  /** Largest value accepted. */
+  maxValueBytes: number;
+  groupCommit: GroupCommitOptions;
+}
+
+/** Defaults of `PartitionsConfig`. */
+export const DEFAULT_PARTITIONS_CONFIG: PartitionsConfig = {
+  defaultPartition: "default",
+  defaultKeyCodec: variableKeys(),
+  keyCodecs: new Map(),
+  maxValueBytes: 1024 * 1024,
+  groupCommit: DEFAULT_GROUP_COMMIT_OPTIONS,
+};
+
+/** The committed view of every partition that does not exist. */
+const EMPTY_SNAPSHOT = emptySnapshot();
+
+/** See the module comment. */
+export class Partitions {
+  private readonly open = new Map<string, Promise<GroupCommit>>();
+  private closed = false;
+
+  constructor(
+    private readonly storage: Storage,
+    readonly config: PartitionsConfig,
+    private readonly registry?: Registry,
+    private readonly metrics?: GroupCommitMetrics,
+  ) {
+    if (config.maxValueBytes > MAX_VALUE_BYTES) {
+      throw new StoreError(
+        "InvalidConfig",
+        `maximum value size ${config.maxValueBytes} > ${MAX_VALUE_BYTES}`,
+      );
+    }
+    validatePartitionName(config.defaultPartition);
+    for (const name of config.keyCodecs.keys()) validatePartitionName(name);
+  }
+
+  /** The partition a request means: `name`, or the default when empty. @throws InvalidPartitionName */
+  resolve(name: string): string {
+    const resolved = name === "" ? this.config.defaultPartition : name;
+    validatePartitionName(resolved);
+    return resolved;
+  }
+
+  /** Key codec of a (resolved) partition name. */
+  keyCodec(partition: string): KeyCodec {
+    return this.config.keyCodecs.get(partition) ?? this.config.defaultKeyCodec;
+  }
+
+  /** The partition's group commit, opening (and creating) it if needed. */
+  forWrite(partition: string): Promise<GroupCommit> {
+    if (this.closed) return Promise.reject(new StoreError("Closed", "server is shutting down"));
+    let opening = this.open.get(partition);
+    if (opening === undefined) {
+      opening = this.openPartition(partition);
+      this.open.set(partition, opening);
+      // A failed open is forgotten, so that a later call tries again.
+      opening.catch(() => this.open.delete(partition));
+    }
+    return opening;
+  }
+
+  /** The committed view of a partition; empty (and nothing created) when it does not exist. */
+  async committed(partition: string): Promise<Snapshot> {
+    const opening = this.open.get(partition);
+    if (opening !== undefined) return (await opening).committed();
+    if (!(await this.existsOnDisk(partition))) return EMPTY_SNAPSHOT;
+    return (await this.forWrite(partition)).committed();
+  }
+
+  /** Names of every partition on disk or open, sorted. */
+  async list(): Promise<string[]> {
+    const names = new Set(await this.storage.listPartitions());
+    for (const name of this.open.keys()) names.add(name);
+    return [...names].sort();
+  }
+
+  /** Commits everything pending in every partition and closes them. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.open.values()];
+    await Promise.allSettled(all.map(async (opening) => (await opening).close()));
+  }
+
+  private async existsOnDisk(partition: string): Promise<boolean> {
+    try {
+      return (await this.storage.scan(partition)).length > 0;
+    } catch (err) {
+      if (err instanceof StoreError && err.kind === "PartitionMissing") return false;
+      throw err;
+    }
+  }
+
+  private async openPartition(partition: string): Promise<GroupCommit> {
+    const keyCodec = this.keyCodec(partition);
+    const openStore = (discardVersionsFrom: bigint | undefined) =>
+      openMetadata(this.storage, {
+        partition,
+        keyCodec,
+        maxValueBytes: this.config.maxValueBytes,
+        ...(this.registry === undefined ? {} : { registry: this.registry }),
+        ...(discardVersionsFrom === undefined ? {} : { discardVersionsFrom }),
+      });
+    const store = await openStore(undefined);
+    return new GroupCommit(store, openStore, this.config.groupCommit, this.metrics);
+  }
+}
