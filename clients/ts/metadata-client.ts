@@ -1,0 +1,296 @@
+/**
+ * MetadataClient: a small promise-based client of MetadataService over @grpc/grpc-js, on top of
+ * the buf-generated schemas in ./gen.
+ *
+ * - Every call takes an optional per-call deadline (`deadlineMs`, relative) and metadata.
+ * - `keys()` is an async iterable of entries; leaving the loop early cancels the stream.
+ * - `commit()` sends an atomic batch of puts and removes with optional preconditions.
+ * - Errors are grpc-js `ServiceError`s (`code`, `details`); see the proto for which codes each
+ *   RPC returns. A DEADLINE_EXCEEDED on a write means its outcome is unknown.
+ *
+ * Usage:
+ *   const client = new MetadataClient("127.0.0.1:50051");
+ *   await client.put(key, value);              // durable when it resolves
+ *   const value = await client.get(key);       // Uint8Array | undefined
+ *   for await (const { key } of client.keys({ prefix })) ...
+ *   client.close();
+ */
+import { create, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  type ClearResponse,
+  type CommitResponse,
+  Durability,
+  type GetResponse,
+  type KeysResponse,
+  type ListPartitionsResponse,
+  MetadataService,
+  type MutationSchema,
+  type PreconditionSchema,
+  type PutResponse,
+  type RemoveResponse,
+  type RetainResponse,
+  type SyncResponse,
+} from "./gen/commonware/metadata/v1/metadata_pb.js";
+
+export { Durability };
+
+/** Options of every call. */
+export interface CallOptions {
+  /** Deadline relative to now, in milliseconds. */
+  deadlineMs?: number;
+  /** Extra request metadata. */
+  metadata?: grpc.Metadata;
+}
+
+/** Options of a mutation. */
+export interface WriteOptions extends CallOptions {
+  /** Partition; the server's default when absent. */
+  partition?: string;
+  /** DURABLE (default): answered after the fsync; BUFFERED: answered once applied. */
+  durability?: Durability;
+}
+
+/** Options of a read. */
+export interface ReadOptions extends CallOptions {
+  partition?: string;
+}
+
+/** Options of `keys()`. */
+export interface KeysOptions extends ReadOptions {
+  prefix?: Uint8Array;
+  start?: Uint8Array;
+  end?: Uint8Array;
+  limit?: number;
+  includeValues?: boolean;
+}
+
+/** One entry of a listing (`value` only with `includeValues`). */
+export interface KeyEntry {
+  key: Uint8Array;
+  value?: Uint8Array;
+}
+
+/** A mutation of a batch. */
+export type BatchMutation = { put: { key: Uint8Array; value: Uint8Array } } | { remove: { key: Uint8Array } };
+
+/** A precondition of a batch. */
+export type BatchPrecondition =
+  | { key: Uint8Array; absent: true }
+  | { key: Uint8Array; present: true }
+  | { key: Uint8Array; valueEquals: Uint8Array };
+
+/** Options of the channel. */
+export interface ClientOptions {
+  /** Channel credentials; insecure by default. Use `grpc.credentials.createSsl(...)` for TLS. */
+  credentials?: grpc.ChannelCredentials;
+  /** grpc-js channel options (keepalive, message sizes, ...). */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+type Method = (typeof MetadataService.method)[keyof typeof MetadataService.method];
+
+function path(method: Method): string {
+  return `/${MetadataService.typeName}/${method.name}`;
+}
+
+/** See the module comment. */
+export class MetadataClient {
+  private readonly client: grpc.Client;
+
+  constructor(address: string, options: ClientOptions = {}) {
+    this.client = new grpc.Client(
+      address,
+      options.credentials ?? grpc.credentials.createInsecure(),
+      options.channelOptions ?? {},
+    );
+  }
+
+  /** Closes the channel. */
+  close(): void {
+    this.client.close();
+  }
+
+  /** Stores `value` under `key`; resolves with the previous value and the committing version. */
+  put(key: Uint8Array, value: Uint8Array, options: WriteOptions = {}): Promise<PutResponse> {
+    return this.unary(
+      MetadataService.method.put,
+      {
+        partition: options.partition ?? "",
+        key,
+        value,
+        durability: options.durability ?? Durability.DURABLE,
+      },
+      options,
+    );
+  }
+
+  /** The committed value of `key`, or undefined. */
+  async get(key: Uint8Array, options: ReadOptions = {}): Promise<Uint8Array | undefined> {
+    return (await this.getWithVersion(key, options)).value;
+  }
+
+  /** The committed value of `key` and the version it was read at. */
+  getWithVersion(key: Uint8Array, options: ReadOptions = {}): Promise<GetResponse> {
+    return this.unary(MetadataService.method.get, { partition: options.partition ?? "", key }, options);
+  }
+
+  /** Removes `key`; resolves with the removed value and the committing version. */
+  remove(key: Uint8Array, options: WriteOptions = {}): Promise<RemoveResponse> {
+    return this.unary(
+      MetadataService.method.remove,
+      {
+        partition: options.partition ?? "",
+        key,
+        durability: options.durability ?? Durability.DURABLE,
+      },
+      options,
+    );
+  }
+
+  /**
+   * Keeps the keys selected by `filter` (or, with `invert`, removes them); `keepNone` removes
+   * every key. Resolves with the number removed.
+   */
+  retain(
+    filter: {
+      prefix?: Uint8Array;
+      start?: Uint8Array;
+      end?: Uint8Array;
+      invert?: boolean;
+      keepNone?: boolean;
+    },
+    options: WriteOptions = {},
+  ): Promise<RetainResponse> {
+    return this.unary(
+      MetadataService.method.retain,
+      {
+        partition: options.partition ?? "",
+        filter: {
+          prefix: filter.prefix ?? new Uint8Array(),
+          start: filter.start ?? new Uint8Array(),
+          end: filter.end ?? new Uint8Array(),
+        },
+        invert: filter.invert ?? false,
+        keepNone: filter.keepNone ?? false,
+        durability: options.durability ?? Durability.DURABLE,
+      },
+      options,
+    );
+  }
+
+  /** Commits every pending mutation of the partition; resolves after the fsync. */
+  sync(options: ReadOptions = {}): Promise<SyncResponse> {
+    return this.unary(MetadataService.method.sync, { partition: options.partition ?? "" }, options);
+  }
+
+  /** Removes every key of the partition. */
+  clear(options: WriteOptions = {}): Promise<ClearResponse> {
+    return this.unary(
+      MetadataService.method.clear,
+      {
+        partition: options.partition ?? "",
+        durability: options.durability ?? Durability.DURABLE,
+      },
+      options,
+    );
+  }
+
+  /** Applies `mutations` atomically if every precondition holds (FAILED_PRECONDITION otherwise). */
+  commit(
+    mutations: BatchMutation[],
+    preconditions: BatchPrecondition[] = [],
+    options: WriteOptions = {},
+  ): Promise<CommitResponse> {
+    return this.unary(
+      MetadataService.method.commit,
+      {
+        partition: options.partition ?? "",
+        mutations: mutations.map(toMutation),
+        preconditions: preconditions.map(toPrecondition),
+        durability: options.durability ?? Durability.DURABLE,
+      },
+      options,
+    );
+  }
+
+  /** Names of the partitions that exist. */
+  async listPartitions(options: CallOptions = {}): Promise<string[]> {
+    const response: ListPartitionsResponse = await this.unary(
+      MetadataService.method.listPartitions,
+      {},
+      options,
+    );
+    return response.partitions;
+  }
+
+  /**
+   * Streams committed entries in ascending key order from one snapshot. Breaking out of the loop
+   * cancels the stream on the server.
+   */
+  async *keys(options: KeysOptions = {}): AsyncGenerator<KeyEntry> {
+    const method = MetadataService.method.keys;
+    const request = create(method.input, {
+      partition: options.partition ?? "",
+      prefix: options.prefix ?? new Uint8Array(),
+      start: options.start ?? new Uint8Array(),
+      end: options.end ?? new Uint8Array(),
+      limit: options.limit ?? 0,
+      includeValues: options.includeValues ?? false,
+    });
+    const call = this.client.makeServerStreamRequest(
+      path(method),
+      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
+      (bytes: Buffer) => fromBinary(method.output, bytes),
+      request,
+      options.metadata ?? new grpc.Metadata(),
+      callOptions(options),
+    );
+    try {
+      for await (const chunk of call as AsyncIterable<KeysResponse>) {
+        for (let i = 0; i < chunk.keys.length; i++) {
+          const value = chunk.values[i];
+          yield value === undefined
+            ? { key: chunk.keys[i] as Uint8Array }
+            : { key: chunk.keys[i] as Uint8Array, value };
+        }
+      }
+    } finally {
+      call.cancel();
+    }
+  }
+
+  private unary<M extends Method>(
+    method: M,
+    input: MessageInitShape<M["input"]>,
+    options: CallOptions,
+  ): Promise<MessageShape<M["output"]>> {
+    const request = create(method.input, input);
+    return new Promise((resolve, reject) => {
+      this.client.makeUnaryRequest(
+        path(method),
+        (message: typeof request) => Buffer.from(toBinary(method.input, message)),
+        (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
+        request,
+        options.metadata ?? new grpc.Metadata(),
+        callOptions(options),
+        (err, response) => (err || response === undefined ? reject(err) : resolve(response)),
+      );
+    });
+  }
+}
+
+function callOptions(options: CallOptions): grpc.CallOptions {
+  return options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
+}
+
+function toMutation(mutation: BatchMutation): MessageInitShape<typeof MutationSchema> {
+  if ("put" in mutation) return { kind: { case: "put", value: mutation.put } };
+  return { kind: { case: "remove", value: mutation.remove } };
+}
+
+function toPrecondition(condition: BatchPrecondition): MessageInitShape<typeof PreconditionSchema> {
+  if ("absent" in condition) return { key: condition.key, condition: { case: "absent", value: true } };
+  if ("present" in condition) return { key: condition.key, condition: { case: "present", value: true } };
+  return { key: condition.key, condition: { case: "valueEquals", value: condition.valueEquals } };
+}
