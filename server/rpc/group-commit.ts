@@ -206,13 +206,29 @@ export class GroupCommit {
       }
       return;
     }
+    this.applyQueued();
+    if (this.inFlight !== undefined) return;
+    if (this.batch.length > 0 || (this.closing && this.dirty)) {
+      this.scheduleSync();
+      // Operations left queued by a full batch form the next batch while this sync runs.
+      if (this.inFlight !== undefined) this.applyQueued();
+    } else if (this.dirty && this.flushTimer === undefined) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = undefined;
+        if (this.inFlight === undefined && this.dirty) this.startSync();
+      }, this.options.flushIntervalMs);
+    }
+  }
+
+  /** Applies queued operations, in order, while the current batch has room. */
+  private applyQueued(): void {
     while (this.queue.length > 0) {
       const next = this.queue[0] as Queued;
       const full =
         this.batchMutations > 0 &&
         (this.batchMutations + next.op.mutations > this.options.batchMaxMutations ||
           this.batchBytes + next.op.bytes > this.options.batchMaxBytes);
-      if (full) break;
+      if (full) return;
       this.queue.shift();
       if (next.op.mutations === 0 && next.op.durable && !this.dirty) {
         // A bare sync request with nothing new to commit: the answer is the sync in flight, or
@@ -239,15 +255,6 @@ export class GroupCommit {
       } else {
         next.resolve({ result, version: 0n });
       }
-    }
-    if (this.inFlight !== undefined) return;
-    if (this.batch.length > 0 || (this.closing && this.dirty)) {
-      this.scheduleSync();
-    } else if (this.dirty && this.flushTimer === undefined) {
-      this.flushTimer = setTimeout(() => {
-        this.flushTimer = undefined;
-        if (this.inFlight === undefined && this.dirty) this.startSync();
-      }, this.options.flushIntervalMs);
     }
   }
 
