@@ -219,7 +219,6 @@ export interface DecodedBody {
   version: bigint;
   keys: KeyString[];
   values: Buffer[];
-  spans: Spans;
   entriesBytes: number;
 }
 
@@ -232,7 +231,6 @@ export function decodeBody(codec: KeyCodec, body: Buffer, where: string): Decode
   const version = body.readBigUInt64BE(0);
   const keys: KeyString[] = [];
   const values: Buffer[] = [];
-  const spans: Spans = new Map();
   let offset = VERSION_BYTES;
   let previous: KeyString | undefined;
   try {
@@ -250,7 +248,6 @@ export function decodeBody(codec: KeyCodec, body: Buffer, where: string): Decode
       const key = body.toString("latin1", offset, offset + keyLength);
       if (previous !== undefined && !(previous < key)) throw corrupt(`key out of order at offset ${offset}`);
       offset += keyLength;
-      spans.set(key, offset);
       const length = readVarint(body, offset, end);
       if (length.next + length.value > end) throw corrupt(`value runs past the entries at offset ${offset}`);
       keys.push(key);
@@ -264,7 +261,7 @@ export function decodeBody(codec: KeyCodec, body: Buffer, where: string): Decode
     }
     throw err;
   }
-  return { version, keys, values, spans, entriesBytes: end - VERSION_BYTES };
+  return { version, keys, values, entriesBytes: end - VERSION_BYTES };
 }
 
 function corrupt(message: string): StoreError {

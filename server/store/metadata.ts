@@ -41,6 +41,7 @@ import { bulkLoad } from "sorted-btree/extended/bulkLoad.js";
 import { crc32c, crc32cPatch } from "./checksum.js";
 import {
   CRC_BYTES,
+  type DecodedBody,
   decodeBody,
   encodeBody,
   encodedKeySize,
@@ -569,29 +570,23 @@ export class Metadata {
   }
 }
 
-interface LoadedBlob {
-  state: BlobState;
-  keys: KeyString[];
-  values: Uint8Array[];
-  entriesBytes: number;
-}
-
-async function loadBlob(
-  storage: Storage,
-  config: MetadataConfig,
-  codec: KeyCodec,
-  index: 0 | 1,
-): Promise<LoadedBlob> {
+/**
+ * Opens one blob and checks its body: too short or failing its CRC means cut to empty (and
+ * fsynced); otherwise the body is kept as the blob's image, not decoded yet.
+ */
+async function loadBlob(storage: Storage, config: MetadataConfig, index: 0 | 1): Promise<BlobState> {
   const name = BLOB_NAMES[index];
-  const where = `${config.partition}/${name.toString()}`;
   const { blob, length } = await storage.open(config.partition, name);
-  const empty = (): LoadedBlob => ({
-    state: { blob, version: 0n, image: EMPTY, crc: 0, spans: new Map(), modified: new Set(), shared: false },
-    keys: [],
-    values: [],
-    entriesBytes: 0,
+  const empty = (): BlobState => ({
+    blob,
+    version: 0n,
+    image: EMPTY,
+    crc: 0,
+    spans: new Map(),
+    modified: new Set(),
+    shared: false,
   });
-  const cut = async (): Promise<LoadedBlob> => {
+  const cut = async (): Promise<BlobState> => {
     await blob.resize(0);
     await blob.sync();
     return empty();
@@ -603,26 +598,14 @@ async function loadBlob(
     const body = Buffer.from(read.buffer, read.byteOffset, read.byteLength);
     const stored = body.readUInt32BE(length - CRC_BYTES);
     if (stored !== crc32c(body.subarray(0, length - CRC_BYTES))) return await cut();
-    const decoded = decodeBody(codec, body, where);
-    if (config.discardVersionsFrom !== undefined && decoded.version >= config.discardVersionsFrom)
-      return await cut();
-    return {
-      state: {
-        blob,
-        version: decoded.version,
-        image: body,
-        crc: stored,
-        spans: decoded.spans,
-        modified: new Set(),
-        shared: true,
-      },
-      keys: decoded.keys,
-      values: decoded.values,
-      entriesBytes: decoded.entriesBytes,
-    };
+    const version = body.readBigUInt64BE(0);
+    if (config.discardVersionsFrom !== undefined && version >= config.discardVersionsFrom) return await cut();
+    // Spans stay empty: the first two syncs after an open rewrite both blobs in full (KOC is
+    // set to the next version), so nothing is ever patched into an image loaded here.
+    return { blob, version, image: body, crc: stored, spans: new Map(), modified: new Set(), shared: true };
   } catch (err) {
     await blob.close().catch(() => undefined);
-    throw asIoError(err, `open ${where}`);
+    throw asIoError(err, `open ${config.partition}/${name.toString()}`);
   }
 }
 
@@ -642,31 +625,41 @@ export async function openMetadata(storage: Storage, config: MetadataConfig): Pr
       `invalid maximum value size ${maxValueBytes}: use 0..${MAX_VALUE_BYTES}`,
     );
   }
-  const left = await loadBlob(storage, config, codec, 0);
-  let right: LoadedBlob;
+  const left = await loadBlob(storage, config, 0);
+  let right: BlobState;
   try {
-    right = await loadBlob(storage, config, codec, 1);
+    right = await loadBlob(storage, config, 1);
   } catch (err) {
-    await left.state.blob.close().catch(() => undefined);
+    await left.blob.close().catch(() => undefined);
     throw err;
   }
-  const cursor: 0 | 1 = right.state.version > left.state.version ? 1 : 0;
+  const cursor: 0 | 1 = right.version > left.version ? 1 : 0;
   const newest = cursor === 0 ? left : right;
-  if (newest.state.version >= MAX_VERSION) {
-    await Promise.allSettled([left.state.blob.close(), right.state.blob.close()]);
-    throw new StoreError("VersionOverflow", `version overflow in ${config.partition}`);
+  // Only the newest body is decoded: the older one was checked by its CRC and is rewritten in
+  // full by the next sync.
+  let decoded: DecodedBody | undefined;
+  try {
+    if (newest.version >= MAX_VERSION) {
+      throw new StoreError("VersionOverflow", `version overflow in ${config.partition}`);
+    }
+    if (newest.image.length > 0) {
+      decoded = decodeBody(codec, newest.image, `${config.partition}/${BLOB_NAMES[cursor].toString()}`);
+    }
+  } catch (err) {
+    await Promise.allSettled([left.blob.close(), right.blob.close()]);
+    throw err;
   }
-  const map = bulkLoad<KeyString, Uint8Array>(newest.keys, newest.values, 64, compareKeys);
+  const map = bulkLoad<KeyString, Uint8Array>(decoded?.keys ?? [], decoded?.values ?? [], 64, compareKeys);
   const metrics = createStoreMetrics(config.registry, config.partition);
   return new Metadata(
     storage,
     config.partition,
     codec,
     maxValueBytes,
-    [left.state, right.state],
+    [left, right],
     cursor,
     map,
-    newest.entriesBytes,
+    decoded?.entriesBytes ?? 0,
     metrics,
   );
 }
