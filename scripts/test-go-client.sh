@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Checks the Go client (clients/go): `go vet` over the module (generated code, tests, example),
+# then `go test`, whose tests run the real server (node --import tsx server/main.ts) on free
+# 127.0.0.1 ports and exercise the generated client against it, and build and run the example.
+#
+#   scripts/test-go-client.sh [extra go test flags, e.g. -run TestKeys -v]
+#
+# Needs: go >= 1.26 (google.golang.org/grpc v1.85.0), node >= 20 with the repository's
+# node_modules (npm ci). Bounded: go test -timeout (GO_TEST_TIMEOUT, default 5m) and an outer
+# `timeout` around each step. -count=1: results are never taken from the test cache, since the
+# tests depend on the server's TypeScript sources, which go does not track.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root/clients/go"
+
+GO_TEST_TIMEOUT="${GO_TEST_TIMEOUT:-5m}"
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "test-go-client: go not found on PATH" >&2
+  exit 1
+fi
+if [[ ! -d "$root/node_modules/tsx" ]]; then
+  echo "test-go-client: node_modules/tsx missing: run npm ci at the repository root" >&2
+  exit 1
+fi
+
+echo "test-go-client: $(go version)"
+echo "test-go-client: go vet ./..."
+timeout --kill-after=30s 600 go vet ./...
+echo "test-go-client: go test ./..."
+timeout --kill-after=30s 900 go test -count=1 -timeout "$GO_TEST_TIMEOUT" "$@" ./...
