@@ -1,0 +1,490 @@
+/**
+ * CLI: a command line for people, built on the TypeScript client (clients/ts/metadata-client.ts).
+ *
+ *   npm run cli -- serve [server flags]          run the server, as `npm start` does
+ *   npm run cli -- put KEY VALUE [--buffered]    prints the previous value (if any) and the version
+ *   npm run cli -- get KEY                       prints the committed value
+ *   npm run cli -- rm KEY [--buffered]           prints the removed value (if any) and the version
+ *   npm run cli -- keys [--prefix P] [--start S] [--end E] [--limit N] [--values]
+ *   npm run cli -- sync                          prints the committed version
+ *   npm run cli -- partitions                    prints the partition names
+ * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`
+ * and `--deadline-ms N` on every call. `help` or `--help` prints the usage.
+ *
+ * Bytes on the command line: plain text is its UTF-8 bytes; `hex:0a1b` is hex; `u64:123` is an
+ * 8-byte big-endian integer (the U64 keys of Rust nodes); `text:...` is the text after the prefix
+ * (for text that itself starts with `hex:`, `u64:` or `text:`).
+ *
+ * Invariants:
+ * - Output spells bytes so that reading the spelling back gives the same bytes: printable UTF-8 as
+ *   text (with `text:` in front when it starts with a prefix), else an 8-byte key as `u64:N`, else
+ *   `hex:...`. So a line of `keys` can be passed back as a KEY.
+ * - Results go to stdout, diagnostics to stderr. Exit status: 0 ok; 1 for an error (printed as
+ *   `error: CODE: details`, CODE a gRPC status name) or a `get` of a missing key ("not found" on
+ *   stderr, nothing on stdout); 2 for a bad command line (and, as for `npm start`, a bad server flag).
+ * - `serve` starts the service exactly as server/main.ts does (parseConfig, startService) and
+ *   stops it the same way on SIGTERM/SIGINT: finish in-flight calls, commit buffered changes,
+ *   exit 0; a second signal exits at once with status 1.
+ */
+import { realpathSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { status } from "@grpc/grpc-js";
+import { Durability, MetadataClient } from "../clients/ts/metadata-client.js";
+import { ConfigError, parseConfig, USAGE as SERVER_USAGE } from "./config.js";
+
+/** The address called when neither `--address` nor METADATA_ADDRESS is given. */
+export const DEFAULT_ADDRESS = "127.0.0.1:50051";
+
+/** Text of `help`. */
+export const CLI_USAGE = `usage: npm run cli -- COMMAND [ARGS] [OPTIONS]
+   or: node --import tsx server/cli.ts COMMAND [ARGS] [OPTIONS]
+
+Commands:
+  serve [SERVER FLAGS]  run the server, as npm start does ("serve --help" lists the flags)
+  put KEY VALUE         store VALUE under KEY; prints the previous value (if any) and the version
+  get KEY               print the committed value of KEY ("not found" on stderr and exit 1 if none)
+  rm KEY                remove KEY; prints the removed value (if any) and the version
+  keys                  list the committed keys in byte order, one a line (KEY<TAB>VALUE with --values)
+  sync                  commit everything pending in the partition; prints the version
+  partitions            list the partitions
+  help                  print this text
+
+Options:
+  --address HOST:PORT   server to call (env METADATA_ADDRESS; default ${DEFAULT_ADDRESS})
+  --partition NAME      partition to use (default: the server's default partition)
+  --deadline-ms N       give up after N ms (DEADLINE_EXCEEDED: a write may or may not be committed)
+  --buffered            put, rm: answer once applied, before the fsync (version 0); the server
+                        commits it within its flush interval, or at once with "sync"
+  --prefix P            keys: only keys starting with P
+  --start S, --end E    keys: only keys >= S and < E
+  --limit N             keys: at most N keys
+  --values              keys: print each value after its key and a tab
+  --                    end of options, for a KEY or VALUE starting with "--"
+
+Bytes (KEY, VALUE, P, S, E):
+  text                  the UTF-8 bytes of the text
+  hex:0a1b              bytes in hex
+  u64:123               8-byte big-endian unsigned integer (U64 keys of Rust nodes)
+  text:hex:1            the UTF-8 bytes of "hex:1" (text starting with hex:, u64: or text:)
+Output spells bytes the same way: printable UTF-8 as text, else keys of 8 bytes as u64:N, else
+hex:... -- so every line of "keys" can be given back as a KEY.
+
+Exit status: 0 ok; 1 error ("error: CODE: details" on stderr) or "get" of a missing key;
+2 bad command line.`;
+
+/** A bad command line: printed with a pointer to the usage, exit status 2. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/** Bad bytes on the command line, reported as INVALID_ARGUMENT like a server refusal. */
+export class InputError extends Error {
+  override readonly name = "InputError";
+}
+
+const PREFIXES = ["hex:", "u64:", "text:"] as const;
+const MAX_U64 = 0xffff_ffff_ffff_ffffn;
+
+/**
+ * The bytes a command-line argument spells (see the module comment); `what` names the argument
+ * in error messages. @throws InputError for a bad `hex:` or `u64:` spelling
+ */
+export function parseBytes(text: string, what: string): Uint8Array {
+  if (text.startsWith("text:")) return Buffer.from(text.slice(5), "utf8");
+  if (text.startsWith("hex:")) {
+    const digits = text.slice(4);
+    if (!/^(?:[0-9a-fA-F]{2})*$/.test(digits)) {
+      throw new InputError(`${what} ${JSON.stringify(text)}: hex needs an even number of digits 0-9, a-f`);
+    }
+    return Buffer.from(digits, "hex");
+  }
+  if (text.startsWith("u64:")) {
+    const digits = text.slice(4);
+    if (!/^\d{1,20}$/.test(digits) || BigInt(digits) > MAX_U64) {
+      throw new InputError(`${what} ${JSON.stringify(text)}: u64 needs a decimal integer in 0..${MAX_U64}`);
+    }
+    const out = Buffer.alloc(8);
+    out.writeBigUInt64BE(BigInt(digits));
+    return out;
+  }
+  return Buffer.from(text, "utf8");
+}
+
+// ignoreBOM keeps a leading U+FEFF in the text (a format character, so not printable) instead of
+// dropping it, which would print text that does not give the same bytes back.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The text of `bytes` when it is valid UTF-8 that prints on one line: no control, format (except
+ * the joiners U+200C and U+200D), private-use, unassigned or line/paragraph separator characters;
+ * undefined otherwise.
+ */
+export function printableText(bytes: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+  if (/[\p{Cc}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?![\u200c\u200d])\p{Cf}/u.test(text)) return undefined;
+  return text;
+}
+
+/**
+ * Spells `bytes` for output so that `parseBytes` gives them back: printable text as is (with
+ * `text:` in front when it starts with a prefix), else, for a key of 8 bytes, `u64:N`, else
+ * `hex:...`.
+ */
+export function formatBytes(bytes: Uint8Array, kind: "key" | "value"): string {
+  const text = printableText(bytes);
+  if (text !== undefined) return PREFIXES.some((p) => text.startsWith(p)) ? `text:${text}` : text;
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (kind === "key" && buffer.length === 8) return `u64:${buffer.readBigUInt64BE(0)}`;
+  return `hex:${buffer.toString("hex")}`;
+}
+
+/** Options of the client commands, as parsed from the command line. */
+export interface CliOptions {
+  address: string;
+  partition?: string;
+  deadlineMs?: number;
+  buffered: boolean;
+  prefix?: string;
+  start?: string;
+  end?: string;
+  limit?: number;
+  values: boolean;
+}
+
+/** A parsed command line. */
+export type Command =
+  | { name: "help" }
+  | { name: "serve"; args: string[] }
+  | { name: "put" | "get" | "rm" | "keys" | "sync" | "partitions"; args: string[]; options: CliOptions };
+
+const VALUE_FLAGS = new Set(["address", "partition", "deadline-ms", "prefix", "start", "end", "limit"]);
+const BOOLEAN_FLAGS = new Set(["buffered", "values", "help"]);
+const CALL_FLAGS = ["address", "deadline-ms"];
+
+/** Per command: its positional arguments and the flags it takes besides `--help`. */
+const COMMANDS: Record<string, { args: string[]; flags: string[] }> = {
+  put: { args: ["KEY", "VALUE"], flags: [...CALL_FLAGS, "partition", "buffered"] },
+  get: { args: ["KEY"], flags: [...CALL_FLAGS, "partition"] },
+  rm: { args: ["KEY"], flags: [...CALL_FLAGS, "partition", "buffered"] },
+  keys: {
+    args: [],
+    flags: [...CALL_FLAGS, "partition", "prefix", "start", "end", "limit", "values"],
+  },
+  sync: { args: [], flags: [...CALL_FLAGS, "partition"] },
+  partitions: { args: [], flags: CALL_FLAGS },
+};
+
+function integer(flag: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`--${flag}: ${JSON.stringify(text)} is not an integer in ${min}..${max}`);
+  }
+  return value;
+}
+
+/**
+ * Parses a command line (without node and the script). Everything after `serve` goes to the
+ * server's own flag parser. @throws UsageError
+ */
+export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Command {
+  const flags = new Map<string, string>();
+  const positionals: string[] = [];
+  let command: string | undefined;
+  let onlyPositionals = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (onlyPositionals || !arg.startsWith("-") || arg === "-") {
+      if (command === undefined) {
+        command = arg;
+        if (command === "serve") {
+          if (flags.size > 0) throw new UsageError("serve takes server flags only, after the word serve");
+          return { name: "serve", args: argv.slice(i + 1) };
+        }
+      } else {
+        positionals.push(arg);
+      }
+      continue;
+    }
+    if (arg === "--") {
+      onlyPositionals = true;
+      continue;
+    }
+    if (arg === "-h") {
+      flags.set("help", "");
+      continue;
+    }
+    // Other single-dash words (a negative number, say) are positionals.
+    if (!arg.startsWith("--")) {
+      if (command === undefined) throw new UsageError(`unknown option ${JSON.stringify(arg)}`);
+      positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    if (VALUE_FLAGS.has(name)) {
+      const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+      if (value === undefined) throw new UsageError(`--${name} needs a value`);
+      if (flags.has(name)) throw new UsageError(`--${name} given twice`);
+      flags.set(name, value);
+    } else if (BOOLEAN_FLAGS.has(name)) {
+      if (eq !== -1) throw new UsageError(`--${name} takes no value`);
+      flags.set(name, "");
+    } else {
+      throw new UsageError(`unknown option --${name}`);
+    }
+  }
+  if (flags.has("help") || command === undefined || command === "help") {
+    if (command === undefined && !flags.has("help")) throw new UsageError("no command given");
+    return { name: "help" };
+  }
+  const spec = COMMANDS[command];
+  if (spec === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  for (const name of flags.keys()) {
+    if (!spec.flags.includes(name)) throw new UsageError(`${command} does not take --${name}`);
+  }
+  if (positionals.length !== spec.args.length) {
+    const wanted = spec.args.length === 0 ? "no arguments" : spec.args.join(" ");
+    throw new UsageError(`${command} takes ${wanted}, got ${positionals.length} argument(s)`);
+  }
+  const envAddress = env.METADATA_ADDRESS === "" ? undefined : env.METADATA_ADDRESS;
+  const options: CliOptions = {
+    address: flags.get("address") ?? envAddress ?? DEFAULT_ADDRESS,
+    buffered: flags.has("buffered"),
+    values: flags.has("values"),
+  };
+  const partition = flags.get("partition");
+  if (partition !== undefined) options.partition = partition;
+  const deadline = flags.get("deadline-ms");
+  if (deadline !== undefined) options.deadlineMs = integer("deadline-ms", deadline, 1, 2 ** 31 - 1);
+  const limit = flags.get("limit");
+  if (limit !== undefined) options.limit = integer("limit", limit, 0, 2 ** 32 - 1);
+  for (const name of ["prefix", "start", "end"] as const) {
+    const value = flags.get(name);
+    if (value !== undefined) options[name] = value;
+  }
+  return { name: command as "put", args: positionals, options };
+}
+
+/**
+ * Where a command writes; process.stdout / process.stderr when run from the shell. `out` may
+ * return a promise that resolves when the reader is ready for more (a long `keys` listing waits
+ * for it instead of buffering everything).
+ */
+export interface Output {
+  out(line: string): undefined | Promise<void>;
+  err(line: string): void;
+}
+
+/**
+ * Runs a client command against the server named in its options; resolves with the exit
+ * status. Server and input errors are printed as `error: CODE: details` (status 1).
+ */
+export async function runClientCommand(
+  command: Extract<Command, { options: CliOptions }>,
+  output: Output,
+): Promise<number> {
+  const { options } = command;
+  const client = new MetadataClient(options.address);
+  const call = {
+    ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+    ...(options.partition === undefined ? {} : { partition: options.partition }),
+  };
+  const write = {
+    ...call,
+    durability: options.buffered ? Durability.BUFFERED : Durability.DURABLE,
+  };
+  const version = (v: bigint): string =>
+    v === 0n && options.buffered ? "version: 0 (buffered: committed by the next sync)" : `version: ${v}`;
+  try {
+    switch (command.name) {
+      case "put": {
+        const [key, value] = command.args as [string, string];
+        const response = await client.put(parseBytes(key, "KEY"), parseBytes(value, "VALUE"), write);
+        if (response.previous !== undefined) {
+          await output.out(`previous: ${formatBytes(response.previous, "value")}`);
+        }
+        await output.out(version(response.version));
+        return 0;
+      }
+      case "get": {
+        const value = await client.get(parseBytes(command.args[0] as string, "KEY"), call);
+        if (value === undefined) {
+          output.err("not found");
+          return 1;
+        }
+        await output.out(formatBytes(value, "value"));
+        return 0;
+      }
+      case "rm": {
+        const response = await client.remove(parseBytes(command.args[0] as string, "KEY"), write);
+        if (response.previous === undefined) output.err("not found (nothing removed)");
+        else await output.out(`removed: ${formatBytes(response.previous, "value")}`);
+        await output.out(version(response.version));
+        return 0;
+      }
+      case "keys": {
+        const entries = client.keys({
+          ...call,
+          ...(options.prefix === undefined ? {} : { prefix: parseBytes(options.prefix, "--prefix") }),
+          ...(options.start === undefined ? {} : { start: parseBytes(options.start, "--start") }),
+          ...(options.end === undefined ? {} : { end: parseBytes(options.end, "--end") }),
+          ...(options.limit === undefined ? {} : { limit: options.limit }),
+          includeValues: options.values,
+        });
+        for await (const { key, value } of entries) {
+          const shown = formatBytes(key, "key");
+          await output.out(
+            options.values ? `${shown}\t${formatBytes(value ?? new Uint8Array(), "value")}` : shown,
+          );
+        }
+        return 0;
+      }
+      case "sync": {
+        await output.out(`version: ${(await client.sync(call)).version}`);
+        return 0;
+      }
+      case "partitions": {
+        for (const name of await client.listPartitions(call)) await output.out(name);
+        return 0;
+      }
+    }
+  } catch (err) {
+    output.err(`error: ${describeError(err)}`);
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
+/** `CODE: details` of a gRPC or input error. */
+function describeError(err: unknown): string {
+  if (err instanceof InputError) return `INVALID_ARGUMENT: ${err.message}`;
+  if (typeof err === "object" && err !== null && "code" in err && typeof err.code === "number") {
+    const details = "details" in err && typeof err.details === "string" ? err.details : "";
+    return `${status[err.code] ?? `code ${err.code}`}: ${details}`;
+  }
+  return `UNKNOWN: ${err instanceof Error ? err.message : String(err)}`;
+}
+
+/**
+ * `serve`: starts the service as server/main.ts does and stops it on SIGTERM/SIGINT (finish
+ * in-flight calls, commit buffered changes, exit 0; a second signal exits at once with 1).
+ */
+async function serve(args: string[]): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(`usage: npm run cli -- serve [flags]\n${SERVER_USAGE}`);
+    return;
+  }
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    config = parseConfig(args);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`error: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  // Loaded here rather than at the top: the client commands do not need the server, and a CLI
+  // that starts quickly is nicer to use.
+  const { startService } = await import("./service.js");
+  const service = await startService(config);
+  const metrics =
+    service.metricsPort === undefined
+      ? "off"
+      : `http://${config.metricsListen?.host}:${service.metricsPort}/metrics`;
+  console.log(
+    `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${config.dataDir}, metrics ${metrics})`,
+  );
+  let signalled = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      console.error(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    signalled = true;
+    console.log(`${signal}: finishing in-flight calls and committing buffered changes`);
+    service.stop().then(
+      () => {
+        console.log("stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        console.error("error while stopping:", err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+/** Resolves when stdout can take more, or has failed (the error handler then exits). */
+async function drained(): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      process.stdout.off("drain", done);
+      process.stdout.off("error", done);
+      resolve();
+    };
+    process.stdout.on("drain", done);
+    process.stdout.on("error", done);
+  });
+}
+
+/** Runs the command line of this process; sets the exit status. */
+async function main(): Promise<void> {
+  let command: Command;
+  try {
+    command = parseCommandLine(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`error: ${err.message}\nrun "npm run cli -- help" for usage`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  if (command.name === "help") {
+    console.log(CLI_USAGE);
+    return;
+  }
+  if (command.name === "serve") {
+    await serve(command.args);
+    return;
+  }
+  // A reader that goes away (`keys | head`) ends the command quietly, as for other CLIs.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    process.exit(process.exitCode ?? 0);
+  });
+  process.exitCode = await runClientCommand(command, {
+    out: (line) => (process.stdout.write(`${line}\n`) ? undefined : drained()),
+    err: (line) => {
+      process.stderr.write(`${line}\n`);
+    },
+  });
+}
+
+/** True when this file is the script node runs (not imported, e.g. by tests). */
+function isMain(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(script)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
+  main().catch((err: unknown) => {
+    console.error("error:", err instanceof Error ? err.message : err);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,103 @@
+/**
+ * No-op MetadataService (`node --import tsx test/bench/noop-server.ts`): a bare grpc-js server
+ * whose Put answers at once with an empty PutResponse, touching no store. It is the ceiling of what
+ * grpc-js reaches on this machine with the load generator of test/bench/loadgen, so that
+ * `npm run bench:rpc` can say how much of our Put's cost is the store and how much is gRPC itself.
+ *
+ * Behaviour:
+ * - Listens on 127.0.0.1 (port 0 by default, `--port N` to choose) with grpc-js default options,
+ *   and prints `noop-server: listening on 127.0.0.1:<port>` on stdout once it accepts calls.
+ * - Put decodes the request (through the same adapter and generated schemas as the real server,
+ *   server/rpc/service-definition.ts and clients/ts/gen) and replies with one shared empty
+ *   response. Every other RPC answers UNIMPLEMENTED.
+ * - Exits on SIGTERM or SIGINT, and with `--exit-with-stdin` when its stdin closes (so it never
+ *   outlives a parent that died without killing it). Shutdown waits at most 2 s for calls in
+ *   flight, then forces.
+ */
+import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  MetadataService,
+  PutResponseSchema,
+} from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import { addService } from "../../server/rpc/service-definition.js";
+
+const EMPTY_PUT = create(PutResponseSchema, {});
+
+function unimplemented(name: string): grpc.ServiceError {
+  const error = new Error(`noop-server implements only Put, not ${name}`) as grpc.ServiceError;
+  error.code = grpc.status.UNIMPLEMENTED;
+  error.details = error.message;
+  error.metadata = new grpc.Metadata();
+  return error;
+}
+
+function parsePort(argv: readonly string[]): number {
+  const at = argv.indexOf("--port");
+  if (at === -1) return 0;
+  const port = Number(argv[at + 1]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`--port ${argv[at + 1] ?? ""}: use 0..65535`);
+  }
+  return port;
+}
+
+/** Builds the server with the no-op MetadataService registered (not yet bound). */
+export function createNoopServer(): grpc.Server {
+  const server = new grpc.Server();
+  const refuse = (name: string) => (_call: unknown, callback: grpc.sendUnaryData<never>) =>
+    callback(unimplemented(name));
+  addService(server, MetadataService, {
+    put(_call, callback) {
+      callback(null, EMPTY_PUT);
+    },
+    get: refuse("Get"),
+    remove: refuse("Remove"),
+    retain: refuse("Retain"),
+    keys(call) {
+      call.emit("error", unimplemented("Keys"));
+    },
+    sync: refuse("Sync"),
+    clear: refuse("Clear"),
+    commit: refuse("Commit"),
+    listPartitions: refuse("ListPartitions"),
+  });
+  return server;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const server = createNoopServer();
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`127.0.0.1:${parsePort(argv)}`, grpc.ServerCredentials.createInsecure(), (err, bound) =>
+      err ? reject(err) : resolve(bound),
+    );
+  });
+  process.stdout.write(`noop-server: listening on 127.0.0.1:${port}\n`);
+
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      process.exit(0);
+    }, 2000);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      process.exit(0);
+    });
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  if (argv.includes("--exit-with-stdin")) {
+    process.stdin.on("end", stop);
+    process.stdin.on("error", stop);
+    process.stdin.resume();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`noop-server: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,1019 @@
+/**
+ * RPC benchmark (`npm run bench:rpc [-- --quick] [-- --json]`): our MetadataService next to etcd
+ * 3.4 and a no-op grpc-js server, driven in the same run by the same Go load generator over
+ * loopback. It prints figures; it is not a test, and a MISS does not fail it.
+ *
+ * What runs:
+ * - Setup: `go build` of test/bench/loadgen into $XDG_CACHE_HOME (default ~/.cache)/
+ *   commonware-metadata-bench, scripts/install-etcd.sh (Debian's etcd-server, once), then three
+ *   servers on free 127.0.0.1 ports: etcd (single node, data dir in a temp dir), the no-op server
+ *   (test/bench/noop-server.ts: Put answers at once) and ours (`node --import tsx server/main.ts
+ *   --data-dir <tmp> --listen ... --metrics-listen ...`), loaded only once its gRPC port accepts
+ *   and /healthz answers 200. All three are stopped and the temp dir removed at the end.
+ * - Cells (one load generator process each, 4 HTTP/2 connections, a warm-up then a fixed
+ *   window): durable Put at 1, 8, 64 and 256 callers against ours, etcd (KV/Put) and the no-op
+ *   server, with the order of ours and etcd alternating from one level to the next to spread
+ *   drift; buffered Put at 64; Get at 64 (etcd: Range of one key, linearizable as by default, and
+ *   serializable); Commit of 100 puts (etcd: Txn of 100 puts) at 8; Keys streaming a
+ *   100,000-key partition. Keys are 8 bytes, values 100
+ *   bytes, 10,000 keys per key space, written in full before the first cell that uses them, so
+ *   Puts replace existing values.
+ * - Per cell: ops/s and latency (p50, p99) from the load generator; server CPU per call from
+ *   /proc/<pid>/stat (utime+stime) sampled at the edges of the measured window; syncs/s and
+ *   mutations per sync from the server's /metrics (ours: metadata_storage_syncs_total and the
+ *   metadata_group_commit_mutations histogram of the cell's partition; etcd: WAL fsyncs, with
+ *   mutations per fsync derived from the calls).
+ *
+ * How to read it:
+ * - Ratios are ours / reference on throughput: above 1 we are faster.
+ * - Targets: durable Put at 1 caller >= 1.2x etcd Put; at 64 and 256 >= 1.0x etcd, >= 0.85x the
+ *   no-op server and p99 <= etcd's p99; Commit of 100 >= 1.5x etcd's Txn of 100 in mutations/s;
+ *   Get at 64 >= 1.5x etcd's Range.
+ * - The machine has 2 cores shared by the server, the load generator and the other servers (idle
+ *   then), and is noisy: each cell runs once, and cells that differ by less than ~20% are not
+ *   different. Rerun before drawing conclusions from a single MISS.
+ *
+ * Flags: `--quick` (short windows, about a minute in all), `--json` (one JSON document on stdout
+ * instead of the table; progress always goes to stderr), `--no-ours` (etcd and no-op only, to
+ * check the harness), `--server-entry=<file>` (another server entry point taking the same flags),
+ * `--key-bytes=16`. The default run takes about 3.5 minutes, plus about a minute the first time,
+ * when `go build` starts from an empty build cache. Exits non-zero when a server fails to start
+ * or a cell fails; a watchdog stops everything after 9 minutes (4 with --quick).
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer, connect as tcpConnect } from "node:net";
+import { homedir, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import {
+  type Column,
+  formatCount,
+  formatMachine,
+  formatRatio,
+  formatTable,
+  type MachineInfo,
+  machineInfo,
+  parseFlags,
+  progress,
+} from "./bench-util.js";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const LOADGEN_DIR = join(ROOT, "test/bench/loadgen");
+const NOOP_ENTRY = join(ROOT, "test/bench/noop-server.ts");
+const INSTALL_ETCD = join(ROOT, "scripts/install-etcd.sh");
+
+const CONNS = 4;
+const VALUE_BYTES = 100;
+const KEYSPACE = 10_000;
+const KEYS_KEYSPACE = 100_000;
+/** Puts per populate request of the Keys partition (fewer, larger syncs while filling it). */
+const KEYS_POPULATE_BATCH = 1000;
+const BATCH = 100;
+const PUT_LEVELS = [1, 8, 64, 256] as const;
+/**
+ * etcd's backend quota (its default, made explicit): a full run writes well under 200 MB of
+ * revisions, and no compaction runs during it, so this never raises the NOSPACE alarm.
+ */
+const ETCD_QUOTA_BYTES = 2 * 1024 ** 3;
+
+type TargetName = "ours" | "etcd" | "noop";
+
+interface Timing {
+  warmupS: number;
+  durationS: number;
+  /** Whole run, after which everything is stopped. */
+  watchdogS: number;
+}
+const FULL: Timing = { warmupS: 1, durationS: 8, watchdogS: 540 };
+const QUICK: Timing = { warmupS: 0.5, durationS: 2, watchdogS: 240 };
+
+interface Options {
+  quick: boolean;
+  json: boolean;
+  ours: boolean;
+  serverEntry: string;
+  keyBytes: 8 | 16;
+  timing: Timing;
+}
+
+/** One load generator run. */
+interface Cell {
+  id: string;
+  target: TargetName;
+  workload: string;
+  concurrency: number;
+  durability: "durable" | "buffered";
+  /** Our partition, or etcd's key prefix. */
+  partition: string;
+  keyspace: number;
+  batch: number;
+  /** Mutations (or keys) per call, for the mutations/sync figure; 0 for reads. */
+  mutationsPerCall: number;
+}
+
+/** The JSON the load generator prints (see loadgen/main.go). */
+interface LoadgenResult {
+  workload: string;
+  window_s: number;
+  ops: number;
+  ops_per_s: number;
+  items: number;
+  items_per_s: number;
+  latency_us: { p50: number; p90: number; p99: number; max: number; mean: number };
+  errors: Record<string, number>;
+  errors_total: number;
+  warmup_ops: number;
+  client_cpu_s: number;
+  client_cpu_us_per_op: number;
+  populated_requests: number;
+  populate_s: number;
+  handshake_timed_out?: boolean;
+}
+
+interface CellResult {
+  cell: Cell;
+  loadgen?: LoadgenResult;
+  error?: string;
+  serverCpuUsPerCall?: number;
+  syncsPerS?: number;
+  mutationsPerSync?: number;
+  /** Mean wall time of one sync (ours: metadata_sync_duration_seconds; etcd: WAL fsync). */
+  syncMeanMs?: number;
+  /** Ours: how the window's syncs wrote (whole blob vs changed values only). */
+  syncRewrites?: number;
+  syncOverwrites?: number;
+}
+
+/** A server under load. */
+interface Server {
+  name: TargetName;
+  address: string;
+  child: ChildProcess;
+  metricsUrl?: string;
+  /** Last lines of its stdout and stderr. */
+  output: string[];
+  exited: boolean;
+}
+
+/** Everything started, so that any exit path stops it. */
+const children = new Set<ChildProcess>();
+/** Set by SIGINT/SIGTERM: no further cell starts. */
+let stopping = false;
+let tempRoot: string | undefined;
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux unless told otherwise). */
+const CLK_TCK = clockTicks();
+
+function clockTicks(): number {
+  try {
+    const ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+    return Number.isInteger(ticks) && ticks > 0 ? ticks : 100;
+  } catch {
+    return 100;
+  }
+}
+
+function parseOptions(argv: readonly string[]): Options {
+  let serverEntry = join(ROOT, "server/main.ts");
+  let keyBytes: 8 | 16 = 8;
+  const plain: string[] = [];
+  for (const arg of argv) {
+    if (arg.startsWith("--server-entry=")) {
+      serverEntry = resolve(arg.slice("--server-entry=".length));
+    } else if (arg === "--key-bytes=8" || arg === "--key-bytes=16") {
+      keyBytes = arg.endsWith("16") ? 16 : 8;
+    } else {
+      plain.push(arg);
+    }
+  }
+  const flags = parseFlags(plain, ["--quick", "--json", "--no-ours"]);
+  const quick = flags.has("--quick");
+  return {
+    quick,
+    json: flags.has("--json"),
+    ours: !flags.has("--no-ours"),
+    serverEntry,
+    keyBytes,
+    timing: quick ? QUICK : FULL,
+  };
+}
+
+/** The cells in run order. */
+function planCells(options: Options): Cell[] {
+  const cells: Cell[] = [];
+  const add = (cell: Omit<Cell, "id" | "keyspace" | "batch" | "durability"> & Partial<Cell>): void => {
+    if (cell.target === "ours" && !options.ours) return;
+    cells.push({
+      id: `${cell.target}:${cell.workload}:${cell.durability ?? "durable"}:${cell.concurrency}`,
+      keyspace: KEYSPACE,
+      batch: BATCH,
+      durability: "durable",
+      ...cell,
+    });
+  };
+  PUT_LEVELS.forEach((concurrency, level) => {
+    const ours = (): void =>
+      add({ target: "ours", workload: "put", concurrency, partition: "bench-put", mutationsPerCall: 1 });
+    const etcd = (): void =>
+      add({ target: "etcd", workload: "etcd-put", concurrency, partition: "put", mutationsPerCall: 1 });
+    // Alternate who goes first, so that slow drift of the machine does not favour one side.
+    if (level % 2 === 0) {
+      ours();
+      etcd();
+    } else {
+      etcd();
+      ours();
+    }
+    add({ target: "noop", workload: "noop", concurrency, partition: "noop", mutationsPerCall: 0 });
+  });
+  add({
+    target: "ours",
+    workload: "put",
+    durability: "buffered",
+    concurrency: 64,
+    partition: "bench-put-buffered",
+    mutationsPerCall: 1,
+  });
+  add({ target: "ours", workload: "get", concurrency: 64, partition: "bench-get", mutationsPerCall: 0 });
+  add({ target: "etcd", workload: "etcd-get", concurrency: 64, partition: "get", mutationsPerCall: 0 });
+  add({
+    target: "etcd",
+    workload: "etcd-get-serializable",
+    concurrency: 64,
+    partition: "get",
+    mutationsPerCall: 0,
+  });
+  add({ target: "etcd", workload: "etcd-txn100", concurrency: 8, partition: "txn", mutationsPerCall: BATCH });
+  add({
+    target: "ours",
+    workload: "commit100",
+    concurrency: 8,
+    partition: "bench-commit",
+    mutationsPerCall: BATCH,
+  });
+  add({
+    target: "ours",
+    workload: "keys",
+    concurrency: 1,
+    partition: "bench-keys",
+    keyspace: KEYS_KEYSPACE,
+    batch: KEYS_POPULATE_BATCH,
+    mutationsPerCall: 0,
+  });
+  return cells;
+}
+
+/** Runs `command` and resolves with its stdout; rejects with its stderr on failure or timeout. */
+function run(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs: number },
+): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, {
+      cwd: options.cwd ?? ROOT,
+      env: options.env ?? process.env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    children.add(child);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      children.delete(child);
+      reject(new Error(`${command}: ${err.message}`));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      children.delete(child);
+      if (code === 0) resolvePromise(stdout);
+      else reject(new Error(`${command} ${args.join(" ")} exited ${code ?? signal}\n${stderr.trim()}`));
+    });
+  });
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; the caller binds it right after). */
+function freePort(): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolvePromise(port));
+    });
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
+
+/** Resolves once 127.0.0.1:port accepts a TCP connection; false after `timeoutMs`. */
+async function waitForPort(port: number, timeoutMs: number, alive: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && alive()) {
+    const ok = await new Promise<boolean>((done) => {
+      const socket = tcpConnect({ host: "127.0.0.1", port });
+      socket.once("connect", () => {
+        socket.destroy();
+        done(true);
+      });
+      socket.once("error", () => done(false));
+    });
+    if (ok) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+/** Resolves once `url` answers 200 (and its body passes `check`); false after `timeoutMs`. */
+async function waitForHttp(
+  url: string,
+  timeoutMs: number,
+  alive: () => boolean,
+  check: (body: string) => boolean = () => true,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && alive()) {
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (response.status === 200 && check(await response.text())) return true;
+    } catch {
+      // Not up yet.
+    }
+    await sleep(100);
+  }
+  return false;
+}
+
+/** Starts a server process and keeps the last lines of its output. */
+function startProcess(name: TargetName, command: string, args: readonly string[]): Server {
+  const child = spawn(command, args, { cwd: ROOT, stdio: ["pipe", "pipe", "pipe"] });
+  children.add(child);
+  const server: Server = { name, address: "", child, output: [], exited: false };
+  const keep = (line: string): void => {
+    server.output.push(line);
+    if (server.output.length > 200) server.output.shift();
+  };
+  createInterface({ input: child.stdout }).on("line", keep);
+  createInterface({ input: child.stderr }).on("line", keep);
+  child.on("error", (err) => keep(`spawn failed: ${err.message}`));
+  child.on("exit", (code, signal) => {
+    server.exited = true;
+    children.delete(child);
+    keep(`[exited ${code ?? signal}]`);
+  });
+  return server;
+}
+
+function failStart(server: Server, what: string): never {
+  const tail = server.output.slice(-60).join("\n");
+  throw new Error(`${server.name} server ${what}; its output:\n${tail === "" ? "(none)" : tail}`);
+}
+
+async function startEtcd(dataDir: string): Promise<Server> {
+  const [client, peer, metrics] = [await freePort(), await freePort(), await freePort()];
+  const clientUrl = `http://127.0.0.1:${client}`;
+  const peerUrl = `http://127.0.0.1:${peer}`;
+  const server = startProcess("etcd", "etcd", [
+    "--name=bench",
+    `--data-dir=${dataDir}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=bench=${peerUrl}`,
+    "--initial-cluster-state=new",
+    `--listen-metrics-urls=http://127.0.0.1:${metrics}`,
+    `--quota-backend-bytes=${ETCD_QUOTA_BYTES}`,
+    "--logger=zap",
+    "--log-outputs=stderr",
+    "--log-level=warn",
+  ]);
+  server.address = `127.0.0.1:${client}`;
+  server.metricsUrl = `http://127.0.0.1:${metrics}/metrics`;
+  const healthy = await waitForHttp(
+    `http://127.0.0.1:${metrics}/health`,
+    30_000,
+    () => !server.exited,
+    (body) => body.includes('"health":"true"'),
+  );
+  if (!healthy) failStart(server, server.exited ? "exited" : "was not healthy within 30 s");
+  return server;
+}
+
+async function startNoop(): Promise<Server> {
+  const server = startProcess("noop", process.execPath, ["--import", "tsx", NOOP_ENTRY, "--exit-with-stdin"]);
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline && !server.exited) {
+    const line = server.output.find((l) => l.startsWith("noop-server: listening on "));
+    if (line !== undefined) {
+      server.address = line.slice("noop-server: listening on ".length).trim();
+      return server;
+    }
+    await sleep(50);
+  }
+  return failStart(server, server.exited ? "exited" : "did not listen within 30 s");
+}
+
+async function startOurs(entry: string, dataDir: string): Promise<Server> {
+  const [grpcPort, metricsPort] = [await freePort(), await freePort()];
+  const server = startProcess("ours", process.execPath, [
+    "--import",
+    "tsx",
+    entry,
+    "--data-dir",
+    dataDir,
+    "--listen",
+    `127.0.0.1:${grpcPort}`,
+    "--metrics-listen",
+    `127.0.0.1:${metricsPort}`,
+  ]);
+  server.address = `127.0.0.1:${grpcPort}`;
+  server.metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
+  const alive = (): boolean => !server.exited;
+  if (!(await waitForPort(grpcPort, 30_000, alive))) {
+    failStart(server, server.exited ? "exited" : `did not accept on ${server.address} within 30 s`);
+  }
+  if (!(await waitForHttp(`http://127.0.0.1:${metricsPort}/healthz`, 15_000, alive))) {
+    failStart(server, server.exited ? "exited" : "did not answer /healthz with 200 within 15 s");
+  }
+  return server;
+}
+
+/** Stops a child: SIGTERM, then SIGKILL after 3 s. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((done) => child.once("exit", () => done()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function cleanup(): Promise<void> {
+  await Promise.all([...children].map(stopChild));
+  if (tempRoot !== undefined) {
+    await rm(tempRoot, { recursive: true, force: true });
+    tempRoot = undefined;
+  }
+}
+
+/** utime+stime of a process, in seconds; undefined when it is gone. */
+function processCpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis start
+    // at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sum of the samples of metric `name` whose labels include every pair of `labels`. */
+function metricSum(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  let sum: number | undefined;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name) || line.startsWith("#")) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (match === null || match[1] !== name) continue;
+    const labelText = match[2] ?? "";
+    if (!Object.entries(labels).every(([k, v]) => labelText.includes(`${k}="${v}"`))) continue;
+    const value = Number(match[3]);
+    if (Number.isFinite(value)) sum = (sum ?? 0) + value;
+  }
+  return sum;
+}
+
+/** Counters read at one edge of a window. */
+interface Sample {
+  cpuS?: number;
+  syncs?: number;
+  groupSum?: number;
+  groupCount?: number;
+  syncSeconds?: number;
+  syncCount?: number;
+  rewrites?: number;
+  overwrites?: number;
+}
+
+async function readMetrics(server: Server, cell: Cell, sample: Sample): Promise<void> {
+  if (server.metricsUrl === undefined) return;
+  let text: string;
+  try {
+    const response = await fetch(server.metricsUrl, { signal: AbortSignal.timeout(5000) });
+    if (response.status !== 200) return;
+    text = await response.text();
+  } catch {
+    return;
+  }
+  const set = (key: Exclude<keyof Sample, "cpuS">, value: number | undefined): void => {
+    if (value !== undefined) sample[key] = value;
+  };
+  if (server.name === "ours") {
+    const labels = { partition: cell.partition };
+    set("syncs", metricSum(text, "metadata_storage_syncs_total", labels));
+    set("groupSum", metricSum(text, "metadata_group_commit_mutations_sum", labels));
+    set("groupCount", metricSum(text, "metadata_group_commit_mutations_count", labels));
+    set("syncSeconds", metricSum(text, "metadata_sync_duration_seconds_sum", labels));
+    set("syncCount", metricSum(text, "metadata_sync_duration_seconds_count", labels));
+    set("rewrites", metricSum(text, "metadata_sync_rewrites_total", labels));
+    set("overwrites", metricSum(text, "metadata_sync_overwrites_total", labels));
+  } else if (server.name === "etcd") {
+    set("syncs", metricSum(text, "etcd_disk_wal_fsync_duration_seconds_count"));
+    set("syncSeconds", metricSum(text, "etcd_disk_wal_fsync_duration_seconds_sum"));
+    set("syncCount", metricSum(text, "etcd_disk_wal_fsync_duration_seconds_count"));
+  }
+}
+
+/** Runs one cell: the load generator, with counters sampled at the edges of its window. */
+async function runCell(loadgen: string, server: Server, cell: Cell, populate: boolean, options: Options) {
+  const result: CellResult = { cell };
+  if (server.exited) {
+    result.error = `${server.name} server is not running`;
+    return result;
+  }
+  const { warmupS, durationS } = options.timing;
+  const args = [
+    `-target=${server.address}`,
+    `-workload=${cell.workload}`,
+    `-conns=${CONNS}`,
+    `-concurrency=${cell.concurrency}`,
+    `-duration=${durationS}s`,
+    `-warmup=${warmupS}s`,
+    `-durability=${cell.durability}`,
+    `-key-bytes=${options.keyBytes}`,
+    `-value-bytes=${VALUE_BYTES}`,
+    `-keyspace=${cell.keyspace}`,
+    `-batch=${cell.batch}`,
+    `-partition=${cell.partition}`,
+    `-populate=${populate}`,
+    "-handshake",
+  ];
+  const child = spawn(loadgen, args, { stdio: ["pipe", "pipe", "pipe"] });
+  children.add(child);
+  // The load generator may exit before reading its go-ahead line; that is reported below.
+  child.stdin.on("error", () => {});
+  const before: Sample = {};
+  const after: Sample = {};
+  const pending: Promise<void>[] = [];
+  const stderr: string[] = [];
+  let stdout = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+  });
+  createInterface({ input: child.stderr }).on("line", (line) => {
+    if (line === "loadgen: ready") {
+      // Metrics first, CPU last, then open the window: the scrape's own CPU stays outside it.
+      pending.push(
+        (async () => {
+          await readMetrics(server, cell, before);
+          const cpu = processCpuSeconds(server.child.pid);
+          if (cpu !== undefined) before.cpuS = cpu;
+          child.stdin.write("\n");
+        })(),
+      );
+    } else if (line === "loadgen: done") {
+      const cpu = processCpuSeconds(server.child.pid);
+      if (cpu !== undefined) after.cpuS = cpu;
+      pending.push(readMetrics(server, cell, after));
+    } else {
+      stderr.push(line);
+    }
+  });
+  // Populating 100,000 keys can take a while; everything else is bounded by the window.
+  const limitMs = (warmupS + durationS + 10 + 5 + 180) * 1000;
+  const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
+  const exit = await new Promise<number | string>((done) => {
+    child.on("error", (err) => done(err.message));
+    child.on("close", (code, signal) => done(code ?? signal ?? "?"));
+  });
+  clearTimeout(timer);
+  children.delete(child);
+  await Promise.all(pending);
+  try {
+    result.loadgen = JSON.parse(stdout) as LoadgenResult;
+  } catch {
+    // No JSON: the error below says why.
+  }
+  if (exit !== 0 || result.loadgen === undefined) {
+    result.error = `loadgen exited ${exit}: ${stderr.slice(-5).join(" | ") || "(no output)"}`;
+    return result;
+  }
+  const lg = result.loadgen;
+  if (lg.errors_total > 0) {
+    result.error = `call errors: ${Object.entries(lg.errors)
+      .map(([code, n]) => `${code}=${n}`)
+      .join(" ")}`;
+  }
+  if (before.cpuS !== undefined && after.cpuS !== undefined && lg.ops > 0) {
+    result.serverCpuUsPerCall = ((after.cpuS - before.cpuS) * 1e6) / lg.ops;
+  }
+  const delta = (key: keyof Sample): number | undefined => {
+    const [a, b] = [before[key], after[key]];
+    return a === undefined || b === undefined ? undefined : b - a;
+  };
+  const syncSeconds = delta("syncSeconds");
+  const syncCount = delta("syncCount");
+  if (syncSeconds !== undefined && syncCount !== undefined && syncCount > 0) {
+    result.syncMeanMs = (syncSeconds * 1000) / syncCount;
+  }
+  const rewrites = delta("rewrites");
+  const overwrites = delta("overwrites");
+  if (rewrites !== undefined) result.syncRewrites = rewrites;
+  if (overwrites !== undefined) result.syncOverwrites = overwrites;
+  if (before.syncs !== undefined && after.syncs !== undefined && lg.window_s > 0) {
+    const syncs = after.syncs - before.syncs;
+    result.syncsPerS = syncs / lg.window_s;
+    const groupCommits = (after.groupCount ?? 0) - (before.groupCount ?? 0);
+    if (groupCommits > 0) {
+      result.mutationsPerSync = ((after.groupSum ?? 0) - (before.groupSum ?? 0)) / groupCommits;
+    } else if (syncs > 0 && cell.mutationsPerCall > 0) {
+      result.mutationsPerSync = (lg.ops * cell.mutationsPerCall) / syncs;
+    }
+  }
+  return result;
+}
+
+/** A target and whether it was met. */
+interface Verdict {
+  cell: string;
+  target: string;
+  result: "PASS" | "MISS" | "-";
+  detail: string;
+}
+
+function judge(results: readonly CellResult[]): Map<string, Verdict> {
+  const find = (target: TargetName, workload: string, concurrency: number, durability = "durable") =>
+    results.find(
+      (r) =>
+        r.cell.target === target &&
+        r.cell.workload === workload &&
+        r.cell.concurrency === concurrency &&
+        r.cell.durability === durability &&
+        r.error === undefined &&
+        r.loadgen !== undefined,
+    )?.loadgen;
+  const verdicts = new Map<string, Verdict>();
+  const add = (id: string, target: string, checks: [string, number | undefined, number][]): void => {
+    if (checks.some(([, value]) => value === undefined)) {
+      verdicts.set(id, { cell: id, target, result: "-", detail: "missing figures" });
+      return;
+    }
+    const misses = checks.filter(([, value, limit]) => (value as number) < limit).map(([name]) => name);
+    verdicts.set(id, {
+      cell: id,
+      target,
+      result: misses.length === 0 ? "PASS" : "MISS",
+      detail: misses.length === 0 ? "" : `below on ${misses.join(", ")}`,
+    });
+  };
+  const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
+    a === undefined || b === undefined || !(b > 0) ? undefined : a / b;
+
+  const put1 = find("ours", "put", 1);
+  add("ours:put:durable:1", ">=1.2x etcd", [
+    ["etcd", ratio(put1?.ops_per_s, find("etcd", "etcd-put", 1)?.ops_per_s), 1.2],
+  ]);
+  for (const c of [64, 256]) {
+    const ours = find("ours", "put", c);
+    const etcd = find("etcd", "etcd-put", c);
+    const noop = find("noop", "noop", c);
+    add(`ours:put:durable:${c}`, ">=1x etcd, >=0.85x noop, p99<=etcd", [
+      ["etcd", ratio(ours?.ops_per_s, etcd?.ops_per_s), 1],
+      ["noop", ratio(ours?.ops_per_s, noop?.ops_per_s), 0.85],
+      // p99 ratio etcd/ours >= 1 means our p99 is at most etcd's.
+      ["p99", ratio(etcd?.latency_us.p99, ours?.latency_us.p99), 1],
+    ]);
+  }
+  add("ours:commit100:durable:8", ">=1.5x etcd txn (mut/s)", [
+    [
+      "etcd",
+      ratio(find("ours", "commit100", 8)?.items_per_s, find("etcd", "etcd-txn100", 8)?.items_per_s),
+      1.5,
+    ],
+  ]);
+  add("ours:get:durable:64", ">=1.5x etcd range", [
+    ["etcd", ratio(find("ours", "get", 64)?.ops_per_s, find("etcd", "etcd-get", 64)?.ops_per_s), 1.5],
+  ]);
+  return verdicts;
+}
+
+/** The reference cells a cell of ours is compared with. */
+function references(results: readonly CellResult[], r: CellResult) {
+  if (r.cell.target !== "ours") return {};
+  const etcdWorkload: Record<string, string> = { put: "etcd-put", get: "etcd-get", commit100: "etcd-txn100" };
+  const pick = (target: TargetName, workload: string | undefined) =>
+    workload === undefined
+      ? undefined
+      : results.find(
+          (x) =>
+            x.cell.target === target &&
+            x.cell.workload === workload &&
+            x.cell.concurrency === r.cell.concurrency &&
+            x.loadgen !== undefined,
+        )?.loadgen;
+  return {
+    etcd: pick("etcd", etcdWorkload[r.cell.workload]),
+    noop: r.cell.workload === "put" ? pick("noop", "noop") : undefined,
+  };
+}
+
+function label(cell: Cell): string {
+  const who = cell.target === "ours" ? "ours" : cell.target;
+  switch (cell.workload) {
+    case "put":
+      return `${who} Put ${cell.durability}`;
+    case "get":
+      return `${who} Get`;
+    case "commit100":
+      return `${who} Commit x${cell.batch} ${cell.durability}`;
+    case "keys":
+      return `${who} Keys (${formatCount(cell.keyspace)} keys)`;
+    case "etcd-put":
+      return "etcd Put";
+    case "etcd-get":
+      return "etcd Range 1 key";
+    case "etcd-get-serializable":
+      return "etcd Range 1 key serializable";
+    case "etcd-txn100":
+      return `etcd Txn x${cell.batch} puts`;
+    case "noop":
+      return "noop Put";
+    default:
+      return `${who} ${cell.workload}`;
+  }
+}
+
+const fixed = (n: number | undefined, digits: number): string => (n === undefined ? "-" : n.toFixed(digits));
+const ms = (us: number | undefined): string => (us === undefined ? "-" : (us / 1000).toFixed(2));
+
+function formatResults(results: readonly CellResult[], verdicts: Map<string, Verdict>): string {
+  const columns: Column[] = [
+    { header: "workload" },
+    { header: "conc", align: "right" },
+    { header: "ops/s", align: "right" },
+    { header: "items/s", align: "right" },
+    { header: "p50 ms", align: "right" },
+    { header: "p99 ms", align: "right" },
+    { header: "srv CPU us/call", align: "right" },
+    { header: "cli CPU us/call", align: "right" },
+    { header: "syncs/s", align: "right" },
+    { header: "sync ms", align: "right" },
+    { header: "mut/sync", align: "right" },
+    { header: "vs etcd", align: "right" },
+    { header: "vs noop", align: "right" },
+    { header: "target" },
+    { header: "result" },
+  ];
+  const rows = results.map((r) => {
+    const lg = r.loadgen;
+    const { etcd, noop } = references(results, r);
+    const showItems = ["commit100", "etcd-txn100", "keys"].includes(r.cell.workload);
+    const verdict = verdicts.get(r.cell.id);
+    const byItems = r.cell.workload === "commit100";
+    const ratioTo = (ref: LoadgenResult | undefined): number | undefined =>
+      lg === undefined || ref === undefined
+        ? undefined
+        : byItems
+          ? lg.items_per_s / ref.items_per_s
+          : lg.ops_per_s / ref.ops_per_s;
+    return [
+      label(r.cell),
+      String(r.cell.concurrency),
+      lg === undefined ? "error" : formatCount(Math.round(lg.ops_per_s)),
+      lg !== undefined && showItems ? formatCount(Math.round(lg.items_per_s)) : "",
+      ms(lg?.latency_us.p50),
+      ms(lg?.latency_us.p99),
+      fixed(r.serverCpuUsPerCall, 0),
+      fixed(lg?.client_cpu_us_per_op, 0),
+      fixed(r.syncsPerS, 0),
+      fixed(r.syncMeanMs, 2),
+      fixed(r.mutationsPerSync, 1),
+      r.cell.target === "ours" ? formatRatio(ratioTo(etcd)) : "",
+      r.cell.target === "ours" && r.cell.workload === "put" ? formatRatio(ratioTo(noop)) : "",
+      verdict?.target ?? "",
+      verdict === undefined
+        ? r.error === undefined
+          ? ""
+          : "ERROR"
+        : `${verdict.result} ${verdict.detail}`.trim(),
+    ];
+  });
+  return formatTable(columns, rows);
+}
+
+function cacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache");
+  const dir = join(base, "commonware-metadata-bench");
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+interface Report {
+  kind: "rpc-bench";
+  quick: boolean;
+  machine: MachineInfo;
+  note: string;
+  versions: { etcd: string; go: string; node: string };
+  setupSeconds: { loadgenBuild: number; etcdInstall: number; serversStart: number };
+  cells: {
+    id: string;
+    label: string;
+    target: TargetName;
+    workload: string;
+    concurrency: number;
+    durability: string;
+    partition: string;
+    loadgen?: LoadgenResult;
+    error?: string;
+    serverCpuUsPerCall?: number;
+    syncsPerS?: number;
+    mutationsPerSync?: number;
+    syncMeanMs?: number;
+    syncRewrites?: number;
+    syncOverwrites?: number;
+  }[];
+  targets: Verdict[];
+  totalSeconds: number;
+}
+
+const NOTE =
+  "2 cores shared by the server, the load generator and the idle servers; this machine is noisy. " +
+  "Each cell ran once: differences under ~20% are noise, rerun before trusting one MISS.";
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2));
+  const started = Date.now();
+  const watchdog = setTimeout(() => {
+    progress(`rpc bench: still running after ${options.timing.watchdogS} s; stopping everything`);
+    void cleanup().finally(() => process.exit(2));
+  }, options.timing.watchdogS * 1000);
+  watchdog.unref();
+
+  tempRoot = await mkdtemp(join(tmpdir(), "rpc-bench-"));
+  const machine = await machineInfo(tempRoot);
+  progress(`rpc bench (${options.quick ? "quick" : "full"}) in ${tempRoot} (${machine.filesystem})`);
+
+  let t = Date.now();
+  const loadgen = join(cacheDir(), "loadgen");
+  progress(`go build test/bench/loadgen -> ${loadgen}`);
+  const goVersion = (
+    await run("go", ["version"], { timeoutMs: 30_000 }).catch((err: unknown) => {
+      throw new Error(
+        `Go (>= 1.26, see test/bench/loadgen/go.mod) is needed to build the load generator: ${err}`,
+      );
+    })
+  ).trim();
+  await run("go", ["build", "-trimpath", "-buildvcs=false", "-mod=readonly", "-o", loadgen, "."], {
+    cwd: LOADGEN_DIR,
+    timeoutMs: 300_000,
+  });
+  const buildS = (Date.now() - t) / 1000;
+
+  t = Date.now();
+  progress("scripts/install-etcd.sh");
+  const etcdOut = await run("bash", [INSTALL_ETCD], { timeoutMs: 300_000 });
+  const etcdVersion = etcdOut.trim().split("\n").pop() ?? "unknown";
+  const installS = (Date.now() - t) / 1000;
+
+  t = Date.now();
+  progress("starting etcd, the no-op server and ours");
+  const etcd = await startEtcd(join(tempRoot, "etcd"));
+  const noop = await startNoop();
+  const ours = options.ours ? await startOurs(options.serverEntry, join(tempRoot, "ours")) : undefined;
+  const startS = (Date.now() - t) / 1000;
+  progress(
+    `etcd ${etcd.address}, noop ${noop.address}${ours ? `, ours ${ours.address}` : " (ours skipped)"}`,
+  );
+
+  const servers: Record<TargetName, Server | undefined> = { ours, etcd, noop };
+  const populated = new Set<string>();
+  const results: CellResult[] = [];
+  const cells = planCells(options);
+  for (const [i, cell] of cells.entries()) {
+    if (stopping) break;
+    const server = servers[cell.target];
+    if (server === undefined) continue;
+    const key = `${cell.target}/${cell.partition}`;
+    const populate = cell.target !== "noop" && !populated.has(key);
+    progress(
+      `[${i + 1}/${cells.length}] ${label(cell)} x${cell.concurrency}${populate ? " (populating)" : ""}`,
+    );
+    const result = await runCell(loadgen, server, cell, populate, options);
+    if (result.loadgen !== undefined) populated.add(key);
+    if (result.error !== undefined) progress(`  error: ${result.error}`);
+    else if (result.loadgen !== undefined) {
+      const lg = result.loadgen;
+      progress(
+        `  ${formatCount(Math.round(lg.ops_per_s))} ops/s, p99 ${ms(lg.latency_us.p99)} ms` +
+          (lg.populated_requests > 0 ? `, populated in ${lg.populate_s.toFixed(1)} s` : ""),
+      );
+    }
+    results.push(result);
+  }
+
+  const verdicts = judge(results);
+  const totalS = (Date.now() - started) / 1000;
+  const serverFailed = ours?.exited === true;
+  const report: Report = {
+    kind: "rpc-bench",
+    quick: options.quick,
+    machine,
+    note: NOTE,
+    versions: { etcd: etcdVersion, go: goVersion, node: process.version },
+    setupSeconds: { loadgenBuild: buildS, etcdInstall: installS, serversStart: startS },
+    cells: results.map((r) => ({
+      id: r.cell.id,
+      label: label(r.cell),
+      target: r.cell.target,
+      workload: r.cell.workload,
+      concurrency: r.cell.concurrency,
+      durability: r.cell.durability,
+      partition: r.cell.partition,
+      ...(r.loadgen === undefined ? {} : { loadgen: r.loadgen }),
+      ...(r.error === undefined ? {} : { error: r.error }),
+      ...(r.serverCpuUsPerCall === undefined ? {} : { serverCpuUsPerCall: r.serverCpuUsPerCall }),
+      ...(r.syncsPerS === undefined ? {} : { syncsPerS: r.syncsPerS }),
+      ...(r.mutationsPerSync === undefined ? {} : { mutationsPerSync: r.mutationsPerSync }),
+      ...(r.syncMeanMs === undefined ? {} : { syncMeanMs: r.syncMeanMs }),
+      ...(r.syncRewrites === undefined ? {} : { syncRewrites: r.syncRewrites }),
+      ...(r.syncOverwrites === undefined ? {} : { syncOverwrites: r.syncOverwrites }),
+    })),
+    targets: [...verdicts.values()],
+    totalSeconds: totalS,
+  };
+
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } else {
+    const lines = [
+      "RPC benchmark: our MetadataService vs etcd and a no-op grpc-js server (same Go load generator)",
+      formatMachine(machine),
+      `etcd:       ${etcdVersion}`,
+      `go:         ${goVersion}`,
+      `setup:      loadgen build ${buildS.toFixed(1)} s, etcd install ${installS.toFixed(1)} s, servers ${startS.toFixed(1)} s`,
+      `cells:      ${CONNS} HTTP/2 connections, ${options.timing.warmupS} s warm-up + ${options.timing.durationS} s window each, ` +
+        `${options.keyBytes}-byte keys, ${VALUE_BYTES}-byte values, ${formatCount(KEYSPACE)} keys per key space`,
+      `note:       ${NOTE}`,
+      "",
+      formatResults(results, verdicts),
+      "",
+      "ops/s and p50/p99 per call; items/s: mutations/s (Commit, Txn) or keys/s (Keys); srv CPU: utime+stime of the",
+      "server process per call in the window; syncs/s: ours metadata_storage_syncs_total, etcd WAL fsyncs; mut/sync:",
+      "ours metadata_group_commit_mutations, etcd mutations per WAL fsync; sync ms: mean wall time of one sync (ours",
+      "metadata_sync_duration_seconds, etcd WAL fsync); vs: ratio of throughput, above 1 is faster.",
+    ];
+    const get = results.find((r) => r.cell.target === "ours" && r.cell.workload === "get")?.loadgen;
+    const serializable = results.find((r) => r.cell.workload === "etcd-get-serializable")?.loadgen;
+    if (get !== undefined && serializable !== undefined) {
+      lines.push(
+        `Get vs etcd's serializable Range (local read, no read index) at 64: ` +
+          formatRatio(get.ops_per_s / serializable.ops_per_s),
+      );
+    }
+    const met = [...verdicts.values()].filter((v) => v.result === "PASS").length;
+    lines.push(`targets met: ${met} of ${verdicts.size}; total ${totalS.toFixed(0)} s`);
+    const errors = results.filter((r) => r.error !== undefined);
+    for (const r of errors) lines.push(`error in ${label(r.cell)} x${r.cell.concurrency}: ${r.error}`);
+    process.stdout.write(`${lines.join("\n")}\n`);
+  }
+  if (serverFailed && ours !== undefined) {
+    progress(`our server exited during the run; its output:\n${ours.output.slice(-60).join("\n")}`);
+  }
+  clearTimeout(watchdog);
+  return results.some((r) => r.error !== undefined) || serverFailed ? 1 : 0;
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    progress(`rpc bench: ${signal}, stopping`);
+    // Whatever cleanup waits for, the process ends within 6 s.
+    setTimeout(() => process.exit(130), 6000).unref();
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+main()
+  .then(async (code) => {
+    await cleanup();
+    process.exitCode = code;
+  })
+  .catch(async (err: unknown) => {
+    progress(`rpc bench failed: ${err instanceof Error ? err.message : String(err)}`);
+    await cleanup();
+    process.exitCode = 1;
+  });
