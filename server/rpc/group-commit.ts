@@ -126,6 +126,8 @@ export class GroupCommit {
   private lastReopenAt = 0;
   private failure: StoreError | undefined;
   private closing = false;
+  /** Shutdown has begun: no gathering delay, buffered changes are committed at once. */
+  private expedited = false;
 
   constructor(
     store: Metadata,
@@ -172,6 +174,15 @@ export class GroupCommit {
   }
 
   /**
+   * Commits without waiting from now on: no gathering delay, and buffered changes right away.
+   * Used when shutdown begins, so in-flight calls are answered before the grace period ends.
+   */
+  expedite(): void {
+    this.expedited = true;
+    if (this.inFlight === undefined && this.dirty) this.startSync();
+  }
+
+  /**
    * Stops taking operations, commits everything queued or applied, and closes the store.
    * Resolves when the store is closed.
    */
@@ -208,7 +219,7 @@ export class GroupCommit {
     }
     this.applyQueued();
     if (this.inFlight !== undefined) return;
-    if (this.batch.length > 0 || (this.closing && this.dirty)) {
+    if (this.batch.length > 0 || ((this.closing || this.expedited) && this.dirty)) {
       this.scheduleSync();
       // Operations left queued by a full batch form the next batch while this sync runs.
       if (this.inFlight !== undefined) this.applyQueued();
@@ -259,7 +270,7 @@ export class GroupCommit {
   }
 
   private scheduleSync(): void {
-    if (this.options.batchMaxDelayMs <= 0 || this.closing) {
+    if (this.options.batchMaxDelayMs <= 0 || this.closing || this.expedited) {
       this.startSync();
       return;
     }

@@ -51,6 +51,7 @@ const EMPTY_SNAPSHOT = emptySnapshot();
 export class Partitions {
   private readonly open = new Map<string, Promise<GroupCommit>>();
   private closed = false;
+  private expedited = false;
 
   constructor(
     private readonly storage: Storage,
@@ -108,6 +109,12 @@ export class Partitions {
     return [...names].sort();
   }
 
+  /** Makes every open partition commit at once from now on (shutdown has begun). */
+  async expedite(): Promise<void> {
+    this.expedited = true;
+    await Promise.allSettled([...this.open.values()].map(async (opening) => (await opening).expedite()));
+  }
+
   /** Commits everything pending in every partition and closes them. */
   async close(): Promise<void> {
     this.closed = true;
@@ -135,6 +142,8 @@ export class Partitions {
         ...(discardVersionsFrom === undefined ? {} : { discardVersionsFrom }),
       });
     const store = await openStore(undefined);
-    return new GroupCommit(store, openStore, this.config.groupCommit, this.metrics);
+    const group = new GroupCommit(store, openStore, this.config.groupCommit, this.metrics);
+    if (this.expedited) group.expedite();
+    return group;
   }
 }

@@ -83,6 +83,8 @@ export class RpcServer {
     this.stopping = true;
     this.health.setStatus("", "NOT_SERVING");
     this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
+    // In-flight calls must not wait out a gathering delay or a flush interval.
+    await this.partitions.expedite();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
