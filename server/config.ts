@@ -14,7 +14,8 @@
  *   --batch-max-mutations N       METADATA_BATCH_MAX_MUTATIONS     10000
  *   --batch-max-bytes N           METADATA_BATCH_MAX_BYTES         16777216
  *   --batch-max-delay-ms N        METADATA_BATCH_MAX_DELAY_MS      0
- *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition)
+ *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition: calls
+ *                                                                             waiting for an answer)
  *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
  *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
  *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000

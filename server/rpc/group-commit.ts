@@ -33,7 +33,10 @@ export interface GroupCommitOptions {
   batchMaxDelayMs: number;
   /** A buffered mutation is committed no later than this after it was applied. */
   flushIntervalMs: number;
-  /** Most operations waiting to be applied; more are refused with `LimitExceeded`. */
+  /**
+   * Most operations waiting for an answer (queued, or applied and waiting for their sync); more
+   * are refused with `LimitExceeded`.
+   */
   maxQueuedOperations: number;
 }
 
@@ -126,6 +129,8 @@ export class GroupCommit {
   private lastReopenAt = 0;
   private failure: StoreError | undefined;
   private closing = false;
+  /** Operations submitted and not yet answered: queued, or applied and waiting for a sync. */
+  private unanswered = 0;
   /** Shutdown has begun: no gathering delay, buffered changes are committed at once. */
   private expedited = false;
 
@@ -159,7 +164,7 @@ export class GroupCommit {
    */
   submit<T>(op: Operation<T>): Promise<Outcome<T>> {
     if (this.closing) return Promise.reject(new StoreError("Closed", "server is shutting down"));
-    if (this.queue.length >= this.options.maxQueuedOperations) {
+    if (this.unanswered >= this.options.maxQueuedOperations) {
       return Promise.reject(
         new StoreError(
           "LimitExceeded",
@@ -167,8 +172,19 @@ export class GroupCommit {
         ),
       );
     }
+    this.unanswered++;
     return new Promise<Outcome<T>>((resolve, reject) => {
-      this.queue.push({ op, resolve: resolve as (o: Outcome<unknown>) => void, reject });
+      this.queue.push({
+        op,
+        resolve: (outcome) => {
+          this.unanswered--;
+          resolve(outcome as Outcome<T>);
+        },
+        reject: (err) => {
+          this.unanswered--;
+          reject(err);
+        },
+      });
       this.pump();
     });
   }
@@ -241,21 +257,22 @@ export class GroupCommit {
           this.batchBytes + next.op.bytes > this.options.batchMaxBytes);
       if (full) return;
       this.queue.shift();
-      if (next.op.mutations === 0 && next.op.durable && !this.dirty) {
-        // A bare sync request with nothing new to commit: the answer is the sync in flight, or
-        // the last completed one.
-        if (this.inFlight !== undefined) {
-          this.inFlight.waiters.push({ result: undefined, resolve: next.resolve, reject: next.reject });
-        } else {
-          next.resolve({ result: undefined, version: this.store.committed().version });
-        }
-        continue;
-      }
       let result: unknown;
       try {
         result = next.op.apply(this.store);
       } catch (err) {
         next.reject(err);
+        continue;
+      }
+      if (next.op.mutations === 0 && next.op.durable && !this.dirty) {
+        // Nothing new to commit (a bare sync request, or a batch of preconditions only): the
+        // answer is the sync in flight, or the last completed one.
+        const waiter = { result, resolve: next.resolve, reject: next.reject };
+        if (this.inFlight !== undefined) {
+          this.inFlight.waiters.push(waiter);
+        } else {
+          next.resolve({ result, version: this.store.committed().version });
+        }
         continue;
       }
       this.dirty = true;

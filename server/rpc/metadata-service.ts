@@ -172,7 +172,8 @@ export function createMetadataService(
         const { partition, codec } = partitionOf(request.partition);
         validateKey(codec, request.key);
         const key = own(request.key);
-        const group = await partitions.forWrite(partition);
+        const group = await partitions.ifExists(partition);
+        if (group === undefined) return create(RemoveResponseSchema, { version: 0n });
         const { result, version } = await group.submit({
           apply: (store) => store.remove(key),
           mutations: 1,
@@ -192,7 +193,8 @@ export function createMetadataService(
         const { partition } = partitionOf(request.partition);
         const filter = request.filter;
         const keep = (key: Uint8Array) => !request.keepNone && matches(filter, key) !== request.invert;
-        const group = await partitions.forWrite(partition);
+        const group = await partitions.ifExists(partition);
+        if (group === undefined) return create(RetainResponseSchema, { removed: 0n, version: 0n });
         const { result, version } = await group.submit({
           apply: (store) => store.retain((key) => keep(key)),
           mutations: 1,
@@ -212,7 +214,8 @@ export function createMetadataService(
     sync(call, callback) {
       answer(callback, async () => {
         const { partition } = partitionOf(call.request.partition);
-        const group = await partitions.forWrite(partition);
+        const group = await partitions.ifExists(partition);
+        if (group === undefined) return create(SyncResponseSchema, { version: 0n });
         const { version } = await group.submit({
           apply: () => undefined,
           mutations: 0,
@@ -226,7 +229,8 @@ export function createMetadataService(
     clear(call, callback) {
       answer(callback, async () => {
         const { partition } = partitionOf(call.request.partition);
-        const group = await partitions.forWrite(partition);
+        const group = await partitions.ifExists(partition);
+        if (group === undefined) return create(ClearResponseSchema, { removed: 0n, version: 0n });
         const { result, version } = await group.submit({
           apply: (store) => store.clear(),
           mutations: 1,

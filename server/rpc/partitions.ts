@@ -4,8 +4,9 @@
  * Invariants:
  * - An empty name means the server's default partition; any other name must be a valid
  *   partition name (`InvalidPartitionName` otherwise, before anything is touched).
- * - A partition is created (its blobs written) only by a mutation: `forWrite`. A read of a
- *   partition that exists neither in memory nor on disk answers as empty and creates nothing.
+ * - A partition is created (its blobs written) only by `forWrite`, for a mutation that can change
+ *   something. A read, or a removal, of a partition that exists neither in memory nor on disk
+ *   finds nothing and creates nothing (`ifExists`, `committed`).
  * - A partition is opened at most once, however many calls race to open it.
  * - Each partition has one key codec for its life: the one configured for its name, else the
  *   server default.
@@ -94,12 +95,15 @@ export class Partitions {
     return opening;
   }
 
+  /** The partition's group commit if the partition exists (open or on disk), else undefined. */
+  async ifExists(partition: string): Promise<GroupCommit | undefined> {
+    if (!this.open.has(partition) && !(await this.existsOnDisk(partition))) return undefined;
+    return this.forWrite(partition);
+  }
+
   /** The committed view of a partition; empty (and nothing created) when it does not exist. */
   async committed(partition: string): Promise<Snapshot> {
-    const opening = this.open.get(partition);
-    if (opening !== undefined) return (await opening).committed();
-    if (!(await this.existsOnDisk(partition))) return EMPTY_SNAPSHOT;
-    return (await this.forWrite(partition)).committed();
+    return (await this.ifExists(partition))?.committed() ?? EMPTY_SNAPSHOT;
   }
 
   /** Names of every partition on disk or open, sorted. */

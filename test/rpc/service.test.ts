@@ -421,14 +421,7 @@ describe("every RPC", () => {
     assert.equal((await client.getWithVersion(utf8("fresh"), { partition })).version, committedVersion);
   });
 
-  test("a commit without mutations still checks its preconditions", {
-    todo:
-      "server bug: GroupCommit.pump (server/rpc/group-commit.ts) takes every durable operation with " +
-      "mutations === 0 for a bare Sync request and, when the partition has nothing pending, answers it " +
-      "with the committed version without calling apply(). Commit submits mutations: " +
-      "batch.mutations.length, so a Commit with preconditions and no mutations skips checkPrecondition: " +
-      "it answers OK although a precondition fails (and FAILED_PRECONDITION when something is pending).",
-  }, async () => {
+  test("a commit without mutations still checks its preconditions", {}, async () => {
     const { client } = server;
     const partition = "preconditions-only";
     await client.put(utf8("present"), utf8("p"), { partition });
@@ -528,6 +521,22 @@ describe("partitions", () => {
     assert.deepEqual(await client.listPartitions(), partitionsBefore);
     assert.deepEqual((await readdir(server.dataDir)).sort(), filesBefore);
     assert.ok(!partitionsBefore.includes("nowhere"));
+  });
+
+  test("removals and syncs of a partition that does not exist change nothing and create nothing", async () => {
+    const { client } = server;
+    const partitionsBefore = await client.listPartitions();
+    const filesBefore = (await readdir(server.dataDir)).sort();
+
+    const removed = await client.remove(utf8("k"), { partition: "absent-remove" });
+    assert.equal(removed.previous, undefined);
+    assert.equal(removed.version, 0n);
+    assert.equal((await client.retain({ keepNone: true }, { partition: "absent-retain" })).removed, 0n);
+    assert.equal((await client.clear({ partition: "absent-clear" })).removed, 0n);
+    assert.equal((await client.sync({ partition: "absent-sync" })).version, 0n);
+
+    assert.deepEqual(await client.listPartitions(), partitionsBefore);
+    assert.deepEqual((await readdir(server.dataDir)).sort(), filesBefore);
   });
 
   test("a partition's key codec comes from --partition-key-codec; others keep the default", async () => {
