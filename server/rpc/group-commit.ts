@@ -370,7 +370,7 @@ export class GroupCommit {
       } catch (err) {
         this.failure = new StoreError(
           "SyncFailed",
-          `partition ${old.partition} is unavailable: reopen failed`,
+          `partition ${old.partition} is unavailable (reopening it from disk failed): the write was not committed`,
           {
             cause: err,
           },

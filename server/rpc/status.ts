@@ -43,13 +43,14 @@ export function toStatus(
       case "PreconditionFailed":
         return { code: status.FAILED_PRECONDITION, details: err.message, metadata: new GrpcMetadata() };
       case "Closed":
+      case "Failed":
         return {
           code: status.UNAVAILABLE,
           details: `${err.message}: the write was not committed`,
           metadata: new GrpcMetadata(),
         };
       case "SyncFailed":
-      case "Failed":
+        // Its message already says that the write was not committed.
         return { code: status.UNAVAILABLE, details: err.message, metadata: new GrpcMetadata() };
       default:
         break;

@@ -44,27 +44,39 @@ function multModP(a: number, b: number): number {
   return p >>> 0;
 }
 
-/** X2N[k] = x^(2^k) modulo the polynomial, reflected. */
-const X2N: number[] = (() => {
-  const table: number[] = [];
-  let p = 0x40000000; // x^1
-  for (let k = 0; k < 64; k++) {
-    table.push(p);
-    p = multModP(p, p);
-  }
-  return table;
-})();
-
-/** x^(8 * bytes) modulo the polynomial: the operator that appends `bytes` zero bytes. */
-function zeroBytesOperator(bytes: number): number {
+/** x^n modulo the polynomial, for n of up to 53 bits, by square and multiply. */
+function xPowModP(n: number): number {
   let p = 0x80000000; // x^0
-  // Exact in a double for any length below 2^50 bytes.
-  let n = bytes * 8;
-  for (let k = 0; n > 0; k++) {
-    if (n % 2 === 1) p = multModP(X2N[k] as number, p);
-    n = Math.floor(n / 2);
+  let square = 0x40000000; // x^1, then x^2, x^4, ...
+  for (let rest = n; rest > 0; rest = Math.floor(rest / 2)) {
+    if (rest % 2 === 1) p = multModP(square, p);
+    square = multModP(square, square);
   }
   return p;
+}
+
+/** ZEROS[level][i] = x^(8 * i * 4096^level): appending i * 4096^level zero bytes. */
+const ZEROS: Uint32Array[] = [0, 1, 2].map((level) => {
+  const table = new Uint32Array(4096);
+  const step = xPowModP(8 * 4096 ** level);
+  let p = 0x80000000;
+  for (let i = 0; i < 4096; i++) {
+    table[i] = p;
+    p = multModP(step, p);
+  }
+  return table;
+});
+
+/**
+ * x^(8 * bytes) modulo the polynomial: the operator that appends `bytes` zero bytes, from three
+ * 4096-entry tables (so for any length below 2^36 bytes) in at most two multiplications.
+ */
+function zeroBytesOperator(bytes: number): number {
+  if (bytes >= 4096 ** 3) return xPowModP(8 * bytes);
+  const low = ZEROS[0]?.[bytes % 4096] as number;
+  const middle = ZEROS[1]?.[Math.floor(bytes / 4096) % 4096] as number;
+  const high = ZEROS[2]?.[Math.floor(bytes / 4096 ** 2)] as number;
+  return multModP(multModP(low, middle), high);
 }
 
 /**

@@ -398,3 +398,49 @@ describe("a failed sync", () => {
     });
   }
 });
+
+describe("a partition whose reopen fails", () => {
+  test("answers UNAVAILABLE until a later reopen succeeds, then serves its last durable state", async () => {
+    const faulty = new FaultyStorage(new MemoryStorage());
+    const server = await startTestServer([], faulty);
+    try {
+      const { client } = server;
+      await client.put(utf8("kept"), utf8("v"));
+      // The next sync fails, and so does the reopen that follows it (opening blob "left").
+      faulty.inject({ op: "sync" });
+      faulty.inject({ op: "open" });
+      await assert.rejects(
+        client.put(utf8("lost"), utf8("x")),
+        (err: { code?: number; details?: string }) => {
+          assert.equal(err.code, status.UNAVAILABLE);
+          assert.match(err.details ?? "", /not committed/);
+          return true;
+        },
+      );
+      // Calls right after the failed reopen are refused without touching the store.
+      await assert.rejects(
+        client.put(utf8("early"), utf8("x")),
+        (err: { code?: number; details?: string }) => {
+          assert.equal(err.code, status.UNAVAILABLE);
+          assert.match(err.details ?? "", /reopening it from disk failed\): the write was not committed/);
+          return true;
+        },
+      );
+      // A later call retries the reopen (at most once a second) and then succeeds.
+      await waitUntil(async () => {
+        try {
+          await client.put(utf8("later"), utf8("y"));
+          return true;
+        } catch {
+          return false;
+        }
+      }, "a put to succeed after the reopen");
+      assert.equal(Buffer.from((await client.get(utf8("kept"))) ?? []).toString(), "v");
+      assert.equal(await client.get(utf8("lost")), undefined);
+      assert.equal(await client.get(utf8("early")), undefined);
+      assert.equal(Buffer.from((await client.get(utf8("later"))) ?? []).toString(), "y");
+    } finally {
+      await server.stop();
+    }
+  });
+});
