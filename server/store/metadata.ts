@@ -193,7 +193,7 @@ interface BlobState {
 
 /** The store; see the module comment. Build it with `openMetadata`. */
 export class Metadata {
-  private map: Tree;
+  private readonly map: Tree;
   /** Blob holding the newest committed version. */
   private cursor: 0 | 1;
   private nextVersion: bigint;
@@ -227,7 +227,6 @@ export class Metadata {
     this.keyOrderChanged = this.nextVersion;
     this.entriesBytes = entriesBytes;
     this.committedView = new Snapshot(map.clone(), newest);
-    metrics.keys.set(map.size);
   }
 
   /** Number of keys, including mutations not yet synced. */
@@ -307,7 +306,6 @@ export class Metadata {
       this.keyOrderChanged = this.nextVersion;
       this.entriesBytes -= encodedKeySize(this.keyCodec, k) + encodedValueSize(previous);
     }
-    this.metrics.keys.set(this.map.size);
     return previous;
   }
 
@@ -318,7 +316,6 @@ export class Metadata {
     this.map.clear();
     this.entriesBytes = 0;
     this.keyOrderChanged = this.nextVersion;
-    this.metrics.keys.set(0);
     return removed;
   }
 
@@ -336,7 +333,6 @@ export class Metadata {
     if (removed > 0) {
       this.entriesBytes -= removedBytes;
       this.keyOrderChanged = this.nextVersion;
-      this.metrics.keys.set(this.map.size);
     }
     return removed;
   }
@@ -425,7 +421,6 @@ export class Metadata {
       this.blobs[1].modified.add(k);
       this.entriesBytes += encodedValueSize(value) - encodedValueSize(previous);
     }
-    this.metrics.keys.set(this.map.size);
     return previous;
   }
 
@@ -650,7 +645,8 @@ export async function openMetadata(storage: Storage, config: MetadataConfig): Pr
     throw err;
   }
   const map = bulkLoad<KeyString, Uint8Array>(decoded?.keys ?? [], decoded?.values ?? [], 64, compareKeys);
-  const metrics = createStoreMetrics(config.registry, config.partition);
+  // The keys gauge reads the size of this instance's map when scraped.
+  const metrics = createStoreMetrics(config.registry, config.partition, () => map.size);
   return new Metadata(
     storage,
     config.partition,

@@ -4,15 +4,17 @@
  *
  *   metadata_sync_rewrites_total{partition}    successful full-rewrite syncs of this open instance
  *   metadata_sync_overwrites_total{partition}  successful delta (overwrite) syncs of this instance
- *   metadata_keys{partition}                   keys in the store, as of the last mutation
+ *   metadata_keys{partition}                   keys in the store (mutations not yet synced included)
  *   metadata_storage_write_bytes_total{partition}  bytes passed to blob writes (header excluded)
  *   metadata_storage_writes_total{partition}   blob writes
  *   metadata_storage_syncs_total{partition}    blob fsyncs
  *   metadata_storage_read_bytes_total{partition}   bytes read from blobs
  *
  * Invariants:
- * - The sync counters and the keys gauge of a partition restart at 0 / the loaded key count
- *   each time a store instance opens it (as in the reference, counters are per instance).
+ * - The sync counters of a partition restart at 0 each time a store instance opens it (as in the
+ *   reference, counters are per instance).
+ * - The keys gauge is read from the open store when the registry is scraped, so mutations pay
+ *   nothing for it; it always shows the key count of the instance opened last.
  * - Storage counters are cumulative for the life of the registry.
  * - A metric family is registered once per registry, whoever asks first.
  */
@@ -27,25 +29,44 @@ export function partitionCounter(registry: Registry, name: string, help: string)
   return new Counter({ name: PREFIX + name, help, labelNames: ["partition"], registers: [registry] });
 }
 
-/** Gauge `name` of `registry` with a `partition` label, created on first use. */
-export function partitionGauge(registry: Registry, name: string, help: string): Gauge<"partition"> {
-  const existing = registry.getSingleMetric(PREFIX + name);
-  if (existing !== undefined) return existing as Gauge<"partition">;
-  return new Gauge({ name: PREFIX + name, help, labelNames: ["partition"], registers: [registry] });
-}
-
 /** The metrics of one open store instance. */
 export interface StoreMetrics {
   syncRewrites: { inc(): void };
   syncOverwrites: { inc(): void };
-  keys: { set(value: number): void };
 }
 
-/** Metrics for a store instance of `partition`, reset to zero. */
-export function createStoreMetrics(registry: Registry | undefined, partition: string): StoreMetrics {
+/** Key counts read at scrape time, per keys gauge (one gauge per registry). */
+const keyCounts = new WeakMap<Gauge<"partition">, Map<string, () => number>>();
+
+function keysGauge(registry: Registry): Gauge<"partition"> {
+  const name = `${PREFIX}keys`;
+  const existing = registry.getSingleMetric(name);
+  if (existing !== undefined) return existing as Gauge<"partition">;
+  const gauge: Gauge<"partition"> = new Gauge({
+    name,
+    help: "Keys in the store.",
+    labelNames: ["partition"],
+    registers: [registry],
+    collect() {
+      for (const [partition, count] of keyCounts.get(gauge) ?? []) gauge.set({ partition }, count());
+    },
+  });
+  keyCounts.set(gauge, new Map());
+  return gauge;
+}
+
+/**
+ * Metrics for a store instance of `partition`, its counters reset to zero; `keyCount` is read
+ * when the registry is scraped.
+ */
+export function createStoreMetrics(
+  registry: Registry | undefined,
+  partition: string,
+  keyCount: () => number,
+): StoreMetrics {
   if (registry === undefined) {
-    const noop = { inc() {}, set() {} };
-    return { syncRewrites: noop, syncOverwrites: noop, keys: noop };
+    const noop = { inc() {} };
+    return { syncRewrites: noop, syncOverwrites: noop };
   }
   const labels = { partition };
   const rewrites = partitionCounter(registry, "sync_rewrites_total", "Syncs that rewrote a whole blob.");
@@ -54,18 +75,13 @@ export function createStoreMetrics(registry: Registry | undefined, partition: st
     "sync_overwrites_total",
     "Syncs that wrote only changed values, the version and the checksum.",
   );
-  const keys = partitionGauge(registry, "keys", "Keys in the store.");
   for (const metric of [rewrites, overwrites]) {
     metric.remove(labels);
     metric.inc(labels, 0);
   }
-  keys.remove(labels);
-  keys.set(labels, 0);
-  return {
-    syncRewrites: rewrites.labels(labels),
-    syncOverwrites: overwrites.labels(labels),
-    keys: keys.labels(labels),
-  };
+  const keys = keysGauge(registry);
+  keyCounts.get(keys)?.set(partition, keyCount);
+  return { syncRewrites: rewrites.labels(labels), syncOverwrites: overwrites.labels(labels) };
 }
 
 /** Storage I/O counters of one partition. */
