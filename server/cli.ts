@@ -22,7 +22,7 @@
  * - Results go to stdout, diagnostics to stderr. Exit status: 0 ok; 1 for an error (printed as
  *   `error: CODE: details`, CODE a gRPC status name) or a `get` of a missing key ("not found" on
  *   stderr, nothing on stdout); 2 for a bad command line (and, as for `npm start`, a bad server flag).
- * - `serve` starts the service exactly as server/main.ts does (parseConfig, startService) and
+ * - `serve` starts the service exactly as server/main.ts does (server/serve.ts) and
  *   stops it the same way on SIGTERM/SIGINT: finish in-flight calls, commit buffered changes,
  *   exit 0; a second signal exits at once with status 1.
  */
@@ -30,7 +30,6 @@ import { realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { status } from "@grpc/grpc-js";
 import { Durability, MetadataClient } from "../clients/ts/metadata-client.js";
-import { ConfigError, parseConfig, USAGE as SERVER_USAGE } from "./config.js";
 
 /** The address called when neither `--address` nor METADATA_ADDRESS is given. */
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -376,52 +375,10 @@ function describeError(err: unknown): string {
  * in-flight calls, commit buffered changes, exit 0; a second signal exits at once with 1).
  */
 async function serve(args: string[]): Promise<void> {
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(`usage: npm run cli -- serve [flags]\n${SERVER_USAGE}`);
-    return;
-  }
-  let config: ReturnType<typeof parseConfig>;
-  try {
-    config = parseConfig(args);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`error: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
   // Loaded here rather than at the top: the client commands do not need the server, and a CLI
   // that starts quickly is nicer to use.
-  const { startService } = await import("./service.js");
-  const service = await startService(config);
-  const metrics =
-    service.metricsPort === undefined
-      ? "off"
-      : `http://${config.metricsListen?.host}:${service.metricsPort}/metrics`;
-  console.log(
-    `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${config.dataDir}, metrics ${metrics})`,
-  );
-  let signalled = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (signalled) {
-      console.error(`${signal} again: exiting now`);
-      process.exit(1);
-    }
-    signalled = true;
-    console.log(`${signal}: finishing in-flight calls and committing buffered changes`);
-    service.stop().then(
-      () => {
-        console.log("stopped");
-        process.exit(0);
-      },
-      (err: unknown) => {
-        console.error("error while stopping:", err);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
+  const { serve: run } = await import("./serve.js");
+  await run(args, "npm run cli -- serve [flags]");
 }
 
 /** Resolves when stdout can take more, or has failed (the error handler then exits). */

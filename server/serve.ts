@@ -1,0 +1,57 @@
+/**
+ * serve: runs the service from command-line flags until SIGTERM or SIGINT, for `npm start`
+ * (server/main.ts) and `npm run cli -- serve` alike.
+ *
+ * Invariants: a bad flag prints the problem and exits 2; the first signal stops taking calls,
+ * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails); a second
+ * signal exits at once with 1.
+ */
+import { ConfigError, parseConfig, USAGE } from "./config.js";
+import { startService } from "./service.js";
+
+/** Starts the service described by `args` and stops it on the first SIGTERM or SIGINT. */
+export async function serve(args: readonly string[], usage: string): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(`usage: ${usage}\n${USAGE}`);
+    return;
+  }
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    config = parseConfig(args);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`error: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const service = await startService(config);
+  const metrics =
+    service.metricsPort === undefined
+      ? "off"
+      : `http://${config.metricsListen?.host}:${service.metricsPort}/metrics`;
+  console.log(
+    `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${config.dataDir}, metrics ${metrics})`,
+  );
+  let signalled = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      console.error(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    signalled = true;
+    console.log(`${signal}: finishing in-flight calls and committing buffered changes`);
+    service.stop().then(
+      () => {
+        console.log("stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        console.error("error while stopping:", err);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
