@@ -60,7 +60,9 @@ type MetadataServiceClient interface {
 	// Get returns the committed value of key. A partition that does not exist reads as empty and
 	// is not created. Errors: INVALID_ARGUMENT.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
-	// Remove deletes key and returns the removed value. Durable per `durability`.
+	// Remove deletes key and returns the removed value. Durable per `durability`. A removal (and
+	// a Retain, Clear or Sync) of a partition that does not exist changes nothing, creates
+	// nothing and answers version 0.
 	// Errors: INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
 	// Retain keeps the keys selected by the filter and removes every other key, or the other way
@@ -223,7 +225,9 @@ type MetadataServiceServer interface {
 	// Get returns the committed value of key. A partition that does not exist reads as empty and
 	// is not created. Errors: INVALID_ARGUMENT.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
-	// Remove deletes key and returns the removed value. Durable per `durability`.
+	// Remove deletes key and returns the removed value. Durable per `durability`. A removal (and
+	// a Retain, Clear or Sync) of a partition that does not exist changes nothing, creates
+	// nothing and answers version 0.
 	// Errors: INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED.
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
 	// Retain keeps the keys selected by the filter and removes every other key, or the other way

@@ -820,7 +820,9 @@ export const MetadataService: GenService<{
     output: typeof GetResponseSchema;
   },
   /**
-   * Remove deletes key and returns the removed value. Durable per `durability`.
+   * Remove deletes key and returns the removed value. Durable per `durability`. A removal (and
+   * a Retain, Clear or Sync) of a partition that does not exist changes nothing, creates
+   * nothing and answers version 0.
    * Errors: INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED.
    *
    * @generated from rpc commonware.metadata.v1.MetadataService.Remove

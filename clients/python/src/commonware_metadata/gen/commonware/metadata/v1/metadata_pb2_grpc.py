@@ -139,7 +139,9 @@ class MetadataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Remove(self, request, context):
-        """Remove deletes key and returns the removed value. Durable per `durability`.
+        """Remove deletes key and returns the removed value. Durable per `durability`. A removal (and
+        a Retain, Clear or Sync) of a partition that does not exist changes nothing, creates
+        nothing and answers version 0.
         Errors: INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
