@@ -17,6 +17,7 @@ import { createMetadataService } from "./metadata-service.js";
 import type { Partitions } from "./partitions.js";
 import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
+import { invalidArgument } from "./status.js";
 
 /** Options of the gRPC server. */
 export interface RpcServerOptions {
@@ -59,7 +60,9 @@ export class RpcServer {
       "grpc.max_send_message_length": options.maxMessageBytes,
       interceptors: [metricsInterceptor(registry)],
     });
-    addService(server, MetadataService, createMetadataService(partitions));
+    addService(server, MetadataService, createMetadataService(partitions), {
+      rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
+    });
     const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
     health.addToServer(server);
     createReflectionService().addToServer(server);

@@ -16,9 +16,9 @@
  * - The wire codec is the protobuf binary format through `toBinary`/`fromBinary` of the method's
  *   own input and output schemas. Unknown fields are kept when decoding. Serialized bytes are
  *   wrapped in a Buffer without copying.
- * - A request that fails to decode is answered by grpc-js itself with INTERNAL ("Error
- *   deserializing request"); the handler is not called. Handlers that want INVALID_ARGUMENT for
- *   semantically bad input must validate the decoded message themselves.
+ * - A request whose bytes do not decode is never given to a handler: `addService` answers it with
+ *   the status its `rejectMalformed` option makes (INVALID_ARGUMENT in this server), or else
+ *   grpc-js's INTERNAL. Handlers still validate the meaning of decoded messages themselves.
  * - A method with no handler in the implementation answers UNIMPLEMENTED (grpc-js default), but
  *   `ServiceImpl` requires every method, so that only happens through a cast.
  *
@@ -34,15 +34,17 @@
 import type { DescMessage, DescMethod, Message, MessageShape } from "@bufbuild/protobuf";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import type {
-  handleBidiStreamingCall,
-  handleClientStreamingCall,
-  handleServerStreamingCall,
-  handleUnaryCall,
-  MethodDefinition,
-  Server,
-  ServiceDefinition,
-  UntypedServiceImplementation,
+import {
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type MethodDefinition,
+  type Server,
+  type ServiceDefinition,
+  type StatusObject,
+  status,
+  type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 
 /** The method table of a service: `T` itself, or `T["method"]` when `T` is a `GenService`. */
@@ -81,6 +83,14 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/** Stands for a request whose bytes are not a valid message of the method's input type. */
+export class MalformedRequest {
+  constructor(
+    /** What the protobuf decoder said. */
+    readonly reason: string,
+  ) {}
+}
+
 /** The grpc-js method definition of one descriptor method, with the binary protobuf codec. */
 function methodDefinition(method: DescMethod): MethodDefinition<Message, Message> {
   return {
@@ -89,7 +99,14 @@ function methodDefinition(method: DescMethod): MethodDefinition<Message, Message
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (message) => asBuffer(toBinary(method.input, message)),
-    requestDeserialize: (bytes) => fromBinary(method.input, bytes),
+    requestDeserialize: (bytes) => {
+      try {
+        return fromBinary(method.input, bytes);
+      } catch (err) {
+        // Handed to the handler wrapper of addService, which answers it without the handler.
+        return new MalformedRequest(err instanceof Error ? err.message : String(err)) as unknown as Message;
+      }
+    },
     responseSerialize: (message) => asBuffer(toBinary(method.output, message)),
     responseDeserialize: (bytes) => fromBinary(method.output, bytes),
   };
@@ -111,6 +128,12 @@ export function createServiceDefinition<T extends GenServiceMethods>(
   return definition;
 }
 
+/** Options of `addService`. */
+export interface AddServiceOptions {
+  /** The status answered to a request whose bytes do not decode (default: INTERNAL). */
+  rejectMalformed?: (reason: string) => Partial<StatusObject>;
+}
+
 /**
  * Registers a protobuf-es service on a grpc-js server with a fully typed implementation.
  * Call it before `server.bindAsync`. Throws (from grpc-js) when a method path of the service is
@@ -120,9 +143,37 @@ export function addService<T extends GenServiceMethods>(
   server: Pick<Server, "addService">,
   service: GenService<T>,
   implementation: ServiceImpl<T>,
+  options: AddServiceOptions = {},
 ): void {
-  // Each handler of ServiceImpl<T> is a grpc-js handler for its method's message types; grpc-js
-  // types its registry loosely (handlers of `any`), which TypeScript cannot relate to the mapped
-  // type for a generic T.
-  server.addService(createServiceDefinition(service), implementation as UntypedServiceImplementation);
+  const reject =
+    options.rejectMalformed ??
+    ((reason: string) => ({ code: status.INTERNAL, details: `error deserializing request: ${reason}` }));
+  // grpc-js types its registry loosely (handlers of `any`), which TypeScript cannot relate to the
+  // mapped type ServiceImpl<T> for a generic T.
+  const handlers = implementation as UntypedServiceImplementation;
+  const guarded: UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const handler = handlers[method.localName];
+    if (
+      handler === undefined ||
+      method.methodKind === "client_streaming" ||
+      method.methodKind === "bidi_streaming"
+    ) {
+      if (handler !== undefined) guarded[method.localName] = handler;
+      continue;
+    }
+    guarded[method.localName] = ((
+      call: { request: unknown; emit(event: "error", e: unknown): void },
+      callback?: (e: unknown) => void,
+    ) => {
+      if (call.request instanceof MalformedRequest) {
+        const answer = reject(call.request.reason);
+        if (callback !== undefined) callback(answer);
+        else call.emit("error", answer);
+        return;
+      }
+      (handler as (call: unknown, callback?: unknown) => void)(call, callback);
+    }) as UntypedServiceImplementation[string];
+  }
+  server.addService(createServiceDefinition(service), guarded);
 }

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
-import { status } from "@grpc/grpc-js";
+import { Client, credentials, status } from "@grpc/grpc-js";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import { Durability, type MetadataClient } from "../../clients/ts/metadata-client.js";
 import { GatedStorage } from "../support/gated-storage.js";
@@ -430,6 +430,60 @@ describe("too many queued operations, the limit alone", () => {
     } finally {
       gate.releaseAll();
       await server.stop();
+    }
+  });
+});
+
+describe("requests whose bytes do not decode", () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(async () => {
+    await server.stop();
+  });
+
+  // Field 1 (partition) claims 255 bytes; the message ends after the length.
+  const garbage = Buffer.from([0x0a, 0xff, 0x01]);
+
+  test("a unary call answers INVALID_ARGUMENT and changes nothing", async () => {
+    const raw = new Client(server.address, credentials.createInsecure());
+    try {
+      const error = await new Promise<{ code?: number; details?: string }>((resolve) =>
+        raw.makeUnaryRequest(
+          "/commonware.metadata.v1.MetadataService/Put",
+          () => garbage,
+          (bytes: Buffer) => bytes,
+          {},
+          (err) => resolve(err ?? {}),
+        ),
+      );
+      assert.equal(error.code, status.INVALID_ARGUMENT);
+      assert.match(error.details ?? "", /^malformed request: /);
+      assert.deepEqual(await server.client.listPartitions(), []);
+    } finally {
+      raw.close();
+    }
+  });
+
+  test("a Keys stream answers INVALID_ARGUMENT", async () => {
+    const raw = new Client(server.address, credentials.createInsecure());
+    try {
+      const call = raw.makeServerStreamRequest(
+        "/commonware.metadata.v1.MetadataService/Keys",
+        () => garbage,
+        (bytes: Buffer) => bytes,
+        {},
+      );
+      const error = await new Promise<{ code?: number; details?: string }>((resolve) => {
+        call.on("data", () => undefined);
+        call.on("error", resolve);
+        call.on("end", () => resolve({}));
+      });
+      assert.equal(error.code, status.INVALID_ARGUMENT);
+      assert.match(error.details ?? "", /^malformed request: /);
+    } finally {
+      raw.close();
     }
   });
 });
