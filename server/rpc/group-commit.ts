@@ -23,7 +23,7 @@ import { Histogram, type Registry } from "prom-client";
 import { StoreError } from "../store/errors.js";
 import type { Metadata, Snapshot } from "../store/metadata.js";
 
-/** Tunables of group commit. */
+/** Tunables of group commit (defaults and units: server/config.ts). */
 export interface GroupCommitOptions {
   /** Most mutations applied into one batch (one sync); an operation is never split. */
   batchMaxMutations: number;
@@ -39,15 +39,6 @@ export interface GroupCommitOptions {
    */
   maxQueuedOperations: number;
 }
-
-/** Defaults of `GroupCommitOptions`. */
-export const DEFAULT_GROUP_COMMIT_OPTIONS: GroupCommitOptions = {
-  batchMaxMutations: 10_000,
-  batchMaxBytes: 16 * 1024 * 1024,
-  batchMaxDelayMs: 0,
-  flushIntervalMs: 100,
-  maxQueuedOperations: 100_000,
-};
 
 /** One operation: a change to apply to the store, and how to answer it. */
 export interface Operation<T> {

@@ -12,16 +12,11 @@
  *   server default.
  */
 import type { Registry } from "prom-client";
-import { type KeyCodec, MAX_VALUE_BYTES, variableKeys } from "../store/codec.js";
+import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
 import { StoreError } from "../store/errors.js";
 import { emptySnapshot, openMetadata, type Snapshot } from "../store/metadata.js";
 import { type Storage, validatePartitionName } from "../store/storage/storage.js";
-import {
-  DEFAULT_GROUP_COMMIT_OPTIONS,
-  GroupCommit,
-  type GroupCommitMetrics,
-  type GroupCommitOptions,
-} from "./group-commit.js";
+import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions } from "./group-commit.js";
 
 /** Configuration of the partitions of a server. */
 export interface PartitionsConfig {
@@ -35,15 +30,6 @@ export interface PartitionsConfig {
   maxValueBytes: number;
   groupCommit: GroupCommitOptions;
 }
-
-/** Defaults of `PartitionsConfig`. */
-export const DEFAULT_PARTITIONS_CONFIG: PartitionsConfig = {
-  defaultPartition: "default",
-  defaultKeyCodec: variableKeys(),
-  keyCodecs: new Map(),
-  maxValueBytes: 1024 * 1024,
-  groupCommit: DEFAULT_GROUP_COMMIT_OPTIONS,
-};
 
 /** The committed view of every partition that does not exist. */
 const EMPTY_SNAPSHOT = emptySnapshot();

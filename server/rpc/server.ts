@@ -19,7 +19,7 @@ import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
 import { invalidArgument } from "./status.js";
 
-/** Options of the gRPC server. */
+/** Options of the gRPC server (defaults and units: server/config.ts). */
 export interface RpcServerOptions {
   /** Most concurrent calls per HTTP/2 connection. */
   maxConcurrentStreams: number;
@@ -28,12 +28,6 @@ export interface RpcServerOptions {
   /** TLS credentials; insecure when absent. */
   credentials?: grpc.ServerCredentials;
 }
-
-/** Defaults of `RpcServerOptions`. */
-export const DEFAULT_RPC_SERVER_OPTIONS: RpcServerOptions = {
-  maxConcurrentStreams: 128,
-  maxMessageBytes: 32 * 1024 * 1024,
-};
 
 const SERVICE_NAME = MetadataService.typeName;
 
@@ -52,7 +46,7 @@ export class RpcServer {
     address: string,
     partitions: Partitions,
     registry: Registry,
-    options: RpcServerOptions = DEFAULT_RPC_SERVER_OPTIONS,
+    options: RpcServerOptions,
   ): Promise<RpcServer> {
     const server = new grpc.Server({
       "grpc.max_concurrent_streams": options.maxConcurrentStreams,

@@ -123,11 +123,6 @@ export function parseKeyCodec(text: string): KeyCodec {
   throw new StoreError("InvalidConfig", `invalid key codec ${JSON.stringify(text)}: use fixed:N or variable`);
 }
 
-/** Spelling of a key codec as `parseKeyCodec` reads it. */
-export function formatKeyCodec(codec: KeyCodec): string {
-  return codec.kind === "fixed" ? `fixed:${codec.width}` : "variable";
-}
-
 /** Throws the input error for a key the codec refuses; returns nothing for a valid key. */
 export function validateKey(codec: KeyCodec, key: Uint8Array): void {
   if (codec.kind === "fixed") {

@@ -23,7 +23,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 const PREFIX = "metadata_";
 
 /** Counter `name` of `registry` with a `partition` label, created on first use. */
-export function partitionCounter(registry: Registry, name: string, help: string): Counter<"partition"> {
+function partitionCounter(registry: Registry, name: string, help: string): Counter<"partition"> {
   const existing = registry.getSingleMetric(PREFIX + name);
   if (existing !== undefined) return existing as Counter<"partition">;
   return new Counter({ name: PREFIX + name, help, labelNames: ["partition"], registers: [registry] });

@@ -828,7 +828,7 @@ interface Report {
   note: string;
   versions: { etcd: string; go: string; node: string };
   setupSeconds: { loadgenBuild: number; etcdInstall: number; serversStart: number };
-  cells: {
+  cells: ({
     id: string;
     label: string;
     target: TargetName;
@@ -836,15 +836,7 @@ interface Report {
     concurrency: number;
     durability: string;
     partition: string;
-    loadgen?: LoadgenResult;
-    error?: string;
-    serverCpuUsPerCall?: number;
-    syncsPerS?: number;
-    mutationsPerSync?: number;
-    syncMeanMs?: number;
-    syncRewrites?: number;
-    syncOverwrites?: number;
-  }[];
+  } & Omit<CellResult, "cell">)[];
   targets: Verdict[];
   totalSeconds: number;
 }

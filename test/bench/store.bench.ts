@@ -403,10 +403,24 @@ function attachCrate(syncCells: SyncCell[], initCells: InitCell[], crate: RustBe
   }
 }
 
-function syncTable(cells: readonly SyncCell[], withCrate: boolean): string {
+/** One timed cell of either table: our figures and, when run, the crate's. */
+interface ComparedCell {
+  ours: Summary;
+  crate?: { medianUs: number; p90Us: number; iterations: number };
+}
+
+/**
+ * A table of timed cells: the leading columns that name each cell, ours, then (with the crate)
+ * the crate's figures, the ratios and the verdict against the target.
+ */
+function comparisonTable<C extends ComparedCell>(
+  cells: readonly C[],
+  withCrate: boolean,
+  leading: { columns: Column[]; cells: (cell: C) => string[] },
+  target: { header: string; verdict: (cell: C, ratio: number | undefined) => string },
+): string {
   const columns: Column[] = [
-    { header: "keys", align: "right" },
-    { header: "modified", align: "right" },
+    ...leading.columns,
     { header: "ours median", align: "right" },
     { header: "ours p90", align: "right" },
     { header: "n", align: "right" },
@@ -418,13 +432,12 @@ function syncTable(cells: readonly SyncCell[], withCrate: boolean): string {
       { header: "n", align: "right" },
       { header: "ratio", align: "right" },
       { header: "p90 ratio", align: "right" },
-      { header: `<=${SYNC_TARGET}x` },
+      { header: target.header },
     );
   }
   const rows = cells.map((cell) => {
     const row = [
-      formatCount(cell.keys),
-      String(cell.modified),
+      ...leading.cells(cell),
       formatUs(cell.ours.medianUs),
       formatUs(cell.ours.p90Us),
       String(cell.ours.iterations),
@@ -437,7 +450,7 @@ function syncTable(cells: readonly SyncCell[], withCrate: boolean): string {
         cell.crate === undefined ? "-" : String(cell.crate.iterations),
         formatRatio(ratio),
         formatRatio(ratioOf(cell.ours.p90Us, cell.crate?.p90Us)),
-        verdict(ratio, SYNC_TARGET),
+        target.verdict(cell, ratio),
       );
     }
     return row;
@@ -445,44 +458,32 @@ function syncTable(cells: readonly SyncCell[], withCrate: boolean): string {
   return formatTable(columns, rows);
 }
 
+function syncTable(cells: readonly SyncCell[], withCrate: boolean): string {
+  return comparisonTable(
+    cells,
+    withCrate,
+    {
+      columns: [
+        { header: "keys", align: "right" },
+        { header: "modified", align: "right" },
+      ],
+      cells: (cell) => [formatCount(cell.keys), String(cell.modified)],
+    },
+    { header: `<=${SYNC_TARGET}x`, verdict: (_cell, ratio) => verdict(ratio, SYNC_TARGET) },
+  );
+}
+
 function initTable(cells: readonly InitCell[], withCrate: boolean): string {
-  const columns: Column[] = [
-    { header: "keys", align: "right" },
-    { header: "ours median", align: "right" },
-    { header: "ours p90", align: "right" },
-    { header: "n", align: "right" },
-  ];
-  if (withCrate) {
-    columns.push(
-      { header: "crate median", align: "right" },
-      { header: "crate p90", align: "right" },
-      { header: "n", align: "right" },
-      { header: "ratio", align: "right" },
-      { header: "p90 ratio", align: "right" },
-      { header: `<=${RESTART_TARGET}x` },
-    );
-  }
-  const rows = cells.map((cell) => {
-    const row = [
-      formatCount(cell.keys),
-      formatUs(cell.ours.medianUs),
-      formatUs(cell.ours.p90Us),
-      String(cell.ours.iterations),
-    ];
-    if (withCrate) {
-      const ratio = ratioOf(cell.ours.medianUs, cell.crate?.medianUs);
-      row.push(
-        cell.crate === undefined ? "-" : formatUs(cell.crate.medianUs),
-        cell.crate === undefined ? "-" : formatUs(cell.crate.p90Us),
-        cell.crate === undefined ? "-" : String(cell.crate.iterations),
-        formatRatio(ratio),
-        formatRatio(ratioOf(cell.ours.p90Us, cell.crate?.p90Us)),
+  return comparisonTable(
+    cells,
+    withCrate,
+    { columns: [{ header: "keys", align: "right" }], cells: (cell) => [formatCount(cell.keys)] },
+    {
+      header: `<=${RESTART_TARGET}x`,
+      verdict: (cell, ratio) =>
         cell.keys === RESTART_TARGET_KEYS ? verdict(ratio, RESTART_TARGET) : "(no target)",
-      );
-    }
-    return row;
-  });
-  return formatTable(columns, rows);
+    },
+  );
 }
 
 /** Sync of 1 changed value at 10,000 keys / at 100 keys, for us and for the crate. */
