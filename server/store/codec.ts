@@ -161,13 +161,6 @@ export function writeValue(out: Uint8Array, offset: number, value: Uint8Array): 
   return start + value.length;
 }
 
-/** The encoding of a value as a new buffer. */
-export function encodeValue(value: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(encodedValueSize(value));
-  writeValue(out, 0, value);
-  return out;
-}
-
 /** Offsets (in a body) of the encoded values, by key. */
 export type Spans = Map<KeyString, number>;
 
