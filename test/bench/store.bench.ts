@@ -8,13 +8,14 @@
  *   M = 0, 1, 5, 25, 50, 75, 100 modified keys, each iteration opens a fresh partition in a temp
  *   dir, puts the K keys, syncs twice (so both blobs hold them), replaces M values with other
  *   100-byte values and times one `sync()`: an overwrite of those values, the version and the
- *   CRC, fsync included. Then it destroys the partition. The first iteration checks the store's
- *   counters to confirm the timed sync was an overwrite.
+ *   CRC, flush included (our fdatasync, the crate's fsync). Then it destroys the partition. The
+ *   first iteration checks the store's counters to confirm the timed sync was an overwrite.
  * - init: for K = 100, 1,000, 10,000, 100,000 keys, populates a store (two syncs, so both blobs
  *   are full), then times `openMetadata` on those files again and again (restart; the close that
  *   follows is not timed).
- * - baseline: a bare fsync of a small file in the same directory (after a 16-byte write, and on
- *   a clean file), so a reader can see how much of a sync is the fsync itself.
+ * - baseline: a bare fdatasync (what the store's sync ends with) of a small file in the same
+ *   directory (after a 16-byte write, and on a clean file), so a reader can see how much of a
+ *   sync is the flush itself.
  * Each cell runs until it has spent its time budget (setup included) and has its minimum number
  * of samples, or has its maximum; warm-up iterations are dropped. A short untimed warm-up of the
  * whole path runs first so that the first cells are not timing the JIT. With the crate, our
@@ -124,7 +125,7 @@ interface InitCell {
   crate?: { medianUs: number; p90Us: number; iterations: number };
 }
 
-/** One fsync baseline row. */
+/** One flush baseline row. */
 interface BaselineRow {
   what: string;
   summary: Summary;
@@ -202,9 +203,9 @@ function emptySamples(): OurSamples {
     ),
     init: INIT_KEY_COUNTS.map((keys) => ({ keys, samplesUs: [] })),
     baseline: [
-      { what: "16 B write + fsync of a 4 KiB file", samplesUs: [] },
-      { what: "fsync after a 16 B write", samplesUs: [] },
-      { what: "fsync with nothing to write", samplesUs: [] },
+      { what: "16 B write + fdatasync of a 4 KiB file", samplesUs: [] },
+      { what: "fdatasync after a 16 B write", samplesUs: [] },
+      { what: "fdatasync with nothing to write", samplesUs: [] },
     ],
   };
 }
@@ -273,7 +274,7 @@ async function benchInit(storage: FilesystemStorage, policy: SamplePolicy, into:
 }
 
 /**
- * One pass of bare fsyncs of a small file in `directory`, through the same async file API as the
+ * One pass of bare fdatasyncs of a small file in `directory`, through the same async file API as the
  * store; appends to `into`.
  */
 async function benchFsync(directory: string, policy: SamplePolicy, into: OurSamples): Promise<void> {
@@ -289,12 +290,12 @@ async function benchFsync(directory: string, policy: SamplePolicy, into: OurSamp
       const start = nowUs();
       await handle.write(patch, 0, patch.length, 0);
       const written = nowUs();
-      await handle.sync();
+      await handle.datasync();
       const end = nowUs();
       if (index >= policy.warmup) writeAndFsync.push(end - start);
       return end - written;
     });
-    const fsyncClean = await collect(policy, () => timeUs(() => handle.sync()));
+    const fsyncClean = await collect(policy, () => timeUs(() => handle.datasync()));
     const rows = [writeAndFsync, fsyncAfterWrite, fsyncClean];
     rows.forEach((samples, i) => {
       into.baseline[i]?.samplesUs.push(...samples);
@@ -313,7 +314,7 @@ async function ourPass(
   passes: number,
   into: OurSamples,
 ): Promise<void> {
-  progress("fsync baseline");
+  progress("fdatasync baseline");
   await benchFsync(directory, share(policies.baseline, passes), into);
   progress("sync");
   await benchSync(storage, share(policies.sync, passes), into);
@@ -563,7 +564,7 @@ function printText(report: Report): void {
       (report.passes === 2 ? "; ours split over 2 passes, before and after the crate's run" : ""),
   );
   out.push("");
-  out.push("fsync baseline (same filesystem, node:fs/promises FileHandle like the store)");
+  out.push("fdatasync baseline (same filesystem, node:fs/promises FileHandle like the store)");
   out.push(
     formatTable(
       [
@@ -586,7 +587,7 @@ function printText(report: Report): void {
   out.push("");
   out.push(
     "sync: one sync() after modifying N values of a store of K keys (u64 keys, 100 B values;" +
-      " overwrite, fsync included)",
+      " overwrite, flush included)",
   );
   out.push(syncTable(report.sync, withCrate));
   const notOverwrite = report.sync.filter(
@@ -613,7 +614,7 @@ function printText(report: Report): void {
   const smallest = report.sync.find((c) => c.keys === 100 && c.modified === 0)?.ours.medianUs;
   if (fsync !== undefined && smallest !== undefined) {
     out.push(
-      `fsync share: a bare 16 B write + fsync (${formatUs(fsync)}) is ` +
+      `flush share: a bare 16 B write + fdatasync (${formatUs(fsync)}) is ` +
         `${((fsync / smallest) * 100).toFixed(0)}% of our sync of 0 changes at 100 keys (${formatUs(smallest)})`,
     );
   }

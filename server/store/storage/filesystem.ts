@@ -6,7 +6,9 @@
  * commonware-storage 2026.4.0 with the same storage root, and the other way round.
  *
  * Durability:
- * - `Blob.sync` is an fsync of the file (data and metadata).
+ * - `Blob.sync` is an fdatasync of the file: its data and the metadata needed to read them back
+ *   (the size after a resize), not its timestamps. An overwrite sync thus flushes only the pages
+ *   it wrote. (commonware-runtime fsyncs; the bytes on disk are the same.)
  * - Creating a file fsyncs it and its partition directory, and the root when the partition
  *   directory was new; removing a file fsyncs the partition directory; removing a partition
  *   fsyncs the root. Each is durable when its promise resolves.
@@ -14,7 +16,7 @@
  * Writes of up to 64 KiB are issued synchronously: they only copy into the page cache, which takes
  * microseconds, less than the round trip through libuv's thread pool that an asynchronous write
  * costs (an overwrite sync issues one write per changed value). Larger writes, reads and every
- * fsync run on the thread pool, so the event loop never waits for the disk.
+ * fsync and fdatasync run on the thread pool, so the event loop never waits for the disk.
  *
  * Invariants:
  * - Partition names are validated before any path is built, so every path stays under `root`.
@@ -170,7 +172,7 @@ class FileRaw implements RawFile {
   }
 
   async sync(): Promise<void> {
-    await this.handle.sync();
+    await this.handle.datasync();
   }
 
   async close(): Promise<void> {

@@ -40,7 +40,7 @@ export interface Blob {
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Sets the logical length, zero-filling when growing. Not durable until `sync`. */
   resize(length: number): Promise<void>;
-  /** Makes every previous write and resize of this blob durable (fsync of the file). */
+  /** Makes every previous write and resize of this blob durable (an fsync or fdatasync of the file). */
   sync(): Promise<void>;
   /** Current logical length. */
   length(): number;
