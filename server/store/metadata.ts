@@ -182,10 +182,11 @@ interface OverwriteChange {
 }
 
 /**
- * CPU cost of patching the CRC for one changed value, in bytes of CRC32C hashed for the same
- * time (table-driven zero operators against a full hash of the body, measured on x86-64).
+ * CPU cost of patching the CRC for one changed value beyond hashing its bytes, in bytes of
+ * CRC32C hashed in the same time: 0.65 to 1.2 us a patch against about 0.75 ns a byte (x86-64,
+ * a 1.1 MB body with 100 to 700 changes, in a profile and in isolation).
  */
-const CRC_PATCH_OVERHEAD_BYTES = 2048;
+const CRC_PATCH_OVERHEAD_BYTES = 1024;
 
 interface BlobState {
   blob: Blob;
@@ -526,8 +527,7 @@ export class Metadata {
     target.modified.clear();
     // In offset order, which is key order: the reference's order of writes.
     changes.sort((a, b) => a.offset - b.offset);
-    // Patching the CRC costs about as much as hashing CRC_PATCH_OVERHEAD_BYTES more bytes per
-    // change; past the size of the body, hashing the patched body once is cheaper.
+    // Past the size of the body in patch costs, hashing the patched body once is cheaper.
     const recompute = patchCost > crcOffset;
     let crc = target.crc;
     const writes: [number, Uint8Array][] = [];
