@@ -8,6 +8,10 @@
  * - `shutdown()` marks health NOT_SERVING, stops taking calls, lets in-flight calls finish (up to
  *   `graceMs`, then cancels them), then commits every partition's pending changes and closes
  *   the stores. Calls arriving meanwhile are refused by grpc-js with UNAVAILABLE.
+ * - Shutdown does not wait out the grace period once no call is active: grpc-js's graceful
+ *   shutdown never completes when a client dropped its connection just before (a session already
+ *   destroyed but not yet reported closed), so once every call has been answered the connections
+ *   get SETTLE_MS to close by themselves and are then closed.
  */
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
@@ -31,12 +35,43 @@ export interface RpcServerOptions {
 
 const SERVICE_NAME = MetadataService.typeName;
 
+/** Time the connections get to close by themselves once no call is active at shutdown. */
+const SETTLE_MS = 250;
+
+/** Counts calls from their start to their status or cancellation. */
+class ActiveCalls {
+  private count = 0;
+  private waiters: (() => void)[] = [];
+
+  get active(): number {
+    return this.count;
+  }
+
+  /** Counts one call; the returned function ends it (only its first use counts). */
+  begin(): () => void {
+    this.count++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      this.count--;
+      if (this.count === 0) for (const wake of this.waiters.splice(0)) wake();
+    };
+  }
+
+  /** Resolves once no call is active. */
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
+}
+
 /** A running gRPC server; see the module comment. */
 export class RpcServer {
   private constructor(
     private readonly server: grpc.Server,
     private readonly health: HealthImplementation,
     private readonly partitions: Partitions,
+    private readonly calls: ActiveCalls,
     /** The port bound. */
     readonly port: number,
   ) {}
@@ -48,11 +83,12 @@ export class RpcServer {
     registry: Registry,
     options: RpcServerOptions,
   ): Promise<RpcServer> {
+    const calls = new ActiveCalls();
     const server = new grpc.Server({
       "grpc.max_concurrent_streams": options.maxConcurrentStreams,
       "grpc.max_receive_message_length": options.maxMessageBytes,
       "grpc.max_send_message_length": options.maxMessageBytes,
-      interceptors: [metricsInterceptor(registry)],
+      interceptors: [metricsInterceptor(registry, calls)],
     });
     addService(server, MetadataService, createMetadataService(partitions), {
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
@@ -64,7 +100,7 @@ export class RpcServer {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
-    return new RpcServer(server, health, partitions, port);
+    return new RpcServer(server, health, partitions, calls, port);
   }
 
   /** True until shutdown starts. */
@@ -83,21 +119,35 @@ export class RpcServer {
     // In-flight calls must not wait out a gathering delay or a flush interval.
     await this.partitions.expedite();
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.server.forceShutdown();
+      let finished = false;
+      let settle: NodeJS.Timeout | undefined;
+      const finish = (force: boolean) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(grace);
+        clearTimeout(settle);
+        if (force) this.server.forceShutdown();
         resolve();
-      }, graceMs);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+      };
+      const grace = setTimeout(() => finish(true), graceMs);
+      this.server.tryShutdown(() => finish(false));
+      const whenIdle = (): void => {
+        void this.calls.idle().then(() => {
+          if (finished) return;
+          settle = setTimeout(() => (this.calls.active === 0 ? finish(true) : whenIdle()), SETTLE_MS);
+        });
+      };
+      whenIdle();
     });
     await this.partitions.close();
   }
 }
 
-/** Server interceptor observing every call's duration by method and status code. */
-function metricsInterceptor(registry: Registry): grpc.ServerInterceptor {
+/**
+ * Server interceptor observing every call's duration by method and status code, and counting
+ * the calls active in `calls`.
+ */
+function metricsInterceptor(registry: Registry, calls: ActiveCalls): grpc.ServerInterceptor {
   const name = "metadata_rpc_duration_seconds";
   const histogram =
     (registry.getSingleMetric(name) as Histogram<"method" | "code"> | undefined) ??
@@ -113,12 +163,15 @@ function metricsInterceptor(registry: Registry): grpc.ServerInterceptor {
   return (descriptor, call) => {
     const method = descriptor.path.slice(descriptor.path.lastIndexOf("/") + 1);
     const stop = histogram.startTimer({ method });
+    const end = calls.begin();
     return new grpc.ServerInterceptingCall(
       call,
       new grpc.ResponderBuilder()
+        .withStart((next) => next(new grpc.ServerListenerBuilder().withOnCancel(end).build()))
         .withSendStatus((status, next) => {
           stop({ code: grpc.status[status.code] ?? String(status.code) });
           next(status);
+          end();
         })
         .build(),
     );
