@@ -1,18 +1,19 @@
 /**
  * RPC benchmark (`npm run bench:rpc [-- --quick] [-- --json]`): our MetadataService next to etcd
- * 3.4 and a no-op grpc-js server, driven in the same run by the same Go load generator over
- * loopback. It prints figures; it is not a test, and a MISS does not fail it.
+ * 3.4, a no-op grpc-js server and a no-op Put on bare node:http2, driven in the same run by the
+ * same Go load generator over loopback. It prints figures; it is not a test, and a MISS does not fail it.
  *
  * What runs:
  * - Setup: `go build` of test/bench/loadgen into $XDG_CACHE_HOME (default ~/.cache)/
- *   commonware-metadata-bench, scripts/install-etcd.sh (Debian's etcd-server, once), then three
- *   servers on free 127.0.0.1 ports: etcd (single node, data dir in a temp dir), the no-op server
- *   (test/bench/noop-server.ts: Put answers at once) and ours (`node --import tsx server/main.ts
- *   --data-dir <tmp> --listen ... --metrics-listen ...`), loaded only once its gRPC port accepts
- *   and /healthz answers 200. All three are stopped and the temp dir removed at the end.
+ *   commonware-metadata-bench, scripts/install-etcd.sh (Debian's etcd-server, once), then four
+ *   servers on free 127.0.0.1 ports: etcd (single node, data dir in a temp dir), the grpc-js no-op
+ *   server (test/bench/noop-server.ts: Put answers at once), the same on bare node:http2
+ *   (test/bench/http2-noop-server.ts: no gRPC library) and ours (`node --import tsx
+ *   server/main.ts --data-dir <tmp> --listen ... --metrics-listen ...`), loaded only once its gRPC
+ *   port accepts and /healthz answers 200. All four are stopped and the temp dir removed at the end.
  * - Cells (one load generator process each, 4 HTTP/2 connections, a warm-up then a fixed
- *   window): durable Put at 1, 8, 64 and 256 callers against ours, etcd (KV/Put) and the no-op
- *   server, with the order of ours and etcd alternating from one level to the next to spread
+ *   window): durable Put at 1, 8, 64 and 256 callers against ours, etcd (KV/Put) and both no-op
+ *   servers, with the order of ours and etcd alternating from one level to the next to spread
  *   drift; buffered Put at 64; Get at 64 (etcd: Range of one key, linearizable as by default, and
  *   serializable); Commit of 100 puts (etcd: Txn of 100 puts) at 8; Keys streaming a
  *   100,000-key partition. Keys are 8 bytes, values 100
@@ -63,6 +64,7 @@ import {
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const LOADGEN_DIR = join(ROOT, "test/bench/loadgen");
 const NOOP_ENTRY = join(ROOT, "test/bench/noop-server.ts");
+const HTTP2_NOOP_ENTRY = join(ROOT, "test/bench/http2-noop-server.ts");
 const INSTALL_ETCD = join(ROOT, "scripts/install-etcd.sh");
 
 const CONNS = 4;
@@ -79,7 +81,7 @@ const PUT_LEVELS = [1, 8, 64, 256] as const;
  */
 const ETCD_QUOTA_BYTES = 2 * 1024 ** 3;
 
-type TargetName = "ours" | "etcd" | "noop";
+type TargetName = "ours" | "etcd" | "noop" | "http2";
 
 interface Timing {
   warmupS: number;
@@ -227,6 +229,7 @@ function planCells(options: Options): Cell[] {
       ours();
     }
     add({ target: "noop", workload: "noop", concurrency, partition: "noop", mutationsPerCall: 0 });
+    add({ target: "http2", workload: "noop", concurrency, partition: "noop", mutationsPerCall: 0 });
   });
   add({
     target: "ours",
@@ -410,13 +413,15 @@ async function startEtcd(dataDir: string): Promise<Server> {
   return server;
 }
 
-async function startNoop(): Promise<Server> {
-  const server = startProcess("noop", process.execPath, ["--import", "tsx", NOOP_ENTRY, "--exit-with-stdin"]);
+/** Starts a no-op server (`entry`, printing `<name>: listening on <address>`). */
+async function startNoop(target: "noop" | "http2", entry: string, name: string): Promise<Server> {
+  const server = startProcess(target, process.execPath, ["--import", "tsx", entry, "--exit-with-stdin"]);
+  const prefix = `${name}: listening on `;
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline && !server.exited) {
-    const line = server.output.find((l) => l.startsWith("noop-server: listening on "));
+    const line = server.output.find((l) => l.startsWith(prefix));
     if (line !== undefined) {
-      server.address = line.slice("noop-server: listening on ".length).trim();
+      server.address = line.slice(prefix.length).trim();
       return server;
     }
     await sleep(50);
@@ -750,7 +755,7 @@ function label(cell: Cell): string {
     case "etcd-txn100":
       return `etcd Txn x${cell.batch} puts`;
     case "noop":
-      return "noop Put";
+      return cell.target === "http2" ? "node:http2 no-op Put" : "noop Put";
     default:
       return `${who} ${cell.workload}`;
   }
@@ -881,16 +886,18 @@ async function main(): Promise<number> {
   const installS = (Date.now() - t) / 1000;
 
   t = Date.now();
-  progress("starting etcd, the no-op server and ours");
+  progress("starting etcd, the no-op servers and ours");
   const etcd = await startEtcd(join(tempRoot, "etcd"));
-  const noop = await startNoop();
+  const noop = await startNoop("noop", NOOP_ENTRY, "noop-server");
+  const http2 = await startNoop("http2", HTTP2_NOOP_ENTRY, "http2-noop-server");
   const ours = options.ours ? await startOurs(options.serverEntry, join(tempRoot, "ours")) : undefined;
   const startS = (Date.now() - t) / 1000;
   progress(
-    `etcd ${etcd.address}, noop ${noop.address}${ours ? `, ours ${ours.address}` : " (ours skipped)"}`,
+    `etcd ${etcd.address}, noop ${noop.address}, http2 ${http2.address}` +
+      (ours ? `, ours ${ours.address}` : " (ours skipped)"),
   );
 
-  const servers: Record<TargetName, Server | undefined> = { ours, etcd, noop };
+  const servers: Record<TargetName, Server | undefined> = { ours, etcd, noop, http2 };
   const populated = new Set<string>();
   const results: CellResult[] = [];
   const cells = planCells(options);
@@ -899,7 +906,7 @@ async function main(): Promise<number> {
     const server = servers[cell.target];
     if (server === undefined) continue;
     const key = `${cell.target}/${cell.partition}`;
-    const populate = cell.target !== "noop" && !populated.has(key);
+    const populate = cell.workload !== "noop" && !populated.has(key);
     progress(
       `[${i + 1}/${cells.length}] ${label(cell)} x${cell.concurrency}${populate ? " (populating)" : ""}`,
     );
