@@ -167,7 +167,7 @@ function metricsInterceptor(registry: Registry, calls: ActiveCalls): grpc.Server
     return new grpc.ServerInterceptingCall(
       call,
       new grpc.ResponderBuilder()
-        .withStart((next) => next(new grpc.ServerListenerBuilder().withOnCancel(end).build()))
+        .withStart((next) => next({ onCancel: end }))
         .withSendStatus((status, next) => {
           stop({ code: grpc.status[status.code] ?? String(status.code) });
           next(status);
