@@ -3,13 +3,18 @@
  * the data directory, the partitions with group commit, the gRPC server and the HTTP endpoint,
  * all reporting to one prom-client registry.
  *
- * Invariant: `stop()` stops taking calls, lets in-flight ones finish, commits every buffered
- * change, closes every store, then closes the HTTP endpoint; it is safe to call twice.
+ * Invariants:
+ * - With the filesystem (no `storage` given), the data directory is locked for this process
+ *   before anything is opened (data-dir-lock.ts): a second server on it refuses to start. The
+ *   lock is released once everything is closed, or when starting fails.
+ * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
+ *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
  */
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ServerConfig } from "./config.js";
+import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
 import { type HttpServer, startHttpServer } from "./http/http-server.js";
 import { createGroupCommitMetrics } from "./rpc/group-commit.js";
 import { Partitions } from "./rpc/partitions.js";
@@ -34,6 +39,25 @@ export interface RunningService {
  * `config.dataDir` (tests pass a faulty or gated storage).
  */
 export async function startService(config: ServerConfig, storage?: Storage): Promise<RunningService> {
+  const lock = storage === undefined ? await lockDataDir(config.dataDir) : undefined;
+  try {
+    return await startLocked(config, storage, lock);
+  } catch (err) {
+    await lock?.release();
+    throw err;
+  }
+}
+
+async function startLocked(
+  config: ServerConfig,
+  storage: Storage | undefined,
+  lock: DataDirLock | undefined,
+): Promise<RunningService> {
+  if (lock !== undefined && !lock.held) {
+    console.error(
+      `warning: no lock on ${lock.path}: run one server per data directory (${process.platform})`,
+    );
+  }
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const metered = new MeteredStorage(storage ?? new FilesystemStorage(config.dataDir), registry);
@@ -90,6 +114,7 @@ export async function startService(config: ServerConfig, storage?: Storage): Pro
       stopping ??= (async () => {
         await rpc.shutdown(config.shutdownGraceMs);
         await http?.close();
+        await lock?.release();
       })();
       return stopping;
     },
