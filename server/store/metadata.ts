@@ -473,10 +473,7 @@ export class Metadata {
       if (rewritten !== undefined) {
         await target.blob.write(0, rewritten.body);
       } else {
-        const results = await Promise.allSettled(
-          (writes as [number, Uint8Array][]).map(([offset, data]) => target.blob.write(offset, data)),
-        );
-        for (const result of results) if (result.status === "rejected") throw result.reason;
+        await target.blob.writeAll(writes as [number, Uint8Array][]);
       }
       if (resizeTo !== undefined) await target.blob.resize(resizeTo);
       await target.blob.sync();

@@ -87,7 +87,7 @@ export function createStoreMetrics(
 /** Storage I/O counters of one partition. */
 export interface StorageMetrics {
   writeBytes: { inc(value: number): void };
-  writes: { inc(): void };
+  writes: { inc(value: number): void };
   syncs: { inc(): void };
   readBytes: { inc(value: number): void };
 }

@@ -21,7 +21,7 @@
  *   gate.release();                       // ...and now it completes
  */
 import { MemoryStorage } from "../../server/store/storage/memory.js";
-import type { Blob, OpenedBlob, Storage } from "../../server/store/storage/storage.js";
+import type { Blob, BlobWrite, OpenedBlob, Storage } from "../../server/store/storage/storage.js";
 
 /** Sync counts of one partition. */
 export interface SyncCounts {
@@ -149,6 +149,10 @@ class GatedBlob implements Blob {
 
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.inner.write(offset, data);
+  }
+
+  writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    return this.inner.writeAll(writes);
   }
 
   resize(length: number): Promise<void> {

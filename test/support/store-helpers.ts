@@ -3,7 +3,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import type { Registry } from "prom-client";
-import type { Blob, OpenedBlob, Storage } from "../../server/store/storage/storage.js";
+import { type Blob, type OpenedBlob, type Storage, writeEach } from "../../server/store/storage/storage.js";
 
 /** The 8-byte big-endian encoding of `n`, as commonware's U64 key. */
 export function u64(n: number | bigint): Buffer {
@@ -86,6 +86,7 @@ export class AuditedStorage implements Storage {
         this.log.push({ op: "write", blob: label, offset, length: data.length });
         return inner.write(offset, data);
       },
+      writeAll: (writes) => writeEach(blob, writes),
       resize: (length) => {
         this.record("resize", label, length);
         this.log.push({ op: "resize", blob: label, length });

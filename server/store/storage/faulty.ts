@@ -14,7 +14,7 @@
  */
 import { StoreError } from "../errors.js";
 import type { CrashOptions, MemoryStorage } from "./memory.js";
-import type { Blob, OpenedBlob, Storage } from "./storage.js";
+import { type Blob, type BlobWrite, type OpenedBlob, type Storage, writeEach } from "./storage.js";
 
 /** Operations a fault can hit. */
 export type FaultOp = "open" | "read" | "write" | "resize" | "sync";
@@ -164,6 +164,11 @@ class FaultyBlob implements Blob {
     if (fault === undefined) return this.inner.write(offset, data);
     if (fault.tear > 0) await this.inner.write(offset, data.subarray(0, fault.tear));
     this.faults.fail("write", fault);
+  }
+
+  /** Write by write, so that each one meets its own fault decision. */
+  writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    return writeEach(this, writes);
   }
 
   async resize(length: number): Promise<void> {

@@ -15,8 +15,9 @@
  *
  * Writes of up to 64 KiB are issued synchronously: they only copy into the page cache, which takes
  * microseconds, less than the round trip through libuv's thread pool that an asynchronous write
- * costs (an overwrite sync issues one write per changed value). Larger writes, reads and every
- * fsync and fdatasync run on the thread pool, so the event loop never waits for the disk.
+ * costs (an overwrite sync issues one write per changed value, all in one `writeAll`). Larger
+ * writes, reads and every fsync and fdatasync run on the thread pool, so the event loop never
+ * waits for the disk.
  *
  * Invariants:
  * - Partition names are validated before any path is built, so every path stays under `root`.
@@ -28,6 +29,7 @@ import { join } from "node:path";
 import { asIoError, StoreError } from "../errors.js";
 import { openHeadered, type RawFile } from "./headered-blob.js";
 import {
+  type BlobWrite,
   blobFileName,
   describeBlob,
   isValidPartitionName,
@@ -155,13 +157,35 @@ class FileRaw implements RawFile {
   }
 
   async write(position: number, data: Uint8Array): Promise<void> {
+    if (data.length <= SYNC_WRITE_MAX_BYTES) {
+      this.writeInline(position, data);
+      return;
+    }
     let done = 0;
     while (done < data.length) {
-      const length = data.length - done;
-      done +=
-        length <= SYNC_WRITE_MAX_BYTES
-          ? writeSync(this.handle.fd, data, done, length, position + done)
-          : (await this.handle.write(data, done, length, position + done)).bytesWritten;
+      done += (await this.handle.write(data, done, data.length - done, position + done)).bytesWritten;
+    }
+    this.size = Math.max(this.size, position + data.length);
+  }
+
+  async writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    let failure: { error: unknown } | undefined;
+    for (const [position, data] of writes) {
+      try {
+        if (data.length <= SYNC_WRITE_MAX_BYTES) this.writeInline(position, data);
+        else await this.write(position, data);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+    if (failure !== undefined) throw failure.error;
+  }
+
+  /** Writes `data` (at most SYNC_WRITE_MAX_BYTES) into the page cache before returning. */
+  private writeInline(position: number, data: Uint8Array): void {
+    let done = 0;
+    while (done < data.length) {
+      done += writeSync(this.handle.fd, data, done, data.length - done, position + done);
     }
     this.size = Math.max(this.size, position + data.length);
   }

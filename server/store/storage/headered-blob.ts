@@ -11,7 +11,14 @@
  * - Reads past the logical end throw `StoreError("Io")`.
  */
 import { asIoError, StoreError } from "../errors.js";
-import { type Blob, checkHeader, freshHeader, HEADER_BYTES, type OpenedBlob } from "./storage.js";
+import {
+  type Blob,
+  type BlobWrite,
+  checkHeader,
+  freshHeader,
+  HEADER_BYTES,
+  type OpenedBlob,
+} from "./storage.js";
 
 /** A blob file seen with physical offsets, as a backend provides it. */
 export interface RawFile {
@@ -19,6 +26,8 @@ export interface RawFile {
   length(): number;
   read(position: number, length: number): Promise<Uint8Array>;
   write(position: number, data: Uint8Array): Promise<void>;
+  /** Every write, as `Blob.writeAll` (physical positions). */
+  writeAll(writes: readonly BlobWrite[]): Promise<void>;
   truncate(length: number): Promise<void>;
   sync(): Promise<void>;
   close(): Promise<void>;
@@ -65,6 +74,14 @@ class HeaderedBlob implements Blob {
   async write(offset: number, data: Uint8Array): Promise<void> {
     try {
       await this.file.write(offset + HEADER_BYTES, data);
+    } catch (err) {
+      throw asIoError(err, `write ${this.where}`);
+    }
+  }
+
+  async writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    try {
+      await this.file.writeAll(writes.map(([offset, data]) => [offset + HEADER_BYTES, data] as const));
     } catch (err) {
       throw asIoError(err, `write ${this.where}`);
     }

@@ -180,6 +180,14 @@ export class MemoryStorage implements Storage {
         file.apply(op);
         file.pending.push(op);
       },
+      writeAll: async (writes) => {
+        alive();
+        for (const [position, data] of writes) {
+          const op: Operation = { kind: "write", position, data: Uint8Array.prototype.slice.call(data) };
+          file.apply(op);
+          file.pending.push(op);
+        }
+      },
       truncate: async (length) => {
         alive();
         const op: Operation = { kind: "truncate", length };

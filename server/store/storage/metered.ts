@@ -8,7 +8,7 @@
  */
 import type { Registry } from "prom-client";
 import { createStorageMetrics, type StorageMetrics } from "../metrics.js";
-import type { Blob, OpenedBlob, Storage } from "./storage.js";
+import type { Blob, BlobWrite, OpenedBlob, Storage } from "./storage.js";
 
 /** Plain totals of a MeteredStorage, over all partitions. */
 export interface MeteredTotals {
@@ -76,10 +76,22 @@ class MeteredBlob implements Blob {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     await this.inner.write(offset, data);
-    this.totals.writes++;
-    this.totals.writeBytes += data.length;
-    this.metrics?.writes.inc();
-    this.metrics?.writeBytes.inc(data.length);
+    this.count(1, data.length);
+  }
+
+  /** Counts each write of the batch as one call, once all are done (none when one failed). */
+  async writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    await this.inner.writeAll(writes);
+    let bytes = 0;
+    for (const [, data] of writes) bytes += data.length;
+    this.count(writes.length, bytes);
+  }
+
+  private count(writes: number, bytes: number): void {
+    this.totals.writes += writes;
+    this.totals.writeBytes += bytes;
+    this.metrics?.writes.inc(writes);
+    this.metrics?.writeBytes.inc(bytes);
   }
 
   resize(length: number): Promise<void> {

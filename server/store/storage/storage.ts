@@ -32,12 +32,21 @@ export const RUNTIME_VERSION = 0;
 /** Application blob version written and accepted (metadata blobs use 0). */
 export const BLOB_VERSION = 0;
 
+/** One write of a batch: logical offset and bytes. */
+export type BlobWrite = readonly [offset: number, data: Uint8Array];
+
 /** One blob of a partition, seen through its logical (header-less) offsets. */
 export interface Blob {
   /** Reads exactly `length` bytes at logical `offset`; throws `StoreError("Io")` past the end. */
   read(offset: number, length: number): Promise<Uint8Array>;
   /** Writes `data` at logical `offset`, extending the blob if needed. Not durable until `sync`. */
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Every write of `writes`, as if each were passed to `write` at once: resolves when all are
+   * done; rejects with the first failure once every write has been attempted. Backends batch
+   * them where that is cheaper (one call per sync instead of one per changed value).
+   */
+  writeAll(writes: readonly BlobWrite[]): Promise<void>;
   /** Sets the logical length, zero-filling when growing. Not durable until `sync`. */
   resize(length: number): Promise<void>;
   /** Makes every previous write and resize of this blob durable (an fsync or fdatasync of the file). */
@@ -135,4 +144,10 @@ export function blobFileName(name: Uint8Array): string {
 /** Display form of a blob location for messages. */
 export function describeBlob(partition: string, name: Uint8Array): string {
   return `${partition}/${blobFileName(name)}`;
+}
+
+/** `Blob.writeAll` by way of `write`, for blobs with nothing faster (fault injection, tests). */
+export async function writeEach(blob: Pick<Blob, "write">, writes: readonly BlobWrite[]): Promise<void> {
+  const results = await Promise.allSettled(writes.map(([offset, data]) => blob.write(offset, data)));
+  for (const result of results) if (result.status === "rejected") throw result.reason;
 }

@@ -106,6 +106,27 @@ for (const [label, make] of backends) {
       await reopened.blob.close();
     });
 
+    test("writeAll applies every write of a batch in order, as write does", async () => {
+      const backend = await make();
+      const { blob } = await backend.storage.open("p", NAME);
+      await blob.write(0, Buffer.from("0123456789"));
+      await blob.writeAll([
+        [2, Buffer.from("ab")],
+        [8, Buffer.from("XYZ")],
+        [3, Buffer.from("c")],
+        [14, Buffer.from("!")],
+      ]);
+      assert.equal(blob.length(), 15);
+      await blob.sync();
+      assert.equal(
+        (await backend.fileBytes("p", NAME))?.toString("hex"),
+        `${HEADER}${Buffer.from("01ac4567XYZ\0\0\0!").toString("hex")}`,
+      );
+      await blob.writeAll([]);
+      assert.equal(blob.length(), 15);
+      await blob.close();
+    });
+
     test("a file shorter than the header gets a fresh header", async () => {
       const backend = await make();
       await backend.seedFile("p", NAME, Buffer.from([0x43, 0x57, 0x49]));
@@ -218,4 +239,15 @@ test("metered storage counts written bytes, writes and syncs, not headers", asyn
   assert.match(text, /^metadata_storage_write_bytes_total\{partition="p"\} 105$/m);
   assert.match(text, /^metadata_storage_writes_total\{partition="p"\} 2$/m);
   assert.match(text, /^metadata_storage_syncs_total\{partition="p"\} 1$/m);
+});
+
+test("metered storage counts each write of a batch as one write", async () => {
+  const metered = new MeteredStorage(new MemoryStorage(), new Registry());
+  const { blob } = await metered.open("p", NAME);
+  await blob.writeAll([
+    [0, Buffer.alloc(100)],
+    [200, Buffer.alloc(7)],
+    [50, Buffer.alloc(3)],
+  ]);
+  assert.deepEqual(metered.totals, { writeBytes: 110, writes: 3, syncs: 0, readBytes: 0 });
 });
