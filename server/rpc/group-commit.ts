@@ -19,7 +19,7 @@
  * - An operation whose `apply` throws (bad input, failed precondition) changes nothing and is
  *   answered with that error at once.
  */
-import { Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { StoreError } from "../store/errors.js";
 import type { Metadata, Snapshot } from "../store/metadata.js";
 
@@ -63,6 +63,23 @@ export interface Outcome<T> {
 export interface GroupCommitMetrics {
   syncDurationSeconds: Histogram<"partition">;
   mutationsPerSync: Histogram<"partition">;
+  syncFailures: Counter<"partition">;
+  reopens: Counter<"partition" | "result">;
+  available: Gauge<"partition">;
+  /** Group commits whose waiting operations the `metadata_operations_waiting` gauge reports. */
+  groups: Set<GroupCommit>;
+}
+
+/** The group commits of each registry, read by its `metadata_operations_waiting` gauge. */
+const groupsByRegistry = new WeakMap<Registry, Set<GroupCommit>>();
+
+function groupsOf(registry: Registry): Set<GroupCommit> {
+  let groups = groupsByRegistry.get(registry);
+  if (groups === undefined) {
+    groups = new Set();
+    groupsByRegistry.set(registry, groups);
+  }
+  return groups;
 }
 
 /** Registers (once per registry) and returns the group commit metrics. */
@@ -70,7 +87,41 @@ export function createGroupCommitMetrics(registry: Registry): GroupCommitMetrics
   const histogram = (name: string, help: string, buckets: number[]) =>
     (registry.getSingleMetric(name) as Histogram<"partition"> | undefined) ??
     new Histogram({ name, help, labelNames: ["partition"], buckets, registers: [registry] });
+  const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
+    (registry.getSingleMetric(name) as Counter<L> | undefined) ??
+    new Counter({ name, help, labelNames, registers: [registry] });
+  const groups = groupsOf(registry);
+  const waiting = "metadata_operations_waiting";
+  if (registry.getSingleMetric(waiting) === undefined) {
+    new Gauge({
+      name: waiting,
+      help: "Operations submitted and not yet answered: queued, or applied and waiting for their sync.",
+      labelNames: ["partition"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const group of groups) this.set({ partition: group.partition }, group.waiting);
+      },
+    });
+  }
   return {
+    groups,
+    syncFailures: counter("metadata_sync_failures_total", "Syncs that failed (nothing of them committed).", [
+      "partition",
+    ]),
+    reopens: counter(
+      "metadata_partition_reopens_total",
+      "Reopens of a partition from disk after a failed sync, by result (ok, failed).",
+      ["partition", "result"],
+    ),
+    available:
+      (registry.getSingleMetric("metadata_partition_available") as Gauge<"partition"> | undefined) ??
+      new Gauge({
+        name: "metadata_partition_available",
+        help: "1 while the partition takes writes, 0 from a failed sync until its reopen succeeds.",
+        labelNames: ["partition"],
+        registers: [registry],
+      }),
     syncDurationSeconds: histogram(
       "metadata_sync_duration_seconds",
       "Duration of a partition sync, from its start to its fsync.",
@@ -132,6 +183,13 @@ export class GroupCommit {
     private readonly metrics?: GroupCommitMetrics,
   ) {
     this.store = store;
+    metrics?.groups.add(this);
+    metrics?.available.set({ partition: store.partition }, 1);
+  }
+
+  /** Operations submitted and not yet answered. */
+  get waiting(): number {
+    return this.unanswered;
   }
 
   /** The partition name. */
@@ -210,6 +268,7 @@ export class GroupCommit {
     clearTimeout(this.gatherTimer);
     for (const queued of this.queue.splice(0))
       queued.reject(new StoreError("Closed", "server is shutting down"));
+    this.metrics?.groups.delete(this);
     await this.store.close();
   }
 
@@ -345,6 +404,8 @@ export class GroupCommit {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     this.failure = failed;
+    this.metrics?.syncFailures.inc({ partition: store.partition });
+    this.metrics?.available.set({ partition: store.partition }, 0);
     this.tryReopen();
   }
 
@@ -358,7 +419,10 @@ export class GroupCommit {
         await old.close();
         this.store = await this.reopen(old.unsafeVersionsFrom);
         this.failure = undefined;
+        this.metrics?.reopens.inc({ partition: old.partition, result: "ok" });
+        this.metrics?.available.set({ partition: old.partition }, 1);
       } catch (err) {
+        this.metrics?.reopens.inc({ partition: old.partition, result: "failed" });
         this.failure = new StoreError(
           "SyncFailed",
           `partition ${old.partition} is unavailable (reopening it from disk failed): the write was not committed`,

@@ -133,6 +133,13 @@ describe("gated sync", () => {
     // The new value is written to the blob but not fsynced: not answered, not visible.
     await roundTrip(client);
     assert.equal(put.settled(), false);
+    const waiting = async () =>
+      metricValue(
+        await (server as TestServer).metrics(),
+        "metadata_operations_waiting",
+        'partition="default"',
+      );
+    assert.equal(await waiting(), 1);
     const read = await client.getWithVersion(utf8("k"));
     assert.equal(text(read.value), "old");
     assert.equal(read.version, old.version);
@@ -143,6 +150,7 @@ describe("gated sync", () => {
 
     gate.release();
     const answer = await put.promise;
+    assert.equal(await waiting(), 0);
     assert.equal(text(answer.previous), "old");
     assert.equal(answer.version, old.version + 1n);
     assert.equal(gate.syncs("default").completed, synced.started + 1);
@@ -417,6 +425,17 @@ describe("a partition whose reopen fails", () => {
           return true;
         },
       );
+      const metric = async (name: string, labels = 'partition="default"') =>
+        metricValue(await server.metrics(), name, labels);
+      assert.equal(await metric("metadata_sync_failures_total"), 1);
+      assert.equal(await metric("metadata_partition_available"), 0);
+      // The reopen runs after the failed call is answered (its counter appears with its result).
+      const failedReopens = 'partition="default",result="failed"';
+      await waitUntil(
+        async () => (await server.metrics()).includes(`metadata_partition_reopens_total{${failedReopens}}`),
+        "the failed reopen to be counted",
+      );
+      assert.equal(await metric("metadata_partition_reopens_total", failedReopens), 1);
       // Calls right after the failed reopen are refused without touching the store.
       await assert.rejects(
         client.put(utf8("early"), utf8("x")),
@@ -439,6 +458,9 @@ describe("a partition whose reopen fails", () => {
       assert.equal(await client.get(utf8("lost")), undefined);
       assert.equal(await client.get(utf8("early")), undefined);
       assert.equal(Buffer.from((await client.get(utf8("later"))) ?? []).toString(), "y");
+      assert.equal(await metric("metadata_partition_available"), 1);
+      assert.equal(await metric("metadata_partition_reopens_total", 'partition="default",result="ok"'), 1);
+      assert.equal(await metric("metadata_sync_failures_total"), 1);
     } finally {
       await server.stop();
     }
