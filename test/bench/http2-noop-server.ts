@@ -14,22 +14,13 @@
  * - Exits on SIGTERM or SIGINT, and with `--exit-with-stdin` when its stdin closes.
  */
 import http2 from "node:http2";
+import { parsePort, stopOnSignals } from "./fixture-process.js";
 
 const PUT_PATH = "/commonware.metadata.v1.MetadataService/Put";
 /** An empty message: flag byte 0 (not compressed) and a zero length. */
 const EMPTY_MESSAGE = Buffer.alloc(5);
 /** As many concurrent calls per connection as grpc-js allows by default (no limit). */
 const MAX_CONCURRENT_STREAMS = 2 ** 31 - 1;
-
-function parsePort(argv: readonly string[]): number {
-  const at = argv.indexOf("--port");
-  if (at === -1) return 0;
-  const port = Number(argv[at + 1]);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`--port ${argv[at + 1] ?? ""}: use 0..65535`);
-  }
-  return port;
-}
 
 function main(): void {
   const argv = process.argv.slice(2);
@@ -56,13 +47,7 @@ function main(): void {
     process.stdout.write(`http2-noop-server: listening on 127.0.0.1:${port}\n`);
   });
   const stop = (): void => process.exit(0);
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
-  if (argv.includes("--exit-with-stdin")) {
-    process.stdin.on("end", stop);
-    process.stdin.on("error", stop);
-    process.stdin.resume();
-  }
+  stopOnSignals(argv, stop);
 }
 
 main();

@@ -21,6 +21,7 @@ import {
   PutResponseSchema,
 } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import { addService } from "../../server/rpc/service-definition.js";
+import { parsePort, stopOnSignals } from "./fixture-process.js";
 
 const EMPTY_PUT = create(PutResponseSchema, {});
 
@@ -30,16 +31,6 @@ function unimplemented(name: string): grpc.ServiceError {
   error.details = error.message;
   error.metadata = new grpc.Metadata();
   return error;
-}
-
-function parsePort(argv: readonly string[]): number {
-  const at = argv.indexOf("--port");
-  if (at === -1) return 0;
-  const port = Number(argv[at + 1]);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`--port ${argv[at + 1] ?? ""}: use 0..65535`);
-  }
-  return port;
 }
 
 /** Builds the server with the no-op MetadataService registered (not yet bound). */
@@ -88,13 +79,7 @@ async function main(): Promise<void> {
       process.exit(0);
     });
   };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
-  if (argv.includes("--exit-with-stdin")) {
-    process.stdin.on("end", stop);
-    process.stdin.on("error", stop);
-    process.stdin.resume();
-  }
+  stopOnSignals(argv, stop);
 }
 
 main().catch((err: unknown) => {
