@@ -40,7 +40,7 @@ export class DataDirLockedError extends Error {
 }
 
 /** Socket name of the lock of the directory whose real path is `path`. */
-export function lockName(path: string): string {
+function lockName(path: string): string {
   const digest = createHash("sha256").update(path).digest("hex").slice(0, 40);
   return `\0commonware-metadata/${digest}`;
 }

@@ -21,7 +21,13 @@
  *   gate.release();                       // ...and now it completes
  */
 import { MemoryStorage } from "../../server/store/storage/memory.js";
-import type { Blob, BlobWrite, OpenedBlob, Storage } from "../../server/store/storage/storage.js";
+import {
+  type Blob,
+  type BlobWrite,
+  type OpenedBlob,
+  type Storage,
+  StorageWrapper,
+} from "../../server/store/storage/storage.js";
 
 /** Sync counts of one partition. */
 export interface SyncCounts {
@@ -43,13 +49,15 @@ interface Waiter {
 }
 
 /** See the module comment. */
-export class GatedStorage implements Storage {
+export class GatedStorage extends StorageWrapper {
   private holding = false;
   private readonly held: Held[] = [];
   private readonly counts = new Map<string, SyncCounts>();
   private waiters: Waiter[] = [];
 
-  constructor(readonly inner: Storage = new MemoryStorage()) {}
+  constructor(inner: Storage = new MemoryStorage()) {
+    super(inner);
+  }
 
   /** Closes the gate: syncs from now on wait for `release()`. */
   hold(): void {
@@ -93,18 +101,6 @@ export class GatedStorage implements Storage {
   async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
     const opened = await this.inner.open(partition, name);
     return { blob: new GatedBlob(opened.blob, partition, this), length: opened.length };
-  }
-
-  remove(partition: string, name?: Uint8Array): Promise<void> {
-    return this.inner.remove(partition, name);
-  }
-
-  scan(partition: string): Promise<Uint8Array[]> {
-    return this.inner.scan(partition);
-  }
-
-  listPartitions(): Promise<string[]> {
-    return this.inner.listPartitions();
   }
 
   /** @internal Called by a blob: waits at the gate, then runs `sync`. */

@@ -14,7 +14,7 @@
  */
 import { StoreError } from "../errors.js";
 import type { CrashOptions, MemoryStorage } from "./memory.js";
-import { type Blob, type BlobWrite, type OpenedBlob, type Storage, writeEach } from "./storage.js";
+import { type Blob, type BlobWrite, type OpenedBlob, StorageWrapper, writeEach } from "./storage.js";
 
 /** Operations a fault can hit. */
 export type FaultOp = "open" | "read" | "write" | "resize" | "sync";
@@ -48,13 +48,11 @@ interface Pending {
 }
 
 /** Storage wrapper that injects failures; see the module comment. */
-export class FaultyStorage implements Storage {
+export class FaultyStorage extends StorageWrapper {
   private scheduled: Pending[] = [];
   private randomFaults: RandomFaults | undefined;
   /** Number of faults fired so far. */
   faultsFired = 0;
-
-  constructor(private readonly inner: Storage) {}
 
   /** Schedules a fault. Faults of the same op count down independently. */
   inject(fault: Fault): void {
@@ -88,18 +86,6 @@ export class FaultyStorage implements Storage {
     this.check("open");
     const opened = await this.inner.open(partition, name);
     return { blob: new FaultyBlob(opened.blob, this), length: opened.length };
-  }
-
-  remove(partition: string, name?: Uint8Array): Promise<void> {
-    return this.inner.remove(partition, name);
-  }
-
-  scan(partition: string): Promise<Uint8Array[]> {
-    return this.inner.scan(partition);
-  }
-
-  listPartitions(): Promise<string[]> {
-    return this.inner.listPartitions();
   }
 
   /**

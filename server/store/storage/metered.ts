@@ -8,7 +8,7 @@
  */
 import type { Registry } from "prom-client";
 import { createStorageMetrics, type StorageMetrics } from "../metrics.js";
-import type { Blob, BlobWrite, OpenedBlob, Storage } from "./storage.js";
+import { type Blob, type BlobWrite, type OpenedBlob, type Storage, StorageWrapper } from "./storage.js";
 
 /** Plain totals of a MeteredStorage, over all partitions. */
 export interface MeteredTotals {
@@ -19,15 +19,17 @@ export interface MeteredTotals {
 }
 
 /** Storage wrapper counting I/O; see the module comment. */
-export class MeteredStorage implements Storage {
+export class MeteredStorage extends StorageWrapper {
   /** Totals since creation, over all partitions. */
   readonly totals: MeteredTotals = { writeBytes: 0, writes: 0, syncs: 0, readBytes: 0 };
   private readonly metrics = new Map<string, StorageMetrics>();
 
   constructor(
-    readonly inner: Storage,
+    inner: Storage,
     private readonly registry?: Registry,
-  ) {}
+  ) {
+    super(inner);
+  }
 
   async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
     const opened = await this.inner.open(partition, name);
@@ -35,18 +37,6 @@ export class MeteredStorage implements Storage {
       blob: new MeteredBlob(opened.blob, this.totals, this.metricsFor(partition)),
       length: opened.length,
     };
-  }
-
-  remove(partition: string, name?: Uint8Array): Promise<void> {
-    return this.inner.remove(partition, name);
-  }
-
-  scan(partition: string): Promise<Uint8Array[]> {
-    return this.inner.scan(partition);
-  }
-
-  listPartitions(): Promise<string[]> {
-    return this.inner.listPartitions();
   }
 
   private metricsFor(partition: string): StorageMetrics | undefined {

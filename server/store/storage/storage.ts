@@ -82,6 +82,28 @@ export interface Storage {
   listPartitions(): Promise<string[]>;
 }
 
+/**
+ * A storage wrapping another one: removing, scanning and listing pass straight through;
+ * subclasses decide what `open` hands out (typically the inner blob, wrapped).
+ */
+export abstract class StorageWrapper implements Storage {
+  constructor(readonly inner: Storage) {}
+
+  abstract open(partition: string, name: Uint8Array): Promise<OpenedBlob>;
+
+  remove(partition: string, name?: Uint8Array): Promise<void> {
+    return this.inner.remove(partition, name);
+  }
+
+  scan(partition: string): Promise<Uint8Array[]> {
+    return this.inner.scan(partition);
+  }
+
+  listPartitions(): Promise<string[]> {
+    return this.inner.listPartitions();
+  }
+}
+
 const PARTITION_NAME = /^[A-Za-z0-9_-]+$/;
 
 /** True when `name` is a valid partition name. */
