@@ -17,6 +17,10 @@
  *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition: calls
  *                                                                             waiting for an answer)
  *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
+ *   --write-stream-max-in-flight N        METADATA_WRITE_STREAM_MAX_IN_FLIGHT        1024
+ *                                 (per Write stream: requests read and not yet answered)
+ *   --write-stream-max-in-flight-bytes N  METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES  16777216
+ *                                 (per Write stream: key and value bytes of those requests)
  *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
  *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000
  *   --tls-cert FILE, --tls-key FILE  METADATA_TLS_CERT, METADATA_TLS_KEY  none (insecure)
@@ -43,6 +47,8 @@ export interface ServerConfig {
   batchMaxDelayMs: number;
   maxQueuedOperations: number;
   maxConcurrentStreams: number;
+  writeStreamMaxInFlight: number;
+  writeStreamMaxInFlightBytes: number;
   maxMessageBytes: number;
   shutdownGraceMs: number;
   tls: { certFile: string; keyFile: string } | undefined;
@@ -72,6 +78,8 @@ const FLAGS: Record<string, FlagSpec> = {
   "batch-max-delay-ms": { env: "METADATA_BATCH_MAX_DELAY_MS" },
   "max-queued-operations": { env: "METADATA_MAX_QUEUED_OPERATIONS" },
   "max-concurrent-streams": { env: "METADATA_MAX_CONCURRENT_STREAMS" },
+  "write-stream-max-in-flight": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT" },
+  "write-stream-max-in-flight-bytes": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES" },
   "max-message-bytes": { env: "METADATA_MAX_MESSAGE_BYTES" },
   "shutdown-grace-ms": { env: "METADATA_SHUTDOWN_GRACE_MS" },
   "tls-cert": { env: "METADATA_TLS_CERT" },
@@ -81,7 +89,7 @@ const FLAGS: Record<string, FlagSpec> = {
 /** Text of `--help`. */
 export const USAGE = `Flags (each also read from its environment variable):
 ${Object.entries(FLAGS)
-  .map(([flag, spec]) => `  --${flag.padEnd(24)} ${spec.env}`)
+  .map(([flag, spec]) => `  --${flag.padEnd(33)} ${spec.env}`)
   .join("\n")}
 See server/config.ts for units and defaults.`;
 
@@ -172,6 +180,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     batchMaxDelayMs: int("batch-max-delay-ms", 0, 0, 60_000),
     maxQueuedOperations: int("max-queued-operations", 100_000, 1, 100_000_000),
     maxConcurrentStreams: int("max-concurrent-streams", 128, 1, 1_000_000),
+    writeStreamMaxInFlight: int("write-stream-max-in-flight", 1024, 1, 1_000_000),
+    writeStreamMaxInFlightBytes: int("write-stream-max-in-flight-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
     maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),
     shutdownGraceMs: int("shutdown-grace-ms", 10_000, 0, 3_600_000),
     tls: tlsCert === "" ? undefined : { certFile: tlsCert, keyFile: tlsKey },

@@ -15,9 +15,10 @@ import { ServerCredentials } from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import type { ServerConfig } from "./config.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
+import { createGroupCommitMetrics } from "./engine/group-commit.js";
+import { Engine } from "./engine/operations.js";
+import { Partitions } from "./engine/partitions.js";
 import { type HttpServer, startHttpServer } from "./http/http-server.js";
-import { createGroupCommitMetrics } from "./rpc/group-commit.js";
-import { Partitions } from "./rpc/partitions.js";
 import { RpcServer } from "./rpc/server.js";
 import { FilesystemStorage } from "./store/storage/filesystem.js";
 import { MeteredStorage } from "./store/storage/metered.js";
@@ -31,6 +32,7 @@ export interface RunningService {
   metricsPort: number | undefined;
   registry: Registry;
   partitions: Partitions;
+  engine: Engine;
   stop(): Promise<void>;
 }
 
@@ -85,8 +87,11 @@ async function startLocked(
       : ServerCredentials.createSsl(null, [
           { cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) },
         ]);
-  const rpc = await RpcServer.start(config.listen, partitions, registry, {
+  const engine = new Engine(partitions);
+  const rpc = await RpcServer.start(config.listen, engine, registry, {
     maxConcurrentStreams: config.maxConcurrentStreams,
+    writeStreamMaxInFlight: config.writeStreamMaxInFlight,
+    writeStreamMaxInFlightBytes: config.writeStreamMaxInFlightBytes,
     maxMessageBytes: config.maxMessageBytes,
     ...(credentials === undefined ? {} : { credentials }),
   });
@@ -110,6 +115,7 @@ async function startLocked(
     metricsPort: http?.port,
     registry,
     partitions,
+    engine,
     stop: () => {
       stopping ??= (async () => {
         await rpc.shutdown(config.shutdownGraceMs);

@@ -17,11 +17,12 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import type { Engine } from "../engine/operations.js";
 import { createMetadataService } from "./metadata-service.js";
-import type { Partitions } from "./partitions.js";
 import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
 import { invalidArgument } from "./status.js";
+import type { WriteStreamHandle } from "./write-stream.js";
 
 /** Options of the gRPC server (defaults and units: server/config.ts). */
 export interface RpcServerOptions {
@@ -29,6 +30,10 @@ export interface RpcServerOptions {
   maxConcurrentStreams: number;
   /** Largest request message accepted. */
   maxMessageBytes: number;
+  /** Most requests read and not yet answered on one Write stream. */
+  writeStreamMaxInFlight: number;
+  /** Most key and value bytes of requests read and not yet answered on one Write stream. */
+  writeStreamMaxInFlightBytes: number;
   /** TLS credentials; insecure when absent. */
   credentials?: grpc.ServerCredentials;
 }
@@ -70,8 +75,9 @@ export class RpcServer {
   private constructor(
     private readonly server: grpc.Server,
     private readonly health: HealthImplementation,
-    private readonly partitions: Partitions,
+    private readonly engine: Engine,
     private readonly calls: ActiveCalls,
+    private readonly writeStreams: Set<WriteStreamHandle>,
     /** The port bound. */
     readonly port: number,
   ) {}
@@ -79,18 +85,24 @@ export class RpcServer {
   /** Builds the server and binds it to `address` ("host:port"; port 0 picks a free one). */
   static async start(
     address: string,
-    partitions: Partitions,
+    engine: Engine,
     registry: Registry,
     options: RpcServerOptions,
   ): Promise<RpcServer> {
     const calls = new ActiveCalls();
+    const writeStreams = new Set<WriteStreamHandle>();
     const server = new grpc.Server({
       "grpc.max_concurrent_streams": options.maxConcurrentStreams,
       "grpc.max_receive_message_length": options.maxMessageBytes,
       "grpc.max_send_message_length": options.maxMessageBytes,
       interceptors: [metricsInterceptor(registry, calls)],
     });
-    addService(server, MetadataService, createMetadataService(partitions), {
+    const service = createMetadataService(engine, {
+      maxInFlight: options.writeStreamMaxInFlight,
+      maxInFlightBytes: options.writeStreamMaxInFlightBytes,
+      open: writeStreams,
+    });
+    addService(server, MetadataService, service, {
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
     });
     const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
@@ -100,7 +112,7 @@ export class RpcServer {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
-    return new RpcServer(server, health, partitions, calls, port);
+    return new RpcServer(server, health, engine, calls, writeStreams, port);
   }
 
   /** True until shutdown starts. */
@@ -117,7 +129,9 @@ export class RpcServer {
     this.health.setStatus("", "NOT_SERVING");
     this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
     // In-flight calls must not wait out a gathering delay or a flush interval.
-    await this.partitions.expedite();
+    await this.engine.partitions.expedite();
+    // Write streams stop reading and end once their pending requests are answered.
+    for (const stream of [...this.writeStreams]) stream.shutdown();
     await new Promise<void>((resolve) => {
       let finished = false;
       let settle: NodeJS.Timeout | undefined;
@@ -139,7 +153,7 @@ export class RpcServer {
       };
       whenIdle();
     });
-    await this.partitions.close();
+    await this.engine.partitions.close();
   }
 }
 

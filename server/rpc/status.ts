@@ -1,64 +1,105 @@
 /**
- * Status: the only table from store errors to gRPC status codes.
+ * Status: the only table from error kinds (the store's and the engine's) to gRPC status codes.
  *
- *   InvalidPartitionName, KeyWidth, EmptyKey, KeyTooLarge, ValueTooLarge -> INVALID_ARGUMENT
- *   LimitExceeded                                                         -> RESOURCE_EXHAUSTED
- *   PreconditionFailed                                                    -> FAILED_PRECONDITION
- *   Closed, SyncFailed, Failed                                            -> UNAVAILABLE
- *   anything else                                                         -> INTERNAL
+ *   StoreError InvalidPartitionName, KeyWidth, EmptyKey, KeyTooLarge, ValueTooLarge
+ *   EngineError InvalidRequest                                   -> INVALID_ARGUMENT
+ *   EngineError LimitExceeded                                    -> RESOURCE_EXHAUSTED
+ *   EngineError PreconditionFailed                               -> FAILED_PRECONDITION
+ *   EngineError ShuttingDown, NotCommitted; StoreError Closed,
+ *   SyncFailed, Failed                                           -> UNAVAILABLE (not committed)
+ *   every other StoreError (format, recovery, I/O)               -> INTERNAL, cause logged
  *
  * Invariants:
- * - Input and availability errors carry the store's message, which names the value and limit.
+ * - Both switches are exhaustive: adding an error kind fails to compile until it is mapped here.
+ * - Input and availability errors carry the error's message, which names the value and limit.
  * - UNAVAILABLE messages say that the write was not committed, so a client knows it may retry.
  * - An INTERNAL answer never carries internal details: the error goes to the log with an id,
- *   and the client gets that id.
+ *   and the client gets that id. No error leaves as INTERNAL without a logged cause.
  */
 import { randomUUID } from "node:crypto";
 import { Metadata as GrpcMetadata, type StatusObject, status } from "@grpc/grpc-js";
-import { StoreError } from "../store/errors.js";
+import { EngineError, type EngineErrorKind } from "../engine/errors.js";
+import { StoreError, type StoreErrorKind } from "../store/errors.js";
 
 /** A grpc-js error answer. */
 export type StatusError = Partial<StatusObject> & { code: status; details: string };
 
-/** Error for a request that is malformed before the store sees it. */
+/** Logs an internal error under an id. */
+export type ErrorLog = (message: string, err: unknown) => void;
+
+function answer(code: status, details: string): StatusError {
+  return { code, details, metadata: new GrpcMetadata() };
+}
+
+/** Error for a request that is malformed before the engine sees it. */
 export function invalidArgument(details: string): StatusError {
-  return { code: status.INVALID_ARGUMENT, details, metadata: new GrpcMetadata() };
+  return answer(status.INVALID_ARGUMENT, details);
+}
+
+const NOT_COMMITTED = /not committed/;
+
+/** The code of an engine error kind. */
+function engineCode(kind: EngineErrorKind): status {
+  switch (kind) {
+    case "InvalidRequest":
+      return status.INVALID_ARGUMENT;
+    case "LimitExceeded":
+      return status.RESOURCE_EXHAUSTED;
+    case "PreconditionFailed":
+      return status.FAILED_PRECONDITION;
+    case "ShuttingDown":
+    case "NotCommitted":
+      return status.UNAVAILABLE;
+    default:
+      return unmapped(kind);
+  }
+}
+
+/** The code of a store error kind, or undefined for the kinds answered INTERNAL. */
+function storeCode(kind: StoreErrorKind): status | undefined {
+  switch (kind) {
+    case "InvalidPartitionName":
+    case "KeyWidth":
+    case "EmptyKey":
+    case "KeyTooLarge":
+    case "ValueTooLarge":
+      return status.INVALID_ARGUMENT;
+    case "Closed":
+    case "SyncFailed":
+    case "Failed":
+      return status.UNAVAILABLE;
+    case "BlobCorrupt":
+    case "BlobVersionMismatch":
+    case "BlobMissing":
+    case "PartitionMissing":
+    case "PartitionCorrupt":
+    case "Corrupt":
+    case "InvalidConfig":
+    case "VersionOverflow":
+    case "Io":
+      return undefined;
+    default:
+      return unmapped(kind);
+  }
+}
+
+function unmapped(kind: never): never {
+  throw new Error(`unmapped error kind ${String(kind)}`);
 }
 
 /** Maps any error thrown while serving a call to the status the client gets. */
-export function toStatus(
-  err: unknown,
-  log: (message: string, err: unknown) => void = defaultLog,
-): StatusError {
+export function toStatus(err: unknown, log: ErrorLog = defaultLog): StatusError {
+  if (err instanceof EngineError) return answer(engineCode(err.kind), err.message);
   if (err instanceof StoreError) {
-    switch (err.kind) {
-      case "InvalidPartitionName":
-      case "KeyWidth":
-      case "EmptyKey":
-      case "KeyTooLarge":
-      case "ValueTooLarge":
-        return { code: status.INVALID_ARGUMENT, details: err.message, metadata: new GrpcMetadata() };
-      case "LimitExceeded":
-        return { code: status.RESOURCE_EXHAUSTED, details: err.message, metadata: new GrpcMetadata() };
-      case "PreconditionFailed":
-        return { code: status.FAILED_PRECONDITION, details: err.message, metadata: new GrpcMetadata() };
-      case "Closed":
-      case "Failed":
-        return {
-          code: status.UNAVAILABLE,
-          details: `${err.message}: the write was not committed`,
-          metadata: new GrpcMetadata(),
-        };
-      case "SyncFailed":
-        // Its message already says that the write was not committed.
-        return { code: status.UNAVAILABLE, details: err.message, metadata: new GrpcMetadata() };
-      default:
-        break;
+    const code = storeCode(err.kind);
+    if (code === status.UNAVAILABLE && !NOT_COMMITTED.test(err.message)) {
+      return answer(code, `${err.message}: the write was not committed`);
     }
+    if (code !== undefined) return answer(code, err.message);
   }
   const id = randomUUID();
   log(`internal error ${id}`, err);
-  return { code: status.INTERNAL, details: `internal error (id ${id})`, metadata: new GrpcMetadata() };
+  return answer(status.INTERNAL, `internal error (id ${id})`);
 }
 
 function defaultLog(message: string, err: unknown): void {

@@ -21,10 +21,6 @@ export type StoreErrorKind =
   | "KeyTooLarge"
   /** A value longer than the configured maximum (never more than 2^32 - 1 bytes). */
   | "ValueTooLarge"
-  /** A configured limit of the service was exceeded. */
-  | "LimitExceeded"
-  /** A precondition of a batch did not hold when it was applied. */
-  | "PreconditionFailed"
   /** The store or service is closed or shutting down. */
   | "Closed"
   /** A sync failed: the mutations it held were not committed. */

@@ -9,7 +9,8 @@
  *   and prints `noop-server: listening on 127.0.0.1:<port>` on stdout once it accepts calls.
  * - Put decodes the request (through the same adapter and generated schemas as the real server,
  *   server/rpc/service-definition.ts and clients/ts/gen) and replies with one shared empty
- *   response. Every other RPC answers UNIMPLEMENTED.
+ *   response. Write answers each request at once with its id, status OK and an empty Put
+ *   answer (the ceiling of the Write stream). Every other RPC answers UNIMPLEMENTED.
  * - Exits on SIGTERM or SIGINT, and with `--exit-with-stdin` when its stdin closes (so it never
  *   outlives a parent that died without killing it). Shutdown waits at most 2 s for calls in
  *   flight, then forces.
@@ -19,11 +20,15 @@ import * as grpc from "@grpc/grpc-js";
 import {
   MetadataService,
   PutResponseSchema,
+  type WriteRequest,
+  WriteResponseSchema,
 } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import { StatusSchema } from "../../clients/ts/gen/google/rpc/status_pb.js";
 import { addService } from "../../server/rpc/service-definition.js";
 import { parsePort, stopOnSignals } from "./fixture-process.js";
 
 const EMPTY_PUT = create(PutResponseSchema, {});
+const OK = create(StatusSchema, { code: grpc.status.OK });
 
 function unimplemented(name: string): grpc.ServiceError {
   const error = new Error(`noop-server implements only Put, not ${name}`) as grpc.ServiceError;
@@ -52,6 +57,18 @@ export function createNoopServer(): grpc.Server {
     clear: refuse("Clear"),
     commit: refuse("Commit"),
     listPartitions: refuse("ListPartitions"),
+    write(call) {
+      call.on("data", (request: WriteRequest) => {
+        call.write(
+          create(WriteResponseSchema, {
+            id: request.id,
+            status: OK,
+            response: { case: "put", value: EMPTY_PUT },
+          }),
+        );
+      });
+      call.on("end", () => call.end());
+    },
   });
   return server;
 }

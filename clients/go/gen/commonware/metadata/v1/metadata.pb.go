@@ -1391,6 +1391,232 @@ func (x *ListPartitionsResponse) GetPartitions() []string {
 	return nil
 }
 
+// WriteRequest is one request of a Write stream.
+type WriteRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is chosen by the client and echoed in the answer; ids need not be unique or ordered.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// request is the mutation, with the same fields and rules as the unary RPC of the same name.
+	//
+	// Types that are valid to be assigned to Request:
+	//
+	//	*WriteRequest_Put
+	//	*WriteRequest_Remove
+	//	*WriteRequest_Commit
+	Request       isWriteRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteRequest) Reset() {
+	*x = WriteRequest{}
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteRequest) ProtoMessage() {}
+
+func (x *WriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
+func (*WriteRequest) Descriptor() ([]byte, []int) {
+	return file_commonware_metadata_v1_metadata_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WriteRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *WriteRequest) GetRequest() isWriteRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Request.(*WriteRequest_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetRemove() *RemoveRequest {
+	if x != nil {
+		if x, ok := x.Request.(*WriteRequest_Remove); ok {
+			return x.Remove
+		}
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetCommit() *CommitRequest {
+	if x != nil {
+		if x, ok := x.Request.(*WriteRequest_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
+type isWriteRequest_Request interface {
+	isWriteRequest_Request()
+}
+
+type WriteRequest_Put struct {
+	// put stores one value (as Put).
+	Put *PutRequest `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
+}
+
+type WriteRequest_Remove struct {
+	// remove deletes one key (as Remove).
+	Remove *RemoveRequest `protobuf:"bytes,3,opt,name=remove,proto3,oneof"`
+}
+
+type WriteRequest_Commit struct {
+	// commit applies a batch atomically (as Commit).
+	Commit *CommitRequest `protobuf:"bytes,4,opt,name=commit,proto3,oneof"`
+}
+
+func (*WriteRequest_Put) isWriteRequest_Request() {}
+
+func (*WriteRequest_Remove) isWriteRequest_Request() {}
+
+func (*WriteRequest_Commit) isWriteRequest_Request() {}
+
+// WriteResponse answers one WriteRequest.
+type WriteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the id of the request answered.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// response is set when status.code is 0, of the same kind as the request.
+	//
+	// Types that are valid to be assigned to Response:
+	//
+	//	*WriteResponse_Put
+	//	*WriteResponse_Remove
+	//	*WriteResponse_Commit
+	Response      isWriteResponse_Response `protobuf_oneof:"response"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteResponse) Reset() {
+	*x = WriteResponse{}
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteResponse) ProtoMessage() {}
+
+func (x *WriteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
+func (*WriteResponse) Descriptor() ([]byte, []int) {
+	return file_commonware_metadata_v1_metadata_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WriteResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *WriteResponse) GetResponse() isWriteResponse_Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *WriteResponse) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Response.(*WriteResponse_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *WriteResponse) GetRemove() *RemoveResponse {
+	if x != nil {
+		if x, ok := x.Response.(*WriteResponse_Remove); ok {
+			return x.Remove
+		}
+	}
+	return nil
+}
+
+func (x *WriteResponse) GetCommit() *CommitResponse {
+	if x != nil {
+		if x, ok := x.Response.(*WriteResponse_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
+type isWriteResponse_Response interface {
+	isWriteResponse_Response()
+}
+
+type WriteResponse_Put struct {
+	// put answers a put.
+	Put *PutResponse `protobuf:"bytes,3,opt,name=put,proto3,oneof"`
+}
+
+type WriteResponse_Remove struct {
+	// remove answers a remove.
+	Remove *RemoveResponse `protobuf:"bytes,4,opt,name=remove,proto3,oneof"`
+}
+
+type WriteResponse_Commit struct {
+	// commit answers a commit.
+	Commit *CommitResponse `protobuf:"bytes,5,opt,name=commit,proto3,oneof"`
+}
+
+func (*WriteResponse_Put) isWriteResponse_Response() {}
+
+func (*WriteResponse_Remove) isWriteResponse_Response() {}
+
+func (*WriteResponse_Commit) isWriteResponse_Response() {}
+
 // Put stores value under key.
 type Mutation_Put struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1404,7 +1630,7 @@ type Mutation_Put struct {
 
 func (x *Mutation_Put) Reset() {
 	*x = Mutation_Put{}
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[21]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1642,7 @@ func (x *Mutation_Put) String() string {
 func (*Mutation_Put) ProtoMessage() {}
 
 func (x *Mutation_Put) ProtoReflect() protoreflect.Message {
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[21]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1457,7 +1683,7 @@ type Mutation_Remove struct {
 
 func (x *Mutation_Remove) Reset() {
 	*x = Mutation_Remove{}
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[22]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1695,7 @@ func (x *Mutation_Remove) String() string {
 func (*Mutation_Remove) ProtoMessage() {}
 
 func (x *Mutation_Remove) ProtoReflect() protoreflect.Message {
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[22]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,12 +1819,25 @@ const file_commonware_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x16ListPartitionsResponse\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x03(\tR\n" +
-	"partitions*Y\n" +
+	"partitions\"\xe3\x01\n" +
+	"\fWriteRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x126\n" +
+	"\x03put\x18\x02 \x01(\v2\".commonware.metadata.v1.PutRequestH\x00R\x03put\x12?\n" +
+	"\x06remove\x18\x03 \x01(\v2%.commonware.metadata.v1.RemoveRequestH\x00R\x06remove\x12?\n" +
+	"\x06commit\x18\x04 \x01(\v2%.commonware.metadata.v1.CommitRequestH\x00R\x06commitB\t\n" +
+	"\arequest\"\xe8\x01\n" +
+	"\rWriteResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x127\n" +
+	"\x03put\x18\x03 \x01(\v2#.commonware.metadata.v1.PutResponseH\x00R\x03put\x12@\n" +
+	"\x06remove\x18\x04 \x01(\v2&.commonware.metadata.v1.RemoveResponseH\x00R\x06remove\x12@\n" +
+	"\x06commit\x18\x05 \x01(\v2&.commonware.metadata.v1.CommitResponseH\x00R\x06commitB\n" +
+	"\n" +
+	"\bresponse*Y\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DURABILITY_DURABLE\x10\x01\x12\x17\n" +
-	"\x13DURABILITY_BUFFERED\x10\x022\xab\x06\n" +
+	"\x13DURABILITY_BUFFERED\x10\x022\x85\a\n" +
 	"\x0fMetadataService\x12N\n" +
 	"\x03Put\x12\".commonware.metadata.v1.PutRequest\x1a#.commonware.metadata.v1.PutResponse\x12N\n" +
 	"\x03Get\x12\".commonware.metadata.v1.GetRequest\x1a#.commonware.metadata.v1.GetResponse\x12W\n" +
@@ -1608,7 +1847,8 @@ const file_commonware_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x04Sync\x12#.commonware.metadata.v1.SyncRequest\x1a$.commonware.metadata.v1.SyncResponse\x12T\n" +
 	"\x05Clear\x12$.commonware.metadata.v1.ClearRequest\x1a%.commonware.metadata.v1.ClearResponse\x12W\n" +
 	"\x06Commit\x12%.commonware.metadata.v1.CommitRequest\x1a&.commonware.metadata.v1.CommitResponse\x12o\n" +
-	"\x0eListPartitions\x12-.commonware.metadata.v1.ListPartitionsRequest\x1a..commonware.metadata.v1.ListPartitionsResponseBQZOgithub.com/commonware-metadata/clients/go/gen/commonware/metadata/v1;metadatav1b\x06proto3"
+	"\x0eListPartitions\x12-.commonware.metadata.v1.ListPartitionsRequest\x1a..commonware.metadata.v1.ListPartitionsResponse\x12X\n" +
+	"\x05Write\x12$.commonware.metadata.v1.WriteRequest\x1a%.commonware.metadata.v1.WriteResponse(\x010\x01BQZOgithub.com/commonware-metadata/clients/go/gen/commonware/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_commonware_metadata_v1_metadata_proto_rawDescOnce sync.Once
@@ -1623,7 +1863,7 @@ func file_commonware_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 }
 
 var file_commonware_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_commonware_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_commonware_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_commonware_metadata_v1_metadata_proto_goTypes = []any{
 	(Durability)(0),                // 0: commonware.metadata.v1.Durability
 	(*PutRequest)(nil),             // 1: commonware.metadata.v1.PutRequest
@@ -1647,8 +1887,10 @@ var file_commonware_metadata_v1_metadata_proto_goTypes = []any{
 	(*CommitResponse)(nil),         // 19: commonware.metadata.v1.CommitResponse
 	(*ListPartitionsRequest)(nil),  // 20: commonware.metadata.v1.ListPartitionsRequest
 	(*ListPartitionsResponse)(nil), // 21: commonware.metadata.v1.ListPartitionsResponse
-	(*Mutation_Put)(nil),           // 22: commonware.metadata.v1.Mutation.Put
-	(*Mutation_Remove)(nil),        // 23: commonware.metadata.v1.Mutation.Remove
+	(*WriteRequest)(nil),           // 22: commonware.metadata.v1.WriteRequest
+	(*WriteResponse)(nil),          // 23: commonware.metadata.v1.WriteResponse
+	(*Mutation_Put)(nil),           // 24: commonware.metadata.v1.Mutation.Put
+	(*Mutation_Remove)(nil),        // 25: commonware.metadata.v1.Mutation.Remove
 }
 var file_commonware_metadata_v1_metadata_proto_depIdxs = []int32{
 	0,  // 0: commonware.metadata.v1.PutRequest.durability:type_name -> commonware.metadata.v1.Durability
@@ -1656,34 +1898,42 @@ var file_commonware_metadata_v1_metadata_proto_depIdxs = []int32{
 	7,  // 2: commonware.metadata.v1.RetainRequest.filter:type_name -> commonware.metadata.v1.KeyFilter
 	0,  // 3: commonware.metadata.v1.RetainRequest.durability:type_name -> commonware.metadata.v1.Durability
 	0,  // 4: commonware.metadata.v1.ClearRequest.durability:type_name -> commonware.metadata.v1.Durability
-	22, // 5: commonware.metadata.v1.Mutation.put:type_name -> commonware.metadata.v1.Mutation.Put
-	23, // 6: commonware.metadata.v1.Mutation.remove:type_name -> commonware.metadata.v1.Mutation.Remove
+	24, // 5: commonware.metadata.v1.Mutation.put:type_name -> commonware.metadata.v1.Mutation.Put
+	25, // 6: commonware.metadata.v1.Mutation.remove:type_name -> commonware.metadata.v1.Mutation.Remove
 	17, // 7: commonware.metadata.v1.CommitRequest.mutations:type_name -> commonware.metadata.v1.Mutation
 	16, // 8: commonware.metadata.v1.CommitRequest.preconditions:type_name -> commonware.metadata.v1.Precondition
 	0,  // 9: commonware.metadata.v1.CommitRequest.durability:type_name -> commonware.metadata.v1.Durability
-	1,  // 10: commonware.metadata.v1.MetadataService.Put:input_type -> commonware.metadata.v1.PutRequest
-	3,  // 11: commonware.metadata.v1.MetadataService.Get:input_type -> commonware.metadata.v1.GetRequest
-	5,  // 12: commonware.metadata.v1.MetadataService.Remove:input_type -> commonware.metadata.v1.RemoveRequest
-	8,  // 13: commonware.metadata.v1.MetadataService.Retain:input_type -> commonware.metadata.v1.RetainRequest
-	10, // 14: commonware.metadata.v1.MetadataService.Keys:input_type -> commonware.metadata.v1.KeysRequest
-	12, // 15: commonware.metadata.v1.MetadataService.Sync:input_type -> commonware.metadata.v1.SyncRequest
-	14, // 16: commonware.metadata.v1.MetadataService.Clear:input_type -> commonware.metadata.v1.ClearRequest
-	18, // 17: commonware.metadata.v1.MetadataService.Commit:input_type -> commonware.metadata.v1.CommitRequest
-	20, // 18: commonware.metadata.v1.MetadataService.ListPartitions:input_type -> commonware.metadata.v1.ListPartitionsRequest
-	2,  // 19: commonware.metadata.v1.MetadataService.Put:output_type -> commonware.metadata.v1.PutResponse
-	4,  // 20: commonware.metadata.v1.MetadataService.Get:output_type -> commonware.metadata.v1.GetResponse
-	6,  // 21: commonware.metadata.v1.MetadataService.Remove:output_type -> commonware.metadata.v1.RemoveResponse
-	9,  // 22: commonware.metadata.v1.MetadataService.Retain:output_type -> commonware.metadata.v1.RetainResponse
-	11, // 23: commonware.metadata.v1.MetadataService.Keys:output_type -> commonware.metadata.v1.KeysResponse
-	13, // 24: commonware.metadata.v1.MetadataService.Sync:output_type -> commonware.metadata.v1.SyncResponse
-	15, // 25: commonware.metadata.v1.MetadataService.Clear:output_type -> commonware.metadata.v1.ClearResponse
-	19, // 26: commonware.metadata.v1.MetadataService.Commit:output_type -> commonware.metadata.v1.CommitResponse
-	21, // 27: commonware.metadata.v1.MetadataService.ListPartitions:output_type -> commonware.metadata.v1.ListPartitionsResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 10: commonware.metadata.v1.WriteRequest.put:type_name -> commonware.metadata.v1.PutRequest
+	5,  // 11: commonware.metadata.v1.WriteRequest.remove:type_name -> commonware.metadata.v1.RemoveRequest
+	18, // 12: commonware.metadata.v1.WriteRequest.commit:type_name -> commonware.metadata.v1.CommitRequest
+	2,  // 13: commonware.metadata.v1.WriteResponse.put:type_name -> commonware.metadata.v1.PutResponse
+	6,  // 14: commonware.metadata.v1.WriteResponse.remove:type_name -> commonware.metadata.v1.RemoveResponse
+	19, // 15: commonware.metadata.v1.WriteResponse.commit:type_name -> commonware.metadata.v1.CommitResponse
+	1,  // 16: commonware.metadata.v1.MetadataService.Put:input_type -> commonware.metadata.v1.PutRequest
+	3,  // 17: commonware.metadata.v1.MetadataService.Get:input_type -> commonware.metadata.v1.GetRequest
+	5,  // 18: commonware.metadata.v1.MetadataService.Remove:input_type -> commonware.metadata.v1.RemoveRequest
+	8,  // 19: commonware.metadata.v1.MetadataService.Retain:input_type -> commonware.metadata.v1.RetainRequest
+	10, // 20: commonware.metadata.v1.MetadataService.Keys:input_type -> commonware.metadata.v1.KeysRequest
+	12, // 21: commonware.metadata.v1.MetadataService.Sync:input_type -> commonware.metadata.v1.SyncRequest
+	14, // 22: commonware.metadata.v1.MetadataService.Clear:input_type -> commonware.metadata.v1.ClearRequest
+	18, // 23: commonware.metadata.v1.MetadataService.Commit:input_type -> commonware.metadata.v1.CommitRequest
+	20, // 24: commonware.metadata.v1.MetadataService.ListPartitions:input_type -> commonware.metadata.v1.ListPartitionsRequest
+	22, // 25: commonware.metadata.v1.MetadataService.Write:input_type -> commonware.metadata.v1.WriteRequest
+	2,  // 26: commonware.metadata.v1.MetadataService.Put:output_type -> commonware.metadata.v1.PutResponse
+	4,  // 27: commonware.metadata.v1.MetadataService.Get:output_type -> commonware.metadata.v1.GetResponse
+	6,  // 28: commonware.metadata.v1.MetadataService.Remove:output_type -> commonware.metadata.v1.RemoveResponse
+	9,  // 29: commonware.metadata.v1.MetadataService.Retain:output_type -> commonware.metadata.v1.RetainResponse
+	11, // 30: commonware.metadata.v1.MetadataService.Keys:output_type -> commonware.metadata.v1.KeysResponse
+	13, // 31: commonware.metadata.v1.MetadataService.Sync:output_type -> commonware.metadata.v1.SyncResponse
+	15, // 32: commonware.metadata.v1.MetadataService.Clear:output_type -> commonware.metadata.v1.ClearResponse
+	19, // 33: commonware.metadata.v1.MetadataService.Commit:output_type -> commonware.metadata.v1.CommitResponse
+	21, // 34: commonware.metadata.v1.MetadataService.ListPartitions:output_type -> commonware.metadata.v1.ListPartitionsResponse
+	23, // 35: commonware.metadata.v1.MetadataService.Write:output_type -> commonware.metadata.v1.WriteResponse
+	26, // [26:36] is the sub-list for method output_type
+	16, // [16:26] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_commonware_metadata_v1_metadata_proto_init() }
@@ -1703,13 +1953,23 @@ func file_commonware_metadata_v1_metadata_proto_init() {
 		(*Mutation_Put_)(nil),
 		(*Mutation_Remove_)(nil),
 	}
+	file_commonware_metadata_v1_metadata_proto_msgTypes[21].OneofWrappers = []any{
+		(*WriteRequest_Put)(nil),
+		(*WriteRequest_Remove)(nil),
+		(*WriteRequest_Commit)(nil),
+	}
+	file_commonware_metadata_v1_metadata_proto_msgTypes[22].OneofWrappers = []any{
+		(*WriteResponse_Put)(nil),
+		(*WriteResponse_Remove)(nil),
+		(*WriteResponse_Commit)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_commonware_metadata_v1_metadata_proto_rawDesc), len(file_commonware_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

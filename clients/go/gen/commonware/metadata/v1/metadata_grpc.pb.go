@@ -28,6 +28,7 @@ const (
 	MetadataService_Clear_FullMethodName          = "/commonware.metadata.v1.MetadataService/Clear"
 	MetadataService_Commit_FullMethodName         = "/commonware.metadata.v1.MetadataService/Commit"
 	MetadataService_ListPartitions_FullMethodName = "/commonware.metadata.v1.MetadataService/ListPartitions"
+	MetadataService_Write_FullMethodName          = "/commonware.metadata.v1.MetadataService/Write"
 )
 
 // MetadataServiceClient is the client API for MetadataService service.
@@ -86,6 +87,25 @@ type MetadataServiceClient interface {
 	Commit(ctx context.Context, in *CommitRequest, opts ...grpc.CallOption) (*CommitResponse, error)
 	// ListPartitions returns the names of the partitions that exist.
 	ListPartitions(ctx context.Context, in *ListPartitionsRequest, opts ...grpc.CallOption) (*ListPartitionsResponse, error)
+	// Write carries many Put, Remove and Commit requests over one stream, the cheapest way for a
+	// busy writer to reach the server. Each request is answered once, with the client's id and its
+	// own status, per its own durability (a durable one after the fsync of the sync that holds it,
+	// with that version). A failed request (bad input, failed precondition, failed sync) is
+	// answered with its status and the stream goes on.
+	//
+	// Ordering: requests of one stream are applied in the order sent, so the versions of their
+	// answers never decrease in that order. Answers may arrive out of order (a refusal does not
+	// wait for an earlier request's fsync): the id says which request each answers. Requests of
+	// many streams and unary calls share group commit.
+	//
+	// End of stream: when the client half-closes, the server answers what is pending and ends the
+	// stream with OK. A broken stream, a cancel or a server shutdown ends it otherwise; every
+	// request not answered by then has an unknown outcome (it may or may not be committed).
+	//
+	// Flow control: the server stops reading a stream holding too many unanswered requests or
+	// bytes (its --write-stream-* limits), and stops reading while the client does not read its
+	// answers, so neither side buffers without bound.
+	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WriteRequest, WriteResponse], error)
 }
 
 type metadataServiceClient struct {
@@ -195,6 +215,19 @@ func (c *metadataServiceClient) ListPartitions(ctx context.Context, in *ListPart
 	return out, nil
 }
 
+func (c *metadataServiceClient) Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WriteRequest, WriteResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MetadataService_ServiceDesc.Streams[1], MetadataService_Write_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteRequest, WriteResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MetadataService_WriteClient = grpc.BidiStreamingClient[WriteRequest, WriteResponse]
+
 // MetadataServiceServer is the server API for MetadataService service.
 // All implementations must embed UnimplementedMetadataServiceServer
 // for forward compatibility.
@@ -251,6 +284,25 @@ type MetadataServiceServer interface {
 	Commit(context.Context, *CommitRequest) (*CommitResponse, error)
 	// ListPartitions returns the names of the partitions that exist.
 	ListPartitions(context.Context, *ListPartitionsRequest) (*ListPartitionsResponse, error)
+	// Write carries many Put, Remove and Commit requests over one stream, the cheapest way for a
+	// busy writer to reach the server. Each request is answered once, with the client's id and its
+	// own status, per its own durability (a durable one after the fsync of the sync that holds it,
+	// with that version). A failed request (bad input, failed precondition, failed sync) is
+	// answered with its status and the stream goes on.
+	//
+	// Ordering: requests of one stream are applied in the order sent, so the versions of their
+	// answers never decrease in that order. Answers may arrive out of order (a refusal does not
+	// wait for an earlier request's fsync): the id says which request each answers. Requests of
+	// many streams and unary calls share group commit.
+	//
+	// End of stream: when the client half-closes, the server answers what is pending and ends the
+	// stream with OK. A broken stream, a cancel or a server shutdown ends it otherwise; every
+	// request not answered by then has an unknown outcome (it may or may not be committed).
+	//
+	// Flow control: the server stops reading a stream holding too many unanswered requests or
+	// bytes (its --write-stream-* limits), and stops reading while the client does not read its
+	// answers, so neither side buffers without bound.
+	Write(grpc.BidiStreamingServer[WriteRequest, WriteResponse]) error
 	mustEmbedUnimplementedMetadataServiceServer()
 }
 
@@ -287,6 +339,9 @@ func (UnimplementedMetadataServiceServer) Commit(context.Context, *CommitRequest
 }
 func (UnimplementedMetadataServiceServer) ListPartitions(context.Context, *ListPartitionsRequest) (*ListPartitionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPartitions not implemented")
+}
+func (UnimplementedMetadataServiceServer) Write(grpc.BidiStreamingServer[WriteRequest, WriteResponse]) error {
+	return status.Error(codes.Unimplemented, "method Write not implemented")
 }
 func (UnimplementedMetadataServiceServer) mustEmbedUnimplementedMetadataServiceServer() {}
 func (UnimplementedMetadataServiceServer) testEmbeddedByValue()                         {}
@@ -464,6 +519,13 @@ func _MetadataService_ListPartitions_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MetadataService_Write_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MetadataServiceServer).Write(&grpc.GenericServerStream[WriteRequest, WriteResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MetadataService_WriteServer = grpc.BidiStreamingServer[WriteRequest, WriteResponse]
+
 // MetadataService_ServiceDesc is the grpc.ServiceDesc for MetadataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -509,6 +571,12 @@ var MetadataService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Keys",
 			Handler:       _MetadataService_Keys_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Write",
+			Handler:       _MetadataService_Write_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "commonware/metadata/v1/metadata.proto",

@@ -4,13 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Status } from "../../../google/rpc/status_pb.js";
+import { file_google_rpc_status } from "../../../google/rpc/status_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file commonware/metadata/v1/metadata.proto.
  */
 export const file_commonware_metadata_v1_metadata: GenFile = /*@__PURE__*/
-  fileDesc("CiVjb21tb253YXJlL21ldGFkYXRhL3YxL21ldGFkYXRhLnByb3RvEhZjb21tb253YXJlLm1ldGFkYXRhLnYxInMKClB1dFJlcXVlc3QSEQoJcGFydGl0aW9uGAEgASgJEgsKA2tleRgCIAEoDBINCgV2YWx1ZRgDIAEoDBI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IkIKC1B1dFJlc3BvbnNlEhUKCHByZXZpb3VzGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEILCglfcHJldmlvdXMiLAoKR2V0UmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMIjwKC0dldFJlc3BvbnNlEhIKBXZhbHVlGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEIICgZfdmFsdWUiZwoNUmVtb3ZlUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMEjYKCmR1cmFiaWxpdHkYAyABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkiRQoOUmVtb3ZlUmVzcG9uc2USFQoIcHJldmlvdXMYASABKAxIAIgBARIPCgd2ZXJzaW9uGAIgASgEQgsKCV9wcmV2aW91cyI3CglLZXlGaWx0ZXISDgoGcHJlZml4GAEgASgMEg0KBXN0YXJ0GAIgASgMEgsKA2VuZBgDIAEoDCKwAQoNUmV0YWluUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSMQoGZmlsdGVyGAIgASgLMiEuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlGaWx0ZXISDgoGaW52ZXJ0GAMgASgIEjYKCmR1cmFiaWxpdHkYBCABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkSEQoJa2VlcF9ub25lGAUgASgIIjIKDlJldGFpblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAQSDwoHdmVyc2lvbhgCIAEoBCJzCgtLZXlzUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSDgoGcHJlZml4GAIgASgMEg0KBXN0YXJ0GAMgASgMEgsKA2VuZBgEIAEoDBINCgVsaW1pdBgFIAEoDRIWCg5pbmNsdWRlX3ZhbHVlcxgGIAEoCCI9CgxLZXlzUmVzcG9uc2USDAoEa2V5cxgBIAMoDBIOCgZ2YWx1ZXMYAiADKAwSDwoHdmVyc2lvbhgDIAEoBCIgCgtTeW5jUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkiHwoMU3luY1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiWQoMQ2xlYXJSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRI2CgpkdXJhYmlsaXR5GAIgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IjEKDUNsZWFyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoBBIPCgd2ZXJzaW9uGAIgASgEImUKDFByZWNvbmRpdGlvbhILCgNrZXkYASABKAwSEAoGYWJzZW50GAIgASgISAASEQoHcHJlc2VudBgDIAEoCEgAEhYKDHZhbHVlX2VxdWFscxgEIAEoDEgAQgsKCWNvbmRpdGlvbiK8AQoITXV0YXRpb24SMwoDcHV0GAEgASgLMiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5NdXRhdGlvbi5QdXRIABI5CgZyZW1vdmUYAiABKAsyJy5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uLlJlbW92ZUgAGiEKA1B1dBILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwaFQoGUmVtb3ZlEgsKA2tleRgBIAEoDEIGCgRraW5kIswBCg1Db21taXRSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRIzCgltdXRhdGlvbnMYAiADKAsyIC5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uEjsKDXByZWNvbmRpdGlvbnMYAyADKAsyJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLlByZWNvbmRpdGlvbhI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IiEKDkNvbW1pdFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiFwoVTGlzdFBhcnRpdGlvbnNSZXF1ZXN0IiwKFkxpc3RQYXJ0aXRpb25zUmVzcG9uc2USEgoKcGFydGl0aW9ucxgBIAMoCSpZCgpEdXJhYmlsaXR5EhoKFkRVUkFCSUxJVFlfVU5TUEVDSUZJRUQQABIWChJEVVJBQklMSVRZX0RVUkFCTEUQARIXChNEVVJBQklMSVRZX0JVRkZFUkVEEAIyqwYKD01ldGFkYXRhU2VydmljZRJOCgNQdXQSIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLlB1dFJlcXVlc3QaIy5jb21tb253YXJlLm1ldGFkYXRhLnYxLlB1dFJlc3BvbnNlEk4KA0dldBIiLmNvbW1vbndhcmUubWV0YWRhdGEudjEuR2V0UmVxdWVzdBojLmNvbW1vbndhcmUubWV0YWRhdGEudjEuR2V0UmVzcG9uc2USVwoGUmVtb3ZlEiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5SZW1vdmVSZXF1ZXN0GiYuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5SZW1vdmVSZXNwb25zZRJXCgZSZXRhaW4SJS5jb21tb253YXJlLm1ldGFkYXRhLnYxLlJldGFpblJlcXVlc3QaJi5jb21tb253YXJlLm1ldGFkYXRhLnYxLlJldGFpblJlc3BvbnNlElMKBEtleXMSIy5jb21tb253YXJlLm1ldGFkYXRhLnYxLktleXNSZXF1ZXN0GiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlzUmVzcG9uc2UwARJRCgRTeW5jEiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5TeW5jUmVxdWVzdBokLmNvbW1vbndhcmUubWV0YWRhdGEudjEuU3luY1Jlc3BvbnNlElQKBUNsZWFyEiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5DbGVhclJlcXVlc3QaJS5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNsZWFyUmVzcG9uc2USVwoGQ29tbWl0EiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5Db21taXRSZXF1ZXN0GiYuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5Db21taXRSZXNwb25zZRJvCg5MaXN0UGFydGl0aW9ucxItLmNvbW1vbndhcmUubWV0YWRhdGEudjEuTGlzdFBhcnRpdGlvbnNSZXF1ZXN0Gi4uY29tbW9ud2FyZS5tZXRhZGF0YS52MS5MaXN0UGFydGl0aW9uc1Jlc3BvbnNlQlFaT2dpdGh1Yi5jb20vY29tbW9ud2FyZS1tZXRhZGF0YS9jbGllbnRzL2dvL2dlbi9jb21tb253YXJlL21ldGFkYXRhL3YxO21ldGFkYXRhdjFiBnByb3RvMw");
+  fileDesc("CiVjb21tb253YXJlL21ldGFkYXRhL3YxL21ldGFkYXRhLnByb3RvEhZjb21tb253YXJlLm1ldGFkYXRhLnYxInMKClB1dFJlcXVlc3QSEQoJcGFydGl0aW9uGAEgASgJEgsKA2tleRgCIAEoDBINCgV2YWx1ZRgDIAEoDBI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IkIKC1B1dFJlc3BvbnNlEhUKCHByZXZpb3VzGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEILCglfcHJldmlvdXMiLAoKR2V0UmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMIjwKC0dldFJlc3BvbnNlEhIKBXZhbHVlGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEIICgZfdmFsdWUiZwoNUmVtb3ZlUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMEjYKCmR1cmFiaWxpdHkYAyABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkiRQoOUmVtb3ZlUmVzcG9uc2USFQoIcHJldmlvdXMYASABKAxIAIgBARIPCgd2ZXJzaW9uGAIgASgEQgsKCV9wcmV2aW91cyI3CglLZXlGaWx0ZXISDgoGcHJlZml4GAEgASgMEg0KBXN0YXJ0GAIgASgMEgsKA2VuZBgDIAEoDCKwAQoNUmV0YWluUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSMQoGZmlsdGVyGAIgASgLMiEuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlGaWx0ZXISDgoGaW52ZXJ0GAMgASgIEjYKCmR1cmFiaWxpdHkYBCABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkSEQoJa2VlcF9ub25lGAUgASgIIjIKDlJldGFpblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAQSDwoHdmVyc2lvbhgCIAEoBCJzCgtLZXlzUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSDgoGcHJlZml4GAIgASgMEg0KBXN0YXJ0GAMgASgMEgsKA2VuZBgEIAEoDBINCgVsaW1pdBgFIAEoDRIWCg5pbmNsdWRlX3ZhbHVlcxgGIAEoCCI9CgxLZXlzUmVzcG9uc2USDAoEa2V5cxgBIAMoDBIOCgZ2YWx1ZXMYAiADKAwSDwoHdmVyc2lvbhgDIAEoBCIgCgtTeW5jUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkiHwoMU3luY1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiWQoMQ2xlYXJSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRI2CgpkdXJhYmlsaXR5GAIgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IjEKDUNsZWFyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoBBIPCgd2ZXJzaW9uGAIgASgEImUKDFByZWNvbmRpdGlvbhILCgNrZXkYASABKAwSEAoGYWJzZW50GAIgASgISAASEQoHcHJlc2VudBgDIAEoCEgAEhYKDHZhbHVlX2VxdWFscxgEIAEoDEgAQgsKCWNvbmRpdGlvbiK8AQoITXV0YXRpb24SMwoDcHV0GAEgASgLMiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5NdXRhdGlvbi5QdXRIABI5CgZyZW1vdmUYAiABKAsyJy5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uLlJlbW92ZUgAGiEKA1B1dBILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwaFQoGUmVtb3ZlEgsKA2tleRgBIAEoDEIGCgRraW5kIswBCg1Db21taXRSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRIzCgltdXRhdGlvbnMYAiADKAsyIC5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uEjsKDXByZWNvbmRpdGlvbnMYAyADKAsyJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLlByZWNvbmRpdGlvbhI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IiEKDkNvbW1pdFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiFwoVTGlzdFBhcnRpdGlvbnNSZXF1ZXN0IiwKFkxpc3RQYXJ0aXRpb25zUmVzcG9uc2USEgoKcGFydGl0aW9ucxgBIAMoCSLKAQoMV3JpdGVSZXF1ZXN0EgoKAmlkGAEgASgEEjEKA3B1dBgCIAEoCzIiLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUHV0UmVxdWVzdEgAEjcKBnJlbW92ZRgDIAEoCzIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVxdWVzdEgAEjcKBmNvbW1pdBgEIAEoCzIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVxdWVzdEgAQgkKB3JlcXVlc3Qi8wEKDVdyaXRlUmVzcG9uc2USCgoCaWQYASABKAQSIgoGc3RhdHVzGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSMgoDcHV0GAMgASgLMiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXNwb25zZUgAEjgKBnJlbW92ZRgEIAEoCzImLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVzcG9uc2VIABI4CgZjb21taXQYBSABKAsyJi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNvbW1pdFJlc3BvbnNlSABCCgoIcmVzcG9uc2UqWQoKRHVyYWJpbGl0eRIaChZEVVJBQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSRFVSQUJJTElUWV9EVVJBQkxFEAESFwoTRFVSQUJJTElUWV9CVUZGRVJFRBACMoUHCg9NZXRhZGF0YVNlcnZpY2USTgoDUHV0EiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXF1ZXN0GiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXNwb25zZRJOCgNHZXQSIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkdldFJlcXVlc3QaIy5jb21tb253YXJlLm1ldGFkYXRhLnYxLkdldFJlc3BvbnNlElcKBlJlbW92ZRIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVxdWVzdBomLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVzcG9uc2USVwoGUmV0YWluEiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5SZXRhaW5SZXF1ZXN0GiYuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5SZXRhaW5SZXNwb25zZRJTCgRLZXlzEiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlzUmVxdWVzdBokLmNvbW1vbndhcmUubWV0YWRhdGEudjEuS2V5c1Jlc3BvbnNlMAESUQoEU3luYxIjLmNvbW1vbndhcmUubWV0YWRhdGEudjEuU3luY1JlcXVlc3QaJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLlN5bmNSZXNwb25zZRJUCgVDbGVhchIkLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ2xlYXJSZXF1ZXN0GiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5DbGVhclJlc3BvbnNlElcKBkNvbW1pdBIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVxdWVzdBomLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVzcG9uc2USbwoOTGlzdFBhcnRpdGlvbnMSLS5jb21tb253YXJlLm1ldGFkYXRhLnYxLkxpc3RQYXJ0aXRpb25zUmVxdWVzdBouLmNvbW1vbndhcmUubWV0YWRhdGEudjEuTGlzdFBhcnRpdGlvbnNSZXNwb25zZRJYCgVXcml0ZRIkLmNvbW1vbndhcmUubWV0YWRhdGEudjEuV3JpdGVSZXF1ZXN0GiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5Xcml0ZVJlc3BvbnNlKAEwAUJRWk9naXRodWIuY29tL2NvbW1vbndhcmUtbWV0YWRhdGEvY2xpZW50cy9nby9nZW4vY29tbW9ud2FyZS9tZXRhZGF0YS92MTttZXRhZGF0YXYxYgZwcm90bzM", [file_google_rpc_status]);
 
 /**
  * PutRequest stores one value.
@@ -740,6 +742,119 @@ export const ListPartitionsResponseSchema: GenMessage<ListPartitionsResponse> = 
   messageDesc(file_commonware_metadata_v1_metadata, 20);
 
 /**
+ * WriteRequest is one request of a Write stream.
+ *
+ * @generated from message commonware.metadata.v1.WriteRequest
+ */
+export type WriteRequest = Message<"commonware.metadata.v1.WriteRequest"> & {
+  /**
+   * id is chosen by the client and echoed in the answer; ids need not be unique or ordered.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * request is the mutation, with the same fields and rules as the unary RPC of the same name.
+   *
+   * @generated from oneof commonware.metadata.v1.WriteRequest.request
+   */
+  request: {
+    /**
+     * put stores one value (as Put).
+     *
+     * @generated from field: commonware.metadata.v1.PutRequest put = 2;
+     */
+    value: PutRequest;
+    case: "put";
+  } | {
+    /**
+     * remove deletes one key (as Remove).
+     *
+     * @generated from field: commonware.metadata.v1.RemoveRequest remove = 3;
+     */
+    value: RemoveRequest;
+    case: "remove";
+  } | {
+    /**
+     * commit applies a batch atomically (as Commit).
+     *
+     * @generated from field: commonware.metadata.v1.CommitRequest commit = 4;
+     */
+    value: CommitRequest;
+    case: "commit";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message commonware.metadata.v1.WriteRequest.
+ * Use `create(WriteRequestSchema)` to create a new message.
+ */
+export const WriteRequestSchema: GenMessage<WriteRequest> = /*@__PURE__*/
+  messageDesc(file_commonware_metadata_v1_metadata, 21);
+
+/**
+ * WriteResponse answers one WriteRequest.
+ *
+ * @generated from message commonware.metadata.v1.WriteResponse
+ */
+export type WriteResponse = Message<"commonware.metadata.v1.WriteResponse"> & {
+  /**
+   * id is the id of the request answered.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * status is the outcome: code 0 (OK) with the response below, or the gRPC code and message the
+   * unary RPC would have answered (INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
+   * UNAVAILABLE, ...), with no response.
+   *
+   * @generated from field: google.rpc.Status status = 2;
+   */
+  status?: Status | undefined;
+
+  /**
+   * response is set when status.code is 0, of the same kind as the request.
+   *
+   * @generated from oneof commonware.metadata.v1.WriteResponse.response
+   */
+  response: {
+    /**
+     * put answers a put.
+     *
+     * @generated from field: commonware.metadata.v1.PutResponse put = 3;
+     */
+    value: PutResponse;
+    case: "put";
+  } | {
+    /**
+     * remove answers a remove.
+     *
+     * @generated from field: commonware.metadata.v1.RemoveResponse remove = 4;
+     */
+    value: RemoveResponse;
+    case: "remove";
+  } | {
+    /**
+     * commit answers a commit.
+     *
+     * @generated from field: commonware.metadata.v1.CommitResponse commit = 5;
+     */
+    value: CommitResponse;
+    case: "commit";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message commonware.metadata.v1.WriteResponse.
+ * Use `create(WriteResponseSchema)` to create a new message.
+ */
+export const WriteResponseSchema: GenMessage<WriteResponse> = /*@__PURE__*/
+  messageDesc(file_commonware_metadata_v1_metadata, 22);
+
+/**
  * Durability says when a mutation is answered.
  *
  * @generated from enum commonware.metadata.v1.Durability
@@ -900,6 +1015,33 @@ export const MetadataService: GenService<{
     methodKind: "unary";
     input: typeof ListPartitionsRequestSchema;
     output: typeof ListPartitionsResponseSchema;
+  },
+  /**
+   * Write carries many Put, Remove and Commit requests over one stream, the cheapest way for a
+   * busy writer to reach the server. Each request is answered once, with the client's id and its
+   * own status, per its own durability (a durable one after the fsync of the sync that holds it,
+   * with that version). A failed request (bad input, failed precondition, failed sync) is
+   * answered with its status and the stream goes on.
+   *
+   * Ordering: requests of one stream are applied in the order sent, so the versions of their
+   * answers never decrease in that order. Answers may arrive out of order (a refusal does not
+   * wait for an earlier request's fsync): the id says which request each answers. Requests of
+   * many streams and unary calls share group commit.
+   *
+   * End of stream: when the client half-closes, the server answers what is pending and ends the
+   * stream with OK. A broken stream, a cancel or a server shutdown ends it otherwise; every
+   * request not answered by then has an unknown outcome (it may or may not be committed).
+   *
+   * Flow control: the server stops reading a stream holding too many unanswered requests or
+   * bytes (its --write-stream-* limits), and stops reading while the client does not read its
+   * answers, so neither side buffers without bound.
+   *
+   * @generated from rpc commonware.metadata.v1.MetadataService.Write
+   */
+  write: {
+    methodKind: "bidi_streaming";
+    input: typeof WriteRequestSchema;
+    output: typeof WriteResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_commonware_metadata_v1_metadata, 0);

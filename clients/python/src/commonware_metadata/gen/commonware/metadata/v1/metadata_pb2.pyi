@@ -215,3 +215,27 @@ class ListPartitionsResponse(_message.Message):
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, partitions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("id", "put", "remove", "commit")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    put: PutRequest
+    remove: RemoveRequest
+    commit: CommitRequest
+    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[PutRequest, _Mapping]] = ..., remove: _Optional[_Union[RemoveRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("id", "put", "remove", "commit")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    put: PutResponse
+    remove: RemoveResponse
+    commit: CommitResponse
+    def __init__(self, id: _Optional[int] = ..., put: _Optional[_Union[PutResponse, _Mapping]] = ..., remove: _Optional[_Union[RemoveResponse, _Mapping]] = ..., commit: _Optional[_Union[CommitResponse, _Mapping]] = ...) -> None: ...

@@ -98,6 +98,11 @@ class MetadataServiceStub:
                 request_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.ListPartitionsRequest.SerializeToString,
                 response_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.ListPartitionsResponse.FromString,
                 _registered_method=True)
+        self.Write = channel.stream_stream(
+                '/commonware.metadata.v1.MetadataService/Write',
+                request_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteRequest.SerializeToString,
+                response_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -199,6 +204,30 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Write(self, request_iterator, context):
+        """Write carries many Put, Remove and Commit requests over one stream, the cheapest way for a
+        busy writer to reach the server. Each request is answered once, with the client's id and its
+        own status, per its own durability (a durable one after the fsync of the sync that holds it,
+        with that version). A failed request (bad input, failed precondition, failed sync) is
+        answered with its status and the stream goes on.
+
+        Ordering: requests of one stream are applied in the order sent, so the versions of their
+        answers never decrease in that order. Answers may arrive out of order (a refusal does not
+        wait for an earlier request's fsync): the id says which request each answers. Requests of
+        many streams and unary calls share group commit.
+
+        End of stream: when the client half-closes, the server answers what is pending and ends the
+        stream with OK. A broken stream, a cancel or a server shutdown ends it otherwise; every
+        request not answered by then has an unknown outcome (it may or may not be committed).
+
+        Flow control: the server stops reading a stream holding too many unanswered requests or
+        bytes (its --write-stream-* limits), and stops reading while the client does not read its
+        answers, so neither side buffers without bound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -246,6 +275,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.ListPartitions,
                     request_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.ListPartitionsRequest.FromString,
                     response_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.ListPartitionsResponse.SerializeToString,
+            ),
+            'Write': grpc.stream_stream_rpc_method_handler(
+                    servicer.Write,
+                    request_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteRequest.FromString,
+                    response_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -510,6 +544,33 @@ class MetadataService:
             '/commonware.metadata.v1.MetadataService/ListPartitions',
             commonware_dot_metadata_dot_v1_dot_metadata__pb2.ListPartitionsRequest.SerializeToString,
             commonware_dot_metadata_dot_v1_dot_metadata__pb2.ListPartitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Write(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/commonware.metadata.v1.MetadataService/Write',
+            commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteRequest.SerializeToString,
+            commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@
  * - Readers use `committed()`, the state of the last completed sync: nothing shows before it
  *   is durable, and nothing of a failed sync ever shows.
  * - If a sync fails, every operation applied since the last completed sync is failed
- *   (`SyncFailed`: not committed) and the partition reopens from its last durable state on disk.
+ *   (`NotCommitted`) and the partition reopens from its last durable state on disk.
  *   Operations still queued (not applied) go on against the reopened store.
  * - An operation whose `apply` throws (bad input, failed precondition) changes nothing and is
  *   answered with that error at once.
@@ -22,6 +22,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { StoreError } from "../store/errors.js";
 import type { Metadata, Snapshot } from "../store/metadata.js";
+import { EngineError } from "./errors.js";
 
 /** Tunables of group commit (defaults and units: server/config.ts). */
 export interface GroupCommitOptions {
@@ -147,6 +148,10 @@ interface Waiter {
   reject(err: unknown): void;
 }
 
+function shuttingDown(): EngineError {
+  return new EngineError("ShuttingDown", "server is shutting down: the write was not committed");
+}
+
 /** Least time between two attempts to reopen a partition whose reopen failed. */
 const REOPEN_RETRY_MS = 1000;
 
@@ -169,7 +174,7 @@ export class GroupCommit {
   private gatherTimer: NodeJS.Timeout | undefined;
   private reopening: Promise<void> | undefined;
   private lastReopenAt = 0;
-  private failure: StoreError | undefined;
+  private failure: EngineError | undefined;
   private closing = false;
   /** Operations submitted and not yet answered: queued, or applied and waiting for a sync. */
   private unanswered = 0;
@@ -209,13 +214,14 @@ export class GroupCommit {
 
   /**
    * Queues `op`; resolves when it is answered (see the module comment).
-   * @throws StoreError LimitExceeded (queue full), Closed, SyncFailed, or what `apply` throws
+   * @throws EngineError LimitExceeded (queue full), ShuttingDown, NotCommitted, or what `apply`
+   *   throws
    */
   submit<T>(op: Operation<T>): Promise<Outcome<T>> {
-    if (this.closing) return Promise.reject(new StoreError("Closed", "server is shutting down"));
+    if (this.closing) return Promise.reject(shuttingDown());
     if (this.unanswered >= this.options.maxQueuedOperations) {
       return Promise.reject(
-        new StoreError(
+        new EngineError(
           "LimitExceeded",
           `too many queued operations for partition ${this.partition}: ${this.options.maxQueuedOperations}`,
         ),
@@ -266,8 +272,7 @@ export class GroupCommit {
     }
     clearTimeout(this.flushTimer);
     clearTimeout(this.gatherTimer);
-    for (const queued of this.queue.splice(0))
-      queued.reject(new StoreError("Closed", "server is shutting down"));
+    for (const queued of this.queue.splice(0)) queued.reject(shuttingDown());
     this.metrics?.groups.delete(this);
     await this.store.close();
   }
@@ -384,14 +389,16 @@ export class GroupCommit {
 
   /** Fails everything applied since the last completed sync and reopens from disk. */
   private handleSyncFailure(store: Metadata, waiters: Waiter[], err: unknown): void {
-    const failed =
+    // The store's own SyncFailed message names the version and the cause, and says "not committed".
+    const failed = new EngineError(
+      "NotCommitted",
       err instanceof StoreError && err.kind === "SyncFailed"
-        ? err
-        : new StoreError("SyncFailed", `sync of partition ${store.partition} failed: not committed`, {
-            cause: err,
-          });
-    const later = new StoreError(
-      "SyncFailed",
+        ? err.message
+        : `sync of partition ${store.partition} failed: the write was not committed`,
+      { cause: err },
+    );
+    const later = new EngineError(
+      "NotCommitted",
       `not committed: a sync of partition ${store.partition} failed before this write could be committed`,
       { cause: err },
     );
@@ -423,8 +430,8 @@ export class GroupCommit {
         this.metrics?.available.set({ partition: old.partition }, 1);
       } catch (err) {
         this.metrics?.reopens.inc({ partition: old.partition, result: "failed" });
-        this.failure = new StoreError(
-          "SyncFailed",
+        this.failure = new EngineError(
+          "NotCommitted",
           `partition ${old.partition} is unavailable (reopening it from disk failed): the write was not committed`,
           {
             cause: err,

@@ -16,6 +16,7 @@ import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
 import { StoreError } from "../store/errors.js";
 import { emptySnapshot, openMetadata, type Snapshot } from "../store/metadata.js";
 import { type Storage, validatePartitionName } from "../store/storage/storage.js";
+import { EngineError } from "./errors.js";
 import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions } from "./group-commit.js";
 
 /** Configuration of the partitions of a server. */
@@ -37,6 +38,8 @@ const EMPTY_SNAPSHOT = emptySnapshot();
 /** See the module comment. */
 export class Partitions {
   private readonly open = new Map<string, Promise<GroupCommit>>();
+  /** The partitions whose open has completed, for callers that must not wait a turn. */
+  private readonly ready = new Map<string, GroupCommit>();
   private closed = false;
   private expedited = false;
 
@@ -68,9 +71,26 @@ export class Partitions {
     return this.config.keyCodecs.get(partition) ?? this.config.defaultKeyCodec;
   }
 
+  /** The partition's group commit if it is open now, else undefined. */
+  openNow(partition: string): GroupCommit | undefined {
+    return this.closed ? undefined : this.ready.get(partition);
+  }
+
+  /**
+   * The partition's group commit: itself when open (so that a caller can submit in the same
+   * turn, keeping call order), else a promise of it, opening (and creating) the partition.
+   */
+  forWriteNow(partition: string): GroupCommit | Promise<GroupCommit> {
+    return this.openNow(partition) ?? this.forWrite(partition);
+  }
+
   /** The partition's group commit, opening (and creating) it if needed. */
   forWrite(partition: string): Promise<GroupCommit> {
-    if (this.closed) return Promise.reject(new StoreError("Closed", "server is shutting down"));
+    if (this.closed) {
+      return Promise.reject(
+        new EngineError("ShuttingDown", "server is shutting down: the write was not committed"),
+      );
+    }
     let opening = this.open.get(partition);
     if (opening === undefined) {
       opening = this.openPartition(partition);
@@ -83,12 +103,16 @@ export class Partitions {
 
   /** The partition's group commit if the partition exists (open or on disk), else undefined. */
   async ifExists(partition: string): Promise<GroupCommit | undefined> {
+    const ready = this.openNow(partition);
+    if (ready !== undefined) return ready;
     if (!this.open.has(partition) && !(await this.existsOnDisk(partition))) return undefined;
     return this.forWrite(partition);
   }
 
   /** The committed view of a partition; empty (and nothing created) when it does not exist. */
   async committed(partition: string): Promise<Snapshot> {
+    const ready = this.openNow(partition);
+    if (ready !== undefined) return ready.committed();
     return (await this.ifExists(partition))?.committed() ?? EMPTY_SNAPSHOT;
   }
 
@@ -108,6 +132,7 @@ export class Partitions {
   /** Commits everything pending in every partition and closes them. */
   async close(): Promise<void> {
     this.closed = true;
+    this.ready.clear();
     const all = [...this.open.values()];
     await Promise.allSettled(all.map(async (opening) => (await opening).close()));
   }
@@ -134,6 +159,8 @@ export class Partitions {
     const store = await openStore(undefined);
     const group = new GroupCommit(store, openStore, this.config.groupCommit, this.metrics);
     if (this.expedited) group.expedite();
+    // Set before the open resolves, so that later callers find it before earlier ones resume.
+    this.ready.set(partition, group);
     return group;
   }
 }

@@ -1,0 +1,41 @@
+/**
+ * EngineError: the errors of the engine layer (limits, preconditions, availability), beside the
+ * store's own `StoreError` (input, format and I/O errors of one store).
+ *
+ * Invariants:
+ * - `kind` comes from the closed union `EngineErrorKind`; callers branch on it, never on messages.
+ * - Messages are lower-case, name the value and the limit, and never echo unbounded input.
+ * - `NotCommitted` and `ShuttingDown` always mean that the write was not committed (the client
+ *   may retry it); their messages say so.
+ */
+
+/** Every kind of failure the engine itself reports. */
+export type EngineErrorKind =
+  /** A request whose shape is invalid (e.g. a batch mutation with neither put nor remove). */
+  | "InvalidRequest"
+  /** A configured limit was exceeded (queue, batch, stream). */
+  | "LimitExceeded"
+  /** A precondition of a batch did not hold when it was applied. */
+  | "PreconditionFailed"
+  /** The server is shutting down: the write was not committed. */
+  | "ShuttingDown"
+  /** A sync failed, or the partition is reopening after one: the write was not committed. */
+  | "NotCommitted";
+
+/** Error thrown (or rejected with) by the engine. */
+export class EngineError extends Error {
+  override readonly name = "EngineError";
+
+  constructor(
+    readonly kind: EngineErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** True when `err` is an EngineError, optionally of the given kind. */
+export function isEngineError(err: unknown, kind?: EngineErrorKind): err is EngineError {
+  return err instanceof EngineError && (kind === undefined || err.kind === kind);
+}

@@ -1,0 +1,339 @@
+/**
+ * Engine: the typed operations of the service (put, remove, retain, clear, commit, sync, get,
+ * keys, list) on plain TypeScript values, over the partitions and their group commit. It knows no
+ * gRPC and no protobuf: server/rpc translates messages into these calls, unary or streamed alike.
+ *
+ * Invariants:
+ * - Every input is validated here, once, before any partition is opened or created: partition
+ *   name, key width or emptiness, value size, batch limits. Bad input changes nothing.
+ * - A partition is created only by a mutation that can change something: a removal, retain,
+ *   clear or sync of a partition that does not exist, a Commit without mutations, and a Commit
+ *   whose preconditions fail against the empty state of a missing partition all answer without
+ *   creating it (version 0 for the successful ones).
+ * - Mutations of one partition are applied in call order (one FIFO queue per partition, entered
+ *   synchronously when the partition is open), so the versions answered to one caller's
+ *   sequence of calls never decrease.
+ * - Durable mutations resolve after the fsync of the sync that holds them, with its version;
+ *   buffered ones once applied, with version 0.
+ * - Reads see the last committed state (`get`, `snapshot`); nothing of a failed sync ever shows.
+ * - Keys and values handed in are copied before the store keeps them, so callers may reuse their
+ *   buffers (request buffers of a transport, for instance).
+ */
+import { type KeyCodec, validateKey, validateValue } from "../store/codec.js";
+import type { KeyRange, Metadata, Snapshot } from "../store/metadata.js";
+import { EngineError } from "./errors.js";
+import type { GroupCommit, Operation, Outcome } from "./group-commit.js";
+import type { Partitions } from "./partitions.js";
+
+/** A mutation of the partition `partition` ("" means the default partition). */
+export interface WriteTarget {
+  partition: string;
+  /** Answer after the fsync of the sync that holds it (true) or once applied (false). */
+  durable: boolean;
+}
+
+export interface PutInput extends WriteTarget {
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
+export interface RemoveInput extends WriteTarget {
+  key: Uint8Array;
+}
+
+/** Keeps the keys selected by `filter` (or, with `invert`, the others); `keepNone` keeps none. */
+export interface RetainInput extends WriteTarget {
+  filter: KeyRange;
+  invert: boolean;
+  keepNone: boolean;
+}
+
+/** One mutation of a batch: a put when `value` is given, else a removal. */
+export interface BatchMutation {
+  key: Uint8Array;
+  value: Uint8Array | undefined;
+}
+
+/** A condition a batch needs on one key, checked when the batch is applied. */
+export type Condition =
+  | { key: Uint8Array; require: "absent" }
+  | { key: Uint8Array; require: "present" }
+  | { key: Uint8Array; require: "equals"; value: Uint8Array };
+
+export interface CommitInput extends WriteTarget {
+  mutations: BatchMutation[];
+  preconditions: Condition[];
+}
+
+/** The answer to a put or a removal: the value before, and the committing version. */
+export interface ChangeResult {
+  previous: Uint8Array | undefined;
+  /** Synced version holding the change (0 for buffered, or when nothing was created). */
+  version: bigint;
+}
+
+/** The answer to a retain or a clear. */
+export interface RemovedResult {
+  removed: number;
+  version: bigint;
+}
+
+/** The answer to a commit or a sync. */
+export interface VersionResult {
+  version: bigint;
+}
+
+/** A committed value, and the version it was read at. */
+export interface ReadResult {
+  value: Uint8Array | undefined;
+  version: bigint;
+}
+
+/** Limits the engine enforces on its inputs (defaults and units: server/config.ts). */
+export interface EngineLimits {
+  /** Most mutations in one commit. */
+  maxBatchMutations: number;
+  /** Most key and value bytes in one commit. */
+  maxBatchBytes: number;
+}
+
+/** Longest run of key bytes shown (as hex) in an error message. */
+const MESSAGE_KEY_BYTES = 32;
+
+/** A bounded hex rendering of a key for messages. */
+export function describeKey(key: Uint8Array): string {
+  const shown = Buffer.from(key.buffer, key.byteOffset, Math.min(key.byteLength, MESSAGE_KEY_BYTES));
+  const hex = shown.toString("hex");
+  return key.byteLength > MESSAGE_KEY_BYTES ? `${hex}... (${key.byteLength} bytes)` : hex;
+}
+
+/** A private copy of caller bytes, so the store never keeps a view into a caller's buffer. */
+function own(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
+function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
+  if (key.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (key[i] !== prefix[i]) return false;
+  return true;
+}
+
+/** True when `key` is selected by `range` (every given part must hold). */
+export function inRange(range: KeyRange, key: Uint8Array): boolean {
+  if (range.prefix !== undefined && range.prefix.length > 0 && !startsWith(key, range.prefix)) return false;
+  if (range.start !== undefined && range.start.length > 0 && Buffer.compare(key, range.start) < 0)
+    return false;
+  if (range.end !== undefined && range.end.length > 0 && Buffer.compare(key, range.end) >= 0) return false;
+  return true;
+}
+
+/** Throws PreconditionFailed unless `condition` holds for `current`, the key's value. */
+function check(condition: Condition, current: Uint8Array | undefined): void {
+  const fail = (what: string): never => {
+    throw new EngineError(
+      "PreconditionFailed",
+      `precondition failed: key ${describeKey(condition.key)} ${what}`,
+    );
+  };
+  switch (condition.require) {
+    case "absent":
+      if (current !== undefined) fail("is present");
+      return;
+    case "present":
+      if (current === undefined) fail("is absent");
+      return;
+    case "equals":
+      if (current === undefined) fail("is absent");
+      else if (Buffer.compare(current, condition.value) !== 0) fail("has another value");
+      return;
+  }
+}
+
+function changeResult(outcome: Outcome<Uint8Array | undefined>): ChangeResult {
+  return { previous: outcome.result, version: outcome.version };
+}
+
+/** See the module comment. */
+export class Engine {
+  private readonly limits: EngineLimits;
+
+  constructor(readonly partitions: Partitions) {
+    this.limits = {
+      maxBatchMutations: partitions.config.groupCommit.batchMaxMutations,
+      maxBatchBytes: partitions.config.groupCommit.batchMaxBytes,
+    };
+  }
+
+  /** Stores `value` under `key`; resolves with the previous value and the committing version. */
+  put(input: PutInput): Promise<ChangeResult> {
+    const partition = this.partitions.resolve(input.partition);
+    validateKey(this.partitions.keyCodec(partition), input.key);
+    validateValue(input.value, this.partitions.config.maxValueBytes);
+    const key = own(input.key);
+    const value = own(input.value);
+    return this.submit(this.partitions.forWriteNow(partition), {
+      apply: (store) => store.put(key, value),
+      mutations: 1,
+      bytes: key.length + value.length,
+      durable: input.durable,
+    }).then(changeResult);
+  }
+
+  /** Removes `key`; resolves with the removed value and the committing version. */
+  async remove(input: RemoveInput): Promise<ChangeResult> {
+    const partition = this.partitions.resolve(input.partition);
+    validateKey(this.partitions.keyCodec(partition), input.key);
+    const key = own(input.key);
+    const group = await this.partitions.ifExists(partition);
+    if (group === undefined) return { previous: undefined, version: 0n };
+    return changeResult(
+      await group.submit({
+        apply: (store) => store.remove(key),
+        mutations: 1,
+        bytes: key.length,
+        durable: input.durable,
+      }),
+    );
+  }
+
+  /** Keeps the selected keys (see RetainInput); resolves with how many were removed. */
+  async retain(input: RetainInput): Promise<RemovedResult> {
+    const partition = this.partitions.resolve(input.partition);
+    const filter: KeyRange = {
+      ...(input.filter.prefix === undefined ? {} : { prefix: own(input.filter.prefix) }),
+      ...(input.filter.start === undefined ? {} : { start: own(input.filter.start) }),
+      ...(input.filter.end === undefined ? {} : { end: own(input.filter.end) }),
+    };
+    const keep = (key: Uint8Array) => !input.keepNone && inRange(filter, key) !== input.invert;
+    const group = await this.partitions.ifExists(partition);
+    if (group === undefined) return { removed: 0, version: 0n };
+    const { result, version } = await group.submit({
+      apply: (store) => store.retain((key) => keep(key)),
+      mutations: 1,
+      bytes: 0,
+      durable: input.durable,
+    });
+    return { removed: result, version };
+  }
+
+  /** Removes every key of the partition; resolves with how many were removed. */
+  async clear(input: WriteTarget): Promise<RemovedResult> {
+    const partition = this.partitions.resolve(input.partition);
+    const group = await this.partitions.ifExists(partition);
+    if (group === undefined) return { removed: 0, version: 0n };
+    const { result, version } = await group.submit({
+      apply: (store) => store.clear(),
+      mutations: 1,
+      bytes: 0,
+      durable: input.durable,
+    });
+    return { removed: result, version };
+  }
+
+  /**
+   * Applies a batch atomically when every precondition holds, checked against the latest state
+   * (uncommitted mutations included) when the batch is applied.
+   * @throws StoreError (bad key or value), EngineError LimitExceeded, PreconditionFailed, ...
+   */
+  async commit(input: CommitInput): Promise<VersionResult> {
+    const partition = this.partitions.resolve(input.partition);
+    const codec = this.partitions.keyCodec(partition);
+    const mutations = this.validateBatch(input.mutations, codec);
+    const preconditions = input.preconditions.map((condition): Condition => {
+      validateKey(codec, condition.key);
+      return condition.require === "equals"
+        ? { key: own(condition.key), require: "equals", value: own(condition.value) }
+        : { key: own(condition.key), require: condition.require };
+    });
+    let group = this.partitions.openNow(partition);
+    if (group === undefined && (mutations.items.length === 0 || preconditions.length > 0)) {
+      group = await this.partitions.ifExists(partition);
+      if (group === undefined) {
+        // A missing partition is empty: check the conditions against that, creating nothing.
+        for (const condition of preconditions) check(condition, undefined);
+        if (mutations.items.length === 0) return { version: 0n };
+      }
+    }
+    const { version } = await this.submit(group ?? this.partitions.forWriteNow(partition), {
+      apply: (store: Metadata) => {
+        for (const condition of preconditions) check(condition, store.get(condition.key));
+        for (const mutation of mutations.items) {
+          if (mutation.value === undefined) store.remove(mutation.key);
+          else store.put(mutation.key, mutation.value);
+        }
+      },
+      mutations: mutations.items.length,
+      bytes: mutations.bytes,
+      durable: input.durable,
+    });
+    return { version };
+  }
+
+  /** Commits every pending mutation of the partition; resolves after the fsync. */
+  async sync(input: { partition: string }): Promise<VersionResult> {
+    const partition = this.partitions.resolve(input.partition);
+    const group = await this.partitions.ifExists(partition);
+    if (group === undefined) return { version: 0n };
+    const { version } = await group.submit({
+      apply: () => undefined,
+      mutations: 0,
+      bytes: 0,
+      durable: true,
+    });
+    return { version };
+  }
+
+  /** The committed value of `key` and the version it was read at. */
+  async get(input: { partition: string; key: Uint8Array }): Promise<ReadResult> {
+    const partition = this.partitions.resolve(input.partition);
+    validateKey(this.partitions.keyCodec(partition), input.key);
+    const view =
+      this.partitions.openNow(partition)?.committed() ?? (await this.partitions.committed(partition));
+    return { value: view.get(input.key), version: view.version };
+  }
+
+  /** The committed state of a partition (empty, creating nothing, when it does not exist). */
+  snapshot(input: { partition: string }): Promise<Snapshot> {
+    return this.partitions.committed(this.partitions.resolve(input.partition));
+  }
+
+  /** Names of every partition on disk or open, sorted. */
+  listPartitions(): Promise<string[]> {
+    return this.partitions.list();
+  }
+
+  /** Submits `op` to `group` (or to the group once it is open) and returns its outcome. */
+  private submit<T>(group: GroupCommit | Promise<GroupCommit>, op: Operation<T>): Promise<Outcome<T>> {
+    return group instanceof Promise ? group.then((opened) => opened.submit(op)) : group.submit(op);
+  }
+
+  private validateBatch(batch: BatchMutation[], codec: KeyCodec): { items: BatchMutation[]; bytes: number } {
+    if (batch.length > this.limits.maxBatchMutations) {
+      throw new EngineError(
+        "LimitExceeded",
+        `too many mutations in one commit: ${batch.length} > ${this.limits.maxBatchMutations}`,
+      );
+    }
+    const maxValueBytes = this.partitions.config.maxValueBytes;
+    const items: BatchMutation[] = [];
+    let bytes = 0;
+    for (const mutation of batch) {
+      validateKey(codec, mutation.key);
+      if (mutation.value === undefined) {
+        items.push({ key: own(mutation.key), value: undefined });
+        bytes += mutation.key.length;
+      } else {
+        validateValue(mutation.value, maxValueBytes);
+        items.push({ key: own(mutation.key), value: own(mutation.value) });
+        bytes += mutation.key.length + mutation.value.length;
+      }
+    }
+    if (bytes > this.limits.maxBatchBytes) {
+      throw new EngineError(
+        "LimitExceeded",
+        `commit too large: ${bytes} bytes > ${this.limits.maxBatchBytes}`,
+      );
+    }
+    return { items, bytes };
+  }
+}
