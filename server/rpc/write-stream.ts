@@ -201,7 +201,7 @@ export function serveWriteStream(
     const bytes = requestBytes(request);
     unanswered++;
     unansweredBytes += bytes;
-    execute(engine, request, log).then((response) => {
+    void execute(engine, request, log).then((response) => {
       unanswered--;
       unansweredBytes -= bytes;
       if (!finished && !call.cancelled && !call.write(response)) awaitingDrain = true;
