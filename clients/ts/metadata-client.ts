@@ -5,6 +5,7 @@
  * - Every call takes an optional per-call deadline (`deadlineMs`, relative) and metadata.
  * - `keys()` is an async iterable of entries; leaving the loop early cancels the stream.
  * - `commit()` sends an atomic batch of puts and removes with optional preconditions.
+ * - `writer()` pipelines many puts, removes and commits over one Write stream.
  * - Errors are grpc-js `ServiceError`s (`code`, `details`); see the proto for which codes each
  *   RPC returns. A DEADLINE_EXCEEDED on a write means its outcome is unknown.
  *
@@ -32,6 +33,8 @@ import {
   type RetainResponse,
   type SyncResponse,
 } from "./gen/commonware/metadata/v1/metadata_pb.js";
+
+import { MetadataWriter, type WriterOptions } from "./metadata-writer.js";
 
 export { Durability };
 
@@ -212,6 +215,14 @@ export class MetadataClient {
       },
       options,
     );
+  }
+
+  /**
+   * A pipelined writer over one Write stream: the cheapest way to send many mutations (see
+   * metadata-writer.ts for its ordering, durability and failure promises). Close it when done.
+   */
+  writer(options: WriterOptions = {}): MetadataWriter {
+    return new MetadataWriter(this.client, options);
   }
 
   /** Names of the partitions that exist. */

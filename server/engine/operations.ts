@@ -156,6 +156,8 @@ function changeResult(outcome: Outcome<Uint8Array | undefined>): ChangeResult {
 /** See the module comment. */
 export class Engine {
   private readonly limits: EngineLimits;
+  /** Per partition not yet open: the calls waiting for it, as the tail of their chain. */
+  private readonly waiting = new Map<string, Promise<void>>();
 
   constructor(readonly partitions: Partitions) {
     this.limits = {
@@ -171,28 +173,31 @@ export class Engine {
     validateValue(input.value, this.partitions.config.maxValueBytes);
     const key = own(input.key);
     const value = own(input.value);
-    return this.submit(this.partitions.forWriteNow(partition), {
+    const op: Operation<Uint8Array | undefined> = {
       apply: (store) => store.put(key, value),
       mutations: 1,
       bytes: key.length + value.length,
       durable: input.durable,
-    }).then(changeResult);
+    };
+    // With `create`, the group is always there, so the outcome is too.
+    return this.inOrder(partition, true, (group) => group?.submit(op)).then((outcome) =>
+      changeResult(outcome as Outcome<Uint8Array | undefined>),
+    );
   }
 
   /** Removes `key`; resolves with the removed value and the committing version. */
-  async remove(input: RemoveInput): Promise<ChangeResult> {
+  remove(input: RemoveInput): Promise<ChangeResult> {
     const partition = this.partitions.resolve(input.partition);
     validateKey(this.partitions.keyCodec(partition), input.key);
     const key = own(input.key);
-    const group = await this.partitions.ifExists(partition);
-    if (group === undefined) return { previous: undefined, version: 0n };
-    return changeResult(
-      await group.submit({
-        apply: (store) => store.remove(key),
-        mutations: 1,
-        bytes: key.length,
-        durable: input.durable,
-      }),
+    const op: Operation<Uint8Array | undefined> = {
+      apply: (store) => store.remove(key),
+      mutations: 1,
+      bytes: key.length,
+      durable: input.durable,
+    };
+    return this.inOrder(partition, false, (group) => group?.submit(op)).then((outcome) =>
+      outcome === undefined ? { previous: undefined, version: 0n } : changeResult(outcome),
     );
   }
 
@@ -205,29 +210,28 @@ export class Engine {
       ...(input.filter.end === undefined ? {} : { end: own(input.filter.end) }),
     };
     const keep = (key: Uint8Array) => !input.keepNone && inRange(filter, key) !== input.invert;
-    const group = await this.partitions.ifExists(partition);
-    if (group === undefined) return { removed: 0, version: 0n };
-    const { result, version } = await group.submit({
-      apply: (store) => store.retain((key) => keep(key)),
-      mutations: 1,
-      bytes: 0,
-      durable: input.durable,
-    });
-    return { removed: result, version };
+    const outcome = await this.inOrder(partition, false, (group) =>
+      group?.submit({
+        apply: (store) => store.retain((key) => keep(key)),
+        mutations: 1,
+        bytes: 0,
+        durable: input.durable,
+      }),
+    );
+    return outcome === undefined
+      ? { removed: 0, version: 0n }
+      : { removed: outcome.result, version: outcome.version };
   }
 
   /** Removes every key of the partition; resolves with how many were removed. */
   async clear(input: WriteTarget): Promise<RemovedResult> {
     const partition = this.partitions.resolve(input.partition);
-    const group = await this.partitions.ifExists(partition);
-    if (group === undefined) return { removed: 0, version: 0n };
-    const { result, version } = await group.submit({
-      apply: (store) => store.clear(),
-      mutations: 1,
-      bytes: 0,
-      durable: input.durable,
-    });
-    return { removed: result, version };
+    const outcome = await this.inOrder(partition, false, (group) =>
+      group?.submit({ apply: (store) => store.clear(), mutations: 1, bytes: 0, durable: input.durable }),
+    );
+    return outcome === undefined
+      ? { removed: 0, version: 0n }
+      : { removed: outcome.result, version: outcome.version };
   }
 
   /**
@@ -245,42 +249,38 @@ export class Engine {
         ? { key: own(condition.key), require: "equals", value: own(condition.value) }
         : { key: own(condition.key), require: condition.require };
     });
-    let group = this.partitions.openNow(partition);
-    if (group === undefined && (mutations.items.length === 0 || preconditions.length > 0)) {
-      group = await this.partitions.ifExists(partition);
-      if (group === undefined) {
-        // A missing partition is empty: check the conditions against that, creating nothing.
-        for (const condition of preconditions) check(condition, undefined);
-        if (mutations.items.length === 0) return { version: 0n };
-      }
-    }
-    const { version } = await this.submit(group ?? this.partitions.forWriteNow(partition), {
+    const op: Operation<undefined> = {
       apply: (store: Metadata) => {
         for (const condition of preconditions) check(condition, store.get(condition.key));
         for (const mutation of mutations.items) {
           if (mutation.value === undefined) store.remove(mutation.key);
           else store.put(mutation.key, mutation.value);
         }
+        return undefined;
       },
       mutations: mutations.items.length,
       bytes: mutations.bytes,
       durable: input.durable,
+    };
+    // Only a batch that puts something, with nothing that can fail, may create the partition:
+    // a missing partition is empty, so check the rest against that, creating nothing.
+    const creates = mutations.items.length > 0 && preconditions.length === 0;
+    const outcome = await this.inOrder(partition, creates, (group) => {
+      if (group !== undefined) return group.submit(op);
+      for (const condition of preconditions) check(condition, undefined);
+      if (mutations.items.length === 0) return undefined;
+      return this.partitions.forWrite(partition).then((created) => created.submit(op));
     });
-    return { version };
+    return { version: outcome?.version ?? 0n };
   }
 
   /** Commits every pending mutation of the partition; resolves after the fsync. */
   async sync(input: { partition: string }): Promise<VersionResult> {
     const partition = this.partitions.resolve(input.partition);
-    const group = await this.partitions.ifExists(partition);
-    if (group === undefined) return { version: 0n };
-    const { version } = await group.submit({
-      apply: () => undefined,
-      mutations: 0,
-      bytes: 0,
-      durable: true,
-    });
-    return { version };
+    const outcome = await this.inOrder(partition, false, (group) =>
+      group?.submit({ apply: () => undefined, mutations: 0, bytes: 0, durable: true }),
+    );
+    return { version: outcome?.version ?? 0n };
   }
 
   /** The committed value of `key` and the version it was read at. */
@@ -302,9 +302,38 @@ export class Engine {
     return this.partitions.list();
   }
 
-  /** Submits `op` to `group` (or to the group once it is open) and returns its outcome. */
-  private submit<T>(group: GroupCommit | Promise<GroupCommit>, op: Operation<T>): Promise<Outcome<T>> {
-    return group instanceof Promise ? group.then((opened) => opened.submit(op)) : group.submit(op);
+  /**
+   * Runs `submit` with the partition's group commit (undefined when the partition does not exist
+   * and `create` is false), keeping call order per partition: when the partition is open and
+   * nothing waits before this call, `submit` runs now; otherwise it runs after every earlier
+   * call of the partition has submitted, once the partition is opened (or known to be missing).
+   * `submit` must enter the group's queue synchronously and return the outcome's promise.
+   */
+  private inOrder<R>(
+    partition: string,
+    create: boolean,
+    submit: (group: GroupCommit | undefined) => Promise<R> | undefined,
+  ): Promise<R | undefined> {
+    const waiting = this.waiting.get(partition);
+    if (waiting === undefined) {
+      const open = this.partitions.openNow(partition);
+      if (open !== undefined) return submit(open) ?? Promise.resolve(undefined);
+    }
+    const submitted = (waiting ?? Promise.resolve()).then(async () => {
+      const group = create
+        ? await this.partitions.forWrite(partition)
+        : await this.partitions.ifExists(partition);
+      return { outcome: submit(group) };
+    });
+    const tail = submitted.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.waiting.set(partition, tail);
+    void tail.then(() => {
+      if (this.waiting.get(partition) === tail) this.waiting.delete(partition);
+    });
+    return submitted.then(({ outcome }) => outcome);
   }
 
   private validateBatch(batch: BatchMutation[], codec: KeyCodec): { items: BatchMutation[]; bytes: number } {
