@@ -91,11 +91,17 @@ export class RpcServer {
   ): Promise<RpcServer> {
     const calls = new ActiveCalls();
     const writeStreams = new Set<WriteStreamHandle>();
+    const observe = callObserver(registry, calls);
+    const unaryPaths = new Set(
+      MetadataService.methods
+        .filter((method) => method.methodKind === "unary")
+        .map((method) => `/${MetadataService.typeName}/${method.name}`),
+    );
     const server = new grpc.Server({
       "grpc.max_concurrent_streams": options.maxConcurrentStreams,
       "grpc.max_receive_message_length": options.maxMessageBytes,
       "grpc.max_send_message_length": options.maxMessageBytes,
-      interceptors: [metricsInterceptor(registry, calls)],
+      interceptors: [metricsInterceptor(observe, unaryPaths)],
     });
     const service = createMetadataService(engine, {
       maxInFlight: options.writeStreamMaxInFlight,
@@ -103,6 +109,7 @@ export class RpcServer {
       open: writeStreams,
     });
     addService(server, MetadataService, service, {
+      observeUnary: observe,
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
     });
     const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
@@ -157,11 +164,14 @@ export class RpcServer {
   }
 }
 
+/** Starts observing one call of `path`; the returned function ends it with its status code. */
+type ObserveCall = (path: string) => (code: grpc.status) => void;
+
 /**
- * Server interceptor observing every call's duration by method and status code, and counting
- * the calls active in `calls`.
+ * Observes every call's duration by method and status code into
+ * `metadata_rpc_duration_seconds`, and counts the calls active in `calls`.
  */
-function metricsInterceptor(registry: Registry, calls: ActiveCalls): grpc.ServerInterceptor {
+function callObserver(registry: Registry, calls: ActiveCalls): ObserveCall {
   const name = "metadata_rpc_duration_seconds";
   const histogram =
     (registry.getSingleMetric(name) as Histogram<"method" | "code"> | undefined) ??
@@ -174,18 +184,43 @@ function metricsInterceptor(registry: Registry, calls: ActiveCalls): grpc.Server
       ],
       registers: [registry],
     });
-  return (descriptor, call) => {
-    const method = descriptor.path.slice(descriptor.path.lastIndexOf("/") + 1);
-    const stop = histogram.startTimer({ method });
+  return (path) => {
+    const method = path.slice(path.lastIndexOf("/") + 1);
+    const started = process.hrtime.bigint();
     const end = calls.begin();
+    let ended = false;
+    return (code) => {
+      if (ended) return;
+      ended = true;
+      histogram.observe(
+        { method, code: grpc.status[code] ?? String(code) },
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
+      end();
+    };
+  };
+}
+
+/**
+ * Server interceptor observing the calls `addService` does not observe itself: streaming calls
+ * and the other services (health, reflection). Unary MetadataService calls pass straight through
+ * (their handlers are observed by addService), sparing each of them a layer of interception.
+ */
+function metricsInterceptor(observe: ObserveCall, unobserved: ReadonlySet<string>): grpc.ServerInterceptor {
+  return (descriptor, call) => {
+    // grpc-js chains interceptors through the call interface; handing back the call it gave is a pass-through.
+    if (unobserved.has(descriptor.path)) return call as grpc.ServerInterceptingCall;
+    let end: ((code: grpc.status) => void) | undefined;
     return new grpc.ServerInterceptingCall(
       call,
       new grpc.ResponderBuilder()
-        .withStart((next) => next({ onCancel: end }))
+        .withStart((next) => {
+          end = observe(descriptor.path);
+          next({ onCancel: () => end?.(grpc.status.CANCELLED) });
+        })
         .withSendStatus((status, next) => {
-          stop({ code: grpc.status[status.code] ?? String(status.code) });
+          end?.(status.code);
           next(status);
-          end();
         })
         .build(),
     );

@@ -132,6 +132,11 @@ export function createServiceDefinition<T extends GenServiceMethods>(
 export interface AddServiceOptions {
   /** The status answered to a request whose bytes do not decode (default: INTERNAL). */
   rejectMalformed?: (reason: string) => Partial<StatusObject>;
+  /**
+   * Observes each unary call: called with the method path when the call starts, it returns the
+   * function called once with the status code the call ends with (its answer, or CANCELLED).
+   */
+  observeUnary?: (path: string) => (code: status) => void;
 }
 
 /**
@@ -162,13 +167,28 @@ export function addService<T extends GenServiceMethods>(
       if (handler !== undefined) guarded[method.localName] = handler;
       continue;
     }
+    const path = `/${method.parent.typeName}/${method.name}`;
+    const observe = method.methodKind === "unary" ? options.observeUnary : undefined;
     guarded[method.localName] = ((
-      call: { request: unknown; emit(event: "error", e: unknown): void },
-      callback?: (e: unknown) => void,
+      call: {
+        request: unknown;
+        emit(event: "error", e: unknown): void;
+        once(event: "cancelled", listener: () => void): void;
+      },
+      callback?: (e: { code?: status } | null, value?: unknown) => void,
     ) => {
+      if (observe !== undefined && callback !== undefined) {
+        const end = observe(path);
+        call.once("cancelled", () => end(status.CANCELLED));
+        const answer = callback;
+        callback = (e, value) => {
+          end(e === null ? status.OK : (e.code ?? status.UNKNOWN));
+          answer(e, value);
+        };
+      }
       if (call.request instanceof MalformedRequest) {
         const answer = reject(call.request.reason);
-        if (callback !== undefined) callback(answer);
+        if (callback !== undefined) callback(answer as { code?: status });
         else call.emit("error", answer);
         return;
       }
