@@ -18,6 +18,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import type { Engine } from "../engine/operations.js";
+import type { AccessControl } from "../auth/access-control.js";
 import { createMetadataService } from "./metadata-service.js";
 import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
@@ -36,6 +37,10 @@ export interface RpcServerOptions {
   writeStreamMaxInFlightBytes: number;
   /** TLS credentials; insecure when absent. */
   credentials?: grpc.ServerCredentials;
+  /** Serve server reflection (default true). */
+  reflection?: boolean;
+  /** Authentication and authorization of MetadataService calls; none when absent. */
+  access?: AccessControl;
 }
 
 const SERVICE_NAME = MetadataService.typeName;
@@ -107,7 +112,7 @@ export class RpcServer {
     });
     const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
     health.addToServer(server);
-    createReflectionService().addToServer(server);
+    if (options.reflection ?? true) createReflectionService().addToServer(server);
     const credentials = options.credentials ?? grpc.ServerCredentials.createInsecure();
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
