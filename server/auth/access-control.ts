@@ -7,9 +7,10 @@
  *    `sha256` of the tokens file in constant time (no early exit, `timingSafeEqual`).
  * 2. Otherwise a client certificate verified by the TLS handshake against `--tls-client-ca`:
  *    its identities (`CN=...`, `DNS:...`, certificate-identity.ts) are looked up among the
- *    file's `client_cert` entries, first the CN, then the SANs in certificate order. With a
- *    client CA and no tokens file, every verified certificate has admin access to everything:
- *    the CA is then the whole policy.
+ *    file's `client_cert` entries, first the CN, then the SANs in certificate order; a
+ *    certificate none of them names is known but has no grants. With a client CA and no tokens
+ *    file, every verified certificate has admin access to everything: the CA is then the whole
+ *    policy.
  * With neither a tokens file nor a client CA, authentication is off and every call acts as
  * `anonymous` with admin access (the server refuses to listen beyond loopback that way unless
  * told to, see config.ts).
@@ -42,7 +43,6 @@ export type RefusalReason =
   | "missing_credentials"
   | "malformed_authorization"
   | "unknown_token"
-  | "unknown_certificate"
   | "revoked"
   | "permission_denied";
 
@@ -225,18 +225,8 @@ export class AccessControl {
         };
         return principal;
       }
-      const entry = this.findCertificate(identities);
-      if (entry === undefined) {
-        return this.refuse(
-          call,
-          method,
-          partition,
-          `certificate ${JSON.stringify(identities[0] ?? "")}`,
-          "Unauthenticated",
-          "unknown_certificate",
-          "client certificate not in the tokens file",
-        );
-      }
+      // A certificate the CA verified is a known identity even when the file grants it nothing.
+      const entry = this.findCertificate(identities) ?? ungranted(identities);
       const principal: ResolvedPrincipal = {
         name: entry.name,
         kind: "certificate",
@@ -317,7 +307,7 @@ export class AccessControl {
     if (principal.credential === undefined || principal.policy === this.policy) return principal;
     const entry = Buffer.isBuffer(principal.credential)
       ? this.findToken(principal.credential)
-      : this.findCertificate(principal.credential);
+      : (this.findCertificate(principal.credential) ?? ungranted(principal.credential));
     if (entry === undefined) return undefined;
     principal.entry = entry;
     principal.policy = this.policy;
@@ -362,6 +352,11 @@ export class AccessControl {
     );
     return new AuthError(kind, reason, message);
   }
+}
+
+/** The entry of a verified certificate that no `client_cert` names: no grants. */
+function ungranted(identities: readonly string[]): PolicyEntry {
+  return { name: `certificate ${identities[0] ?? "(no name)"}`, grants: [] };
 }
 
 function allows(principal: ResolvedPrincipal, partition: string, access: Access): boolean {

@@ -17,8 +17,8 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
-import type { Engine } from "../engine/operations.js";
 import type { AccessControl } from "../auth/access-control.js";
+import type { Engine } from "../engine/operations.js";
 import { createMetadataService } from "./metadata-service.js";
 import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
@@ -102,11 +102,16 @@ export class RpcServer {
       "grpc.max_send_message_length": options.maxMessageBytes,
       interceptors: [metricsInterceptor(registry, calls)],
     });
-    const service = createMetadataService(engine, {
-      maxInFlight: options.writeStreamMaxInFlight,
-      maxInFlightBytes: options.writeStreamMaxInFlightBytes,
-      open: writeStreams,
-    });
+    const service = createMetadataService(
+      engine,
+      {
+        maxInFlight: options.writeStreamMaxInFlight,
+        maxInFlightBytes: options.writeStreamMaxInFlightBytes,
+        open: writeStreams,
+      },
+      undefined,
+      options.access,
+    );
     addService(server, MetadataService, service, {
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
     });

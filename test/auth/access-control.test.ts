@@ -158,7 +158,7 @@ test("refusals name the partition and access, count by reason and log who, never
   assert.match(text, /metadata_auth_refused_total\{reason="missing_credentials"\} 1/);
 });
 
-test("certificates: a SAN or CN in the file holds its grants; other certificates are unknown", () => {
+test("certificates: a SAN or CN in the file holds its grants; other verified certificates hold none", () => {
   const { access } = open();
   const ops = {
     subject: { CN: "whoever" },
@@ -173,8 +173,13 @@ test("certificates: a SAN or CN in the file holds its grants; other certificates
     "PermissionDenied",
   );
   const stranger = { subject: { CN: "stranger" } } as Partial<PeerCertificate>;
-  const refused = access.authenticate(call({ cert: stranger }), "Get");
-  assert.ok(refused instanceof AuthError && refused.reason === "unknown_certificate");
+  const known = access.authenticate(call({ cert: stranger }), "Get");
+  assert.ok(!(known instanceof AuthError));
+  assert.equal(known.name, "certificate CN=stranger");
+  assert.equal(
+    code(() => access.check(call({ cert: stranger }), "Get", "ops", "read")),
+    "PermissionDenied",
+  );
   // A bearer token decides when both are sent.
   assert.equal(
     code(() => access.check(call({ cert: ops, token: TOKENS.reader }), "Put", "ops", "write")),
