@@ -1,5 +1,6 @@
 /**
- * Access control end to end over real grpc-js: every RPC x every kind of caller -> the expected
+ * Access control end to end over real grpc-js: every RPC (the Write stream and Health included) x
+ * every kind of caller -> the expected
  * status code, with the partition on disk unchanged (byte for byte) by every refused call and a
  * partition nobody may write never created.
  *
@@ -20,6 +21,7 @@ import { type ClientOptions, MetadataClient } from "../../clients/ts/metadata-cl
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { utf8 } from "../support/store-helpers.js";
 import { createTestPki, type TestPki } from "../support/test-pki.js";
+import { openWriteStream } from "../support/write-stream-client.js";
 
 const TARGET = "target";
 /** A partition no caller but admin may write: refused calls must never create it. */
@@ -57,6 +59,7 @@ type Rpc =
   | "Clear"
   | "Commit"
   | "ListPartitions"
+  | "Write"
   | "Health";
 const RPCS: Rpc[] = [
   "Put",
@@ -68,14 +71,21 @@ const RPCS: Rpc[] = [
   "Clear",
   "Commit",
   "ListPartitions",
+  "Write",
   "Health",
 ];
 const READS = new Set<Rpc>(["Get", "Keys"]);
 
-/** Runs `rpc` on `partition`; resolves with the status name and, for ListPartitions, the names. */
+/**
+ * Runs `rpc` on `partition`; resolves with the status name and, for ListPartitions, the names.
+ * `raw` (a plain grpc-js client on the same channel credentials) serves Health, without
+ * credentials, and the Write stream, with `token` as call metadata: one put to `partition`,
+ * whose code is the stream's when the stream fails, else the answer's.
+ */
 async function invoke(
   client: MetadataClient,
-  health: grpc.Client,
+  raw: grpc.Client,
+  token: string | undefined,
   rpc: Rpc,
   partition: string,
 ): Promise<{ code: string; names?: string[] }> {
@@ -110,9 +120,21 @@ async function invoke(
         break;
       case "ListPartitions":
         return { code: "OK", names: await client.listPartitions({ deadlineMs: 10_000 }) };
+      case "Write": {
+        const metadata = new grpc.Metadata();
+        if (token !== undefined) metadata.set("authorization", `Bearer ${token}`);
+        const stream = openWriteStream(raw, metadata);
+        stream.send({
+          id: 7n,
+          request: { case: "put", value: { partition, key: utf8("w"), value: utf8("1") } },
+        });
+        const result = await stream.finish();
+        if (result.status !== "OK") return { code: result.status };
+        return { code: result.answers.get(7n) ?? "no answer" };
+      }
       case "Health":
         await new Promise<void>((resolve, reject) =>
-          health.makeUnaryRequest(
+          raw.makeUnaryRequest(
             "/grpc.health.v1.Health/Check",
             (b: Buffer) => b,
             (b: Buffer) => b,
@@ -287,7 +309,7 @@ for (const caller of CALLERS) {
     const address = caller.server === "tokens" ? server.address : `localhost:${server.service.port}`;
     const options = caller.options();
     const client = new MetadataClient(address, options);
-    const health = new grpc.Client(
+    const raw = new grpc.Client(
       address,
       options.tls === undefined
         ? grpc.credentials.createInsecure()
@@ -312,7 +334,7 @@ for (const caller of CALLERS) {
                 ? caller.read
                 : caller.write;
         const before = onDisk(server, TARGET);
-        const result = await invoke(client, health, rpc, TARGET);
+        const result = await invoke(client, raw, options.token, rpc, TARGET);
         got.push(`${rpc} ${result.code}`);
         want.push(`${rpc} ${expected}`);
         if (result.code !== "OK") {
@@ -326,7 +348,7 @@ for (const caller of CALLERS) {
           assert.deepEqual(result.names, caller.lists, "ListPartitions answers only the readable names");
         }
         if (caller.name !== "admin token" && rpc !== "ListPartitions" && rpc !== "Health") {
-          const fresh = await invoke(client, health, rpc, FRESH);
+          const fresh = await invoke(client, raw, options.token, rpc, FRESH);
           assert.ok(
             fresh.code === "UNAUTHENTICATED" || fresh.code === "PERMISSION_DENIED",
             `${rpc} on ${FRESH}: ${fresh.code}`,
@@ -337,7 +359,7 @@ for (const caller of CALLERS) {
       assert.deepEqual(got, want);
     } finally {
       client.close();
-      health.close();
+      raw.close();
     }
   });
 }
