@@ -139,7 +139,14 @@ export class AccessControl {
       options.registry,
       options.log ?? ((line) => console.error(line)),
     );
-    if (options.tokensFile !== undefined) access.policy = loadPolicy(options.tokensFile);
+    if (options.tokensFile !== undefined) {
+      const policy = loadPolicy(options.tokensFile);
+      access.policy = policy;
+      access.log(`auth: ${describe(policy)}`);
+      if (policy.certificates.size > 0 && !access.clientCertificates) {
+        access.log("auth: warning: client_cert entries apply only with --tls-client-ca");
+      }
+    }
     return access;
   }
 
@@ -161,9 +168,7 @@ export class AccessControl {
     try {
       this.policy = loadPolicy(this.tokensFile);
       this.reloads.inc({ result: "ok" });
-      this.log(
-        `auth: reloaded ${this.policy.tokens.length} token(s) and ${this.policy.certificates.size} certificate identity(ies) from ${this.tokensFile}`,
-      );
+      this.log(`auth: reloaded ${describe(this.policy)}`);
       return true;
     } catch (err) {
       this.reloads.inc({ result: "failed" });
@@ -364,6 +369,11 @@ function allows(principal: ResolvedPrincipal, partition: string, access: Access)
   return principal.entry.grants.some(
     (grant) => includesAccess(grant.access, access) && grant.matches(partition),
   );
+}
+
+/** "N token(s) and M certificate identity(ies) from FILE", for log lines. */
+function describe(policy: AuthPolicy): string {
+  return `${policy.tokens.length} token(s) and ${policy.certificates.size} certificate identity(ies) from ${policy.source}`;
 }
 
 /** SHA-256 of a token's UTF-8 bytes. */
