@@ -140,7 +140,10 @@ test("refusals name the partition and access, count by reason and log who, never
   );
   assert.throws(() => access.check(call({ token: "leaked-secret" }), "Get", "p\nforged", "read"));
   assert.throws(() => access.check(call(), "Keys", "p", "read"));
-  assert.match(lines.shift() ?? "", /^auth: 3 token\(s\) and 1 certificate identity\(ies\) from .*tokens\.json$/);
+  assert.match(
+    lines.shift() ?? "",
+    /^auth: 3 token\(s\) and 1 certificate identity\(ies\) from .*tokens\.json$/,
+  );
   assert.equal(lines.length, 3);
   assert.equal(
     lines[0],
