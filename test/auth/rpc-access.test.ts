@@ -371,3 +371,25 @@ test("refusals are counted by reason and audited without tokens", async () => {
   assert.match(text, /metadata_auth_refused_total\{reason="permission_denied"\} [1-9]/);
   for (const token of Object.values(TOKENS)) assert.ok(!text.includes(token));
 });
+
+test("the TypeScript client's Write-stream writer carries the token, over plaintext and over TLS", async () => {
+  const plain = new MetadataClient(tokensServer.address, { token: TOKENS.writer });
+  const overTls = new MetadataClient(`localhost:${mtlsServer.service.port}`, {
+    token: TOKENS.writer,
+    tls: tls(certs.ungranted),
+  });
+  try {
+    for (const client of [plain, overTls]) {
+      const writer = client.writer({ partition: TARGET });
+      assert.ok((await writer.put(utf8("wk"), utf8("1"))).version >= 1n);
+      await assert.rejects(writer.put(utf8("wk"), utf8("1"), { partition: FRESH }), {
+        code: grpc.status.PERMISSION_DENIED,
+        details: `permission denied: write access to partition "${FRESH}" is needed`,
+      });
+      await writer.close();
+    }
+  } finally {
+    plain.close();
+    overTls.close();
+  }
+});
