@@ -183,7 +183,8 @@ export class AccessControl {
    */
   authenticate(call: CallCredentialsSource, method: string, partition?: string): Principal | AuthError {
     if (!this.enabled) return ANONYMOUS;
-    const header = call.metadata.get("authorization");
+    // Without a tokens file a bearer token can mean nothing: the certificate decides.
+    const header = this.tokensFile === undefined ? [] : call.metadata.get("authorization");
     if (header.length > 0) {
       const match = header.length === 1 && typeof header[0] === "string" ? BEARER.exec(header[0]) : null;
       if (match === null) {
@@ -209,13 +210,14 @@ export class AccessControl {
           "unknown bearer token",
         );
       }
-      return {
+      const principal: ResolvedPrincipal = {
         name: entry.name,
         kind: "token",
         credential: entry.sha256,
         entry,
         policy: this.policy,
-      } as ResolvedPrincipal;
+      };
+      return principal;
     }
     const cert = call.getAuthContext()?.sslPeerCertificate;
     if (cert !== undefined && this.clientCertificates) {

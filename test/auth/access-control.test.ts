@@ -196,6 +196,11 @@ test("with a client CA and no tokens file, every verified certificate has every 
   const cert = { subject: { CN: "svc" } } as Partial<PeerCertificate>;
   const principal = access.check(call({ cert }), "Clear", "any", "admin");
   assert.equal(principal.name, "certificate CN=svc");
+  // A token means nothing without a tokens file: the certificate still decides.
+  assert.equal(
+    access.check(call({ cert, token: "stray" }), "Put", "any", "write").name,
+    "certificate CN=svc",
+  );
   assert.equal(
     code(() => access.check(call(), "Get", "any", "read")),
     "Unauthenticated",
