@@ -21,7 +21,9 @@
  *   holds a token or a token's hash.
  * - Every refusal increments `metadata_auth_refused_total{reason}` and writes one audit line
  *   (who, method, partition, peer, reason); the partition is JSON-quoted, so a client cannot
- *   forge log lines with it.
+ *   forge log lines with it. At most `auditLinesPerSecond` (100) lines are written per second,
+ *   so a flood of bad calls cannot flood the log; the refusals left out are counted in the
+ *   metric and reported by one line with the next refusal after that second.
  * - `reload()` swaps the policy atomically; a file that fails to load keeps the previous policy
  *   and logs why. A principal authenticated before a reload (an open stream) is looked up again
  *   in the new policy on its next authorization, so a revoked token stops working at once while
@@ -82,6 +84,10 @@ export interface AccessControlOptions {
   registry: Registry;
   /** Receives audit and reload lines; console.error by default. */
   log?: (line: string) => void;
+  /** Most audit lines per second (default 100). */
+  auditLinesPerSecond?: number;
+  /** Clock of the audit rate limit, in ms. @internal */
+  now?: () => number;
 }
 
 /** Internal state of a Principal: how to find its grants again after a reload. */
@@ -109,14 +115,22 @@ export class AccessControl {
   private readonly refused: Counter<"reason">;
   private readonly reloads: Counter<"result">;
   private readonly log: (line: string) => void;
+  private readonly auditLinesPerSecond: number;
+  private readonly now: () => number;
+  /** Start of the current second of the audit rate limit, lines written and left out in it. */
+  private auditSecond = Number.NEGATIVE_INFINITY;
+  private auditWritten = 0;
+  private auditLeftOut = 0;
 
   private constructor(
     private readonly tokensFile: string | undefined,
     private readonly clientCertificates: boolean,
     registry: Registry,
-    log: (line: string) => void,
+    options: AccessControlOptions,
   ) {
-    this.log = log;
+    this.log = options.log ?? ((line) => console.error(line));
+    this.auditLinesPerSecond = options.auditLinesPerSecond ?? 100;
+    this.now = options.now ?? Date.now;
     this.refused = counter(
       registry,
       "metadata_auth_refused_total",
@@ -137,7 +151,7 @@ export class AccessControl {
       options.tokensFile,
       options.clientCertificates ?? false,
       options.registry,
-      options.log ?? ((line) => console.error(line)),
+      options,
     );
     if (options.tokensFile !== undefined) {
       const policy = loadPolicy(options.tokensFile);
@@ -348,6 +362,22 @@ export class AccessControl {
     message: string,
   ): AuthError {
     this.refused.inc({ reason });
+    const now = this.now();
+    if (now - this.auditSecond >= 1000) {
+      if (this.auditLeftOut > 0) {
+        this.log(
+          `auth: ${this.auditLeftOut} refused call(s) not logged (over ${this.auditLinesPerSecond} lines/s); metadata_auth_refused_total counts them`,
+        );
+      }
+      this.auditSecond = now;
+      this.auditWritten = 0;
+      this.auditLeftOut = 0;
+    }
+    if (this.auditWritten >= this.auditLinesPerSecond) {
+      this.auditLeftOut++;
+      return new AuthError(kind, reason, message);
+    }
+    this.auditWritten++;
     let peer = "unknown";
     try {
       peer = call.getPeer();

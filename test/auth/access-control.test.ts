@@ -270,3 +270,32 @@ test("subject alternative names are parsed as Node spells them, quoted values in
     ["CN=svc", "DNS:svc.local", "IP:10.0.0.1"],
   );
 });
+
+test("audit lines are limited per second; the ones left out are reported and still counted", async () => {
+  writeFileSync(file, JSON.stringify(POLICY));
+  const lines: string[] = [];
+  const registry = new Registry();
+  let now = 5_000;
+  const access = AccessControl.open({
+    tokensFile: file,
+    registry,
+    log: (l) => lines.push(l),
+    auditLinesPerSecond: 3,
+    now: () => now,
+  });
+  lines.length = 0;
+  for (let i = 0; i < 10; i++) access.authenticate(call({ token: `bad-${i}` }), "Get");
+  assert.equal(lines.length, 3);
+  now += 999;
+  access.authenticate(call(), "Get");
+  assert.equal(lines.length, 3);
+  now += 1;
+  access.authenticate(call(), "Get");
+  assert.deepEqual(lines.slice(3), [
+    "auth: 8 refused call(s) not logged (over 3 lines/s); metadata_auth_refused_total counts them",
+    "auth: refused method=Get partition=- who=anonymous peer=127.0.0.1:4242 reason=missing_credentials",
+  ]);
+  const text = await registry.metrics();
+  assert.match(text, /metadata_auth_refused_total\{reason="unknown_token"\} 10/);
+  assert.match(text, /metadata_auth_refused_total\{reason="missing_credentials"\} 2/);
+});
