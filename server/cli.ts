@@ -9,7 +9,9 @@
  *   npm run cli -- sync                          prints the committed version
  *   npm run cli -- partitions                    prints the partition names
  * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`
- * and `--deadline-ms N` on every call. `help` or `--help` prints the usage.
+ * and `--deadline-ms N` on every call, and for secured servers `--token T` (env METADATA_TOKEN),
+ * `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a client certificate).
+ * `help` or `--help` prints the usage.
  *
  * Bytes on the command line: plain text is its UTF-8 bytes; `hex:0a1b` is hex; `u64:123` is an
  * 8-byte big-endian integer (the U64 keys of Rust nodes); `text:...` is the text after the prefix
@@ -26,10 +28,10 @@
  *   stops it the same way on SIGTERM/SIGINT: finish in-flight calls, commit buffered changes,
  *   exit 0; a second signal exits at once with status 1.
  */
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import { status } from "@grpc/grpc-js";
-import { Durability, MetadataClient } from "../clients/ts/metadata-client.js";
+import { type ClientOptions, Durability, MetadataClient } from "../clients/ts/metadata-client.js";
 
 /** The address called when neither `--address` nor METADATA_ADDRESS is given. */
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -52,6 +54,10 @@ Options:
   --address HOST:PORT   server to call (env METADATA_ADDRESS; default ${DEFAULT_ADDRESS})
   --partition NAME      partition to use (default: the server's default partition)
   --deadline-ms N       give up after N ms (DEADLINE_EXCEEDED: a write may or may not be committed)
+  --token T             bearer token (env METADATA_TOKEN; the env var keeps it out of ps and history)
+  --cacert FILE         use TLS, trusting the CA certificate(s) in FILE (PEM)
+  --cert FILE, --key FILE
+                        use TLS with this client certificate and key (mutual TLS)
   --buffered            put, rm: answer once applied, before the fsync (version 0); the server
                         commits it within its flush interval, or at once with "sync"
   --prefix P            keys: only keys starting with P
@@ -145,6 +151,12 @@ export function formatBytes(bytes: Uint8Array, kind: "key" | "value"): string {
 /** Options of the client commands, as parsed from the command line. */
 export interface CliOptions {
   address: string;
+  /** Bearer token (never printed). */
+  token?: string;
+  /** PEM files; any of them means TLS. */
+  cacert?: string;
+  cert?: string;
+  key?: string;
   partition?: string;
   deadlineMs?: number;
   buffered: boolean;
@@ -161,9 +173,21 @@ export type Command =
   | { name: "serve"; args: string[] }
   | { name: "put" | "get" | "rm" | "keys" | "sync" | "partitions"; args: string[]; options: CliOptions };
 
-const VALUE_FLAGS = new Set(["address", "partition", "deadline-ms", "prefix", "start", "end", "limit"]);
+const VALUE_FLAGS = new Set([
+  "address",
+  "partition",
+  "deadline-ms",
+  "prefix",
+  "start",
+  "end",
+  "limit",
+  "token",
+  "cacert",
+  "cert",
+  "key",
+]);
 const BOOLEAN_FLAGS = new Set(["buffered", "values", "help"]);
-const CALL_FLAGS = ["address", "deadline-ms"];
+const CALL_FLAGS = ["address", "deadline-ms", "token", "cacert", "cert", "key"];
 
 /** Per command: its positional arguments and the flags it takes besides `--help`. */
 const COMMANDS: Record<string, { args: string[]; flags: string[] }> = {
@@ -256,6 +280,13 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     buffered: flags.has("buffered"),
     values: flags.has("values"),
   };
+  const token = flags.get("token") ?? (env.METADATA_TOKEN === "" ? undefined : env.METADATA_TOKEN);
+  if (token !== undefined) options.token = token;
+  if (flags.has("cert") !== flags.has("key")) throw new UsageError("--cert and --key go together");
+  for (const name of ["cacert", "cert", "key"] as const) {
+    const value = flags.get(name);
+    if (value !== undefined) options[name] = value;
+  }
   const partition = flags.get("partition");
   if (partition !== undefined) options.partition = partition;
   const deadline = flags.get("deadline-ms");
@@ -288,7 +319,13 @@ export async function runClientCommand(
   output: Output,
 ): Promise<number> {
   const { options } = command;
-  const client = new MetadataClient(options.address);
+  let client: MetadataClient;
+  try {
+    client = new MetadataClient(options.address, clientOptions(options));
+  } catch (err) {
+    output.err(`error: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
   const call = {
     ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
     ...(options.partition === undefined ? {} : { partition: options.partition }),
@@ -358,6 +395,22 @@ export async function runClientCommand(
   } finally {
     client.close();
   }
+}
+
+/** TLS and token options of the client: TLS when any of --cacert, --cert, --key is given. */
+function clientOptions(options: CliOptions): ClientOptions {
+  const tls =
+    options.cacert === undefined && options.cert === undefined
+      ? undefined
+      : {
+          ca: options.cacert === undefined ? undefined : readFileSync(options.cacert),
+          cert: options.cert === undefined ? undefined : readFileSync(options.cert),
+          key: options.key === undefined ? undefined : readFileSync(options.key),
+        };
+  return {
+    ...(tls === undefined ? {} : { tls }),
+    ...(options.token === undefined ? {} : { token: options.token }),
+  };
 }
 
 /** `CODE: details` of a gRPC or input error. */

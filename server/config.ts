@@ -24,9 +24,24 @@
  *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
  *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000
  *   --tls-cert FILE, --tls-key FILE  METADATA_TLS_CERT, METADATA_TLS_KEY  none (insecure)
+ *   --tls-client-ca FILE          METADATA_TLS_CLIENT_CA           none     (PEM CA bundle: require and
+ *                                                                             verify client certificates)
+ *   --auth-tokens FILE            METADATA_AUTH_TOKENS             none     (JSON, server/auth/policy.ts;
+ *                                                                             reloaded on SIGHUP)
+ *   --allow-unauthenticated       METADATA_ALLOW_UNAUTHENTICATED   off      (no value; env: 1/true)
+ *   --reflection on|off           METADATA_REFLECTION              on
+ *   --metrics-tls-cert FILE, --metrics-tls-key FILE
+ *                                 METADATA_METRICS_TLS_CERT/_KEY   none     (HTTPS for /metrics, /healthz)
+ *   --metrics-token-file FILE     METADATA_METRICS_TOKEN_FILE      none     (hex SHA-256 of the bearer
+ *                                                                             token /metrics requires;
+ *                                                                             reloaded on SIGHUP)
  *
- * Invariant: `parseConfig` either returns a complete, valid configuration or throws a
- * `ConfigError` naming the flag and the bad value.
+ * Invariants:
+ * - `parseConfig` either returns a complete, valid configuration or throws a `ConfigError`
+ *   naming the flag and the bad value.
+ * - Without authentication (no --auth-tokens and no --tls-client-ca for gRPC, no
+ *   --metrics-token-file for /metrics) only loopback addresses are accepted, unless
+ *   --allow-unauthenticated is given: the error says so in one line.
  */
 import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
 import { isValidPartitionName } from "./store/storage/storage.js";
@@ -52,6 +67,18 @@ export interface ServerConfig {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   tls: { certFile: string; keyFile: string } | undefined;
+  /** CA bundle verifying client certificates (mutual TLS); certificates are optional when absent. */
+  tlsClientCaFile: string | undefined;
+  /** Tokens file of bearer tokens and certificate grants; no authentication when absent. */
+  authTokensFile: string | undefined;
+  /** Serve without authentication on a non-loopback address. */
+  allowUnauthenticated: boolean;
+  /** Serve gRPC server reflection. */
+  reflection: boolean;
+  /** HTTPS for the metrics listener; plain HTTP when absent. */
+  metricsTls: { certFile: string; keyFile: string } | undefined;
+  /** File holding the hex SHA-256 of the bearer token /metrics requires; /metrics open when absent. */
+  metricsTokenFile: string | undefined;
 }
 
 /** A bad flag or environment value. */
@@ -62,6 +89,8 @@ export class ConfigError extends Error {
 interface FlagSpec {
   env: string;
   repeatable?: boolean;
+  /** Takes no value on the command line (its env var takes 1/true/0/false). */
+  boolean?: boolean;
 }
 
 const FLAGS: Record<string, FlagSpec> = {
@@ -84,6 +113,13 @@ const FLAGS: Record<string, FlagSpec> = {
   "shutdown-grace-ms": { env: "METADATA_SHUTDOWN_GRACE_MS" },
   "tls-cert": { env: "METADATA_TLS_CERT" },
   "tls-key": { env: "METADATA_TLS_KEY" },
+  "tls-client-ca": { env: "METADATA_TLS_CLIENT_CA" },
+  "auth-tokens": { env: "METADATA_AUTH_TOKENS" },
+  "allow-unauthenticated": { env: "METADATA_ALLOW_UNAUTHENTICATED", boolean: true },
+  reflection: { env: "METADATA_REFLECTION" },
+  "metrics-tls-cert": { env: "METADATA_METRICS_TLS_CERT" },
+  "metrics-tls-key": { env: "METADATA_METRICS_TLS_KEY" },
+  "metrics-token-file": { env: "METADATA_METRICS_TOKEN_FILE" },
 };
 
 /** Text of `--help`. */
@@ -104,7 +140,10 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     const spec = FLAGS[flag];
     if (spec === undefined) throw new ConfigError(`unknown flag --${flag}\n${USAGE}`);
     let value: string;
-    if (eq !== -1) {
+    if (spec.boolean) {
+      if (eq !== -1) throw new ConfigError(`--${flag} takes no value`);
+      value = "true";
+    } else if (eq !== -1) {
       value = arg.slice(eq + 1);
     } else {
       const next = argv[++i];
@@ -164,12 +203,46 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
   const tlsCert = get("tls-cert", "");
   const tlsKey = get("tls-key", "");
   if ((tlsCert === "") !== (tlsKey === "")) throw new ConfigError("--tls-cert and --tls-key go together");
+  const clientCa = get("tls-client-ca", "");
+  if (clientCa !== "" && tlsCert === "") {
+    throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)");
+  }
+  const metricsTlsCert = get("metrics-tls-cert", "");
+  const metricsTlsKey = get("metrics-tls-key", "");
+  if ((metricsTlsCert === "") !== (metricsTlsKey === "")) {
+    throw new ConfigError("--metrics-tls-cert and --metrics-tls-key go together");
+  }
+  const switchFlag = (flag: string, fallback: boolean, on: string[], off: string[]): boolean => {
+    const text = get(flag, fallback ? (on[0] as string) : (off[0] as string))
+      .trim()
+      .toLowerCase();
+    if (on.includes(text)) return true;
+    if (off.includes(text)) return false;
+    throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not one of ${[...on, ...off].join(", ")}`);
+  };
+  const authTokens = get("auth-tokens", "");
+  const metricsTokenFile = get("metrics-token-file", "");
+  const allowUnauthenticated = switchFlag("allow-unauthenticated", false, ["true", "1"], ["false", "0"]);
+  const listen = hostPort("listen", get("listen", "127.0.0.1:50051"));
+  const metricsListen =
+    metricsText === "" || metricsText === "off" ? undefined : hostPort("metrics-listen", metricsText);
+  if (!allowUnauthenticated) {
+    if (authTokens === "" && clientCa === "" && !isLoopback(listen.host)) {
+      throw new ConfigError(
+        `refusing to listen on ${listen.text} without authentication: give --auth-tokens or --tls-client-ca, or --allow-unauthenticated to serve anyone who can reach it`,
+      );
+    }
+    if (metricsListen !== undefined && metricsTokenFile === "" && !isLoopback(metricsListen.host)) {
+      throw new ConfigError(
+        `refusing to serve /metrics on ${metricsListen.text} without authentication: give --metrics-token-file, or --allow-unauthenticated to serve anyone who can reach it`,
+      );
+    }
+  }
 
   return {
     dataDir: get("data-dir", "./data"),
-    listen: hostPort("listen", get("listen", "127.0.0.1:50051")).text,
-    metricsListen:
-      metricsText === "" || metricsText === "off" ? undefined : hostPort("metrics-listen", metricsText),
+    listen: listen.text,
+    metricsListen,
     defaultPartition: partition("default-partition", get("default-partition", "default")),
     defaultKeyCodec: codec("default-key-codec", get("default-key-codec", "variable")),
     keyCodecs,
@@ -185,7 +258,28 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),
     shutdownGraceMs: int("shutdown-grace-ms", 10_000, 0, 3_600_000),
     tls: tlsCert === "" ? undefined : { certFile: tlsCert, keyFile: tlsKey },
+    tlsClientCaFile: clientCa === "" ? undefined : clientCa,
+    authTokensFile: authTokens === "" ? undefined : authTokens,
+    allowUnauthenticated,
+    reflection: switchFlag("reflection", true, ["on", "true", "1"], ["off", "false", "0"]),
+    metricsTls: metricsTlsCert === "" ? undefined : { certFile: metricsTlsCert, keyFile: metricsTlsKey },
+    metricsTokenFile: metricsTokenFile === "" ? undefined : metricsTokenFile,
   };
+}
+
+/**
+ * True for an address that only this machine can reach: `localhost`, 127.0.0.0/8, ::1 (also
+ * IPv4-mapped). Any other name is taken as reachable from elsewhere, since resolving it could
+ * give anything.
+ */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase();
+  return (
+    h === "localhost" ||
+    h === "::1" ||
+    /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
+    /^0{0,4}(?::0{0,4}){6}:0{0,3}1$/.test(h)
+  );
 }
 
 function hostPort(flag: string, text: string): { host: string; port: number; text: string } {

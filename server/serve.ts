@@ -4,7 +4,8 @@
  *
  * Invariants: a bad flag prints the problem and exits 2; the first signal stops taking calls,
  * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails); a second
- * signal exits at once with 1.
+ * signal exits at once with 1. SIGHUP reloads the tokens file and the metrics token file
+ * (a bad file keeps the previous one; connections and calls carry on).
  */
 import { ConfigError, parseConfig, USAGE } from "./config.js";
 import { startService } from "./service.js";
@@ -54,4 +55,8 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  process.on("SIGHUP", () => {
+    console.log("SIGHUP: reloading the tokens files");
+    service.reload();
+  });
 }

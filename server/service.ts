@@ -9,10 +9,16 @@
  *   lock is released once everything is closed, or when starting fails.
  * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
  *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
+ * - A tokens file or metrics token file that does not load stops the start; `reload()` (SIGHUP)
+ *   reads both again, keeping the previous one of each that fails and logging why.
+ * - With `--tls-client-ca` the gRPC port takes only clients whose certificate that CA verifies:
+ *   others are refused at the TLS handshake, before any call.
  */
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { collectDefaultMetrics, Registry } from "prom-client";
+import { AccessControl } from "./auth/access-control.js";
+import { loadTokenHashFile } from "./auth/policy.js";
 import type { ServerConfig } from "./config.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
 import { createGroupCommitMetrics } from "./engine/group-commit.js";
@@ -33,6 +39,10 @@ export interface RunningService {
   registry: Registry;
   partitions: Partitions;
   engine: Engine;
+  /** Authentication and authorization of the gRPC calls. */
+  access: AccessControl;
+  /** Reads the tokens file and the metrics token file again (SIGHUP); see the module comment. */
+  reload(): void;
   stop(): Promise<void>;
 }
 
@@ -81,18 +91,29 @@ async function startLocked(
     registry,
     createGroupCommitMetrics(registry),
   );
+  const access = AccessControl.open({
+    tokensFile: config.authTokensFile,
+    clientCertificates: config.tlsClientCaFile !== undefined,
+    registry,
+  });
+  let metricsTokenHash =
+    config.metricsTokenFile === undefined ? undefined : loadTokenHashFile(config.metricsTokenFile);
   const credentials =
     config.tls === undefined
       ? undefined
-      : ServerCredentials.createSsl(null, [
-          { cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) },
-        ]);
+      : ServerCredentials.createSsl(
+          config.tlsClientCaFile === undefined ? null : readFileSync(config.tlsClientCaFile),
+          [{ cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) }],
+          config.tlsClientCaFile !== undefined,
+        );
   const engine = new Engine(partitions);
   const rpc = await RpcServer.start(config.listen, engine, registry, {
     maxConcurrentStreams: config.maxConcurrentStreams,
     writeStreamMaxInFlight: config.writeStreamMaxInFlight,
     writeStreamMaxInFlightBytes: config.writeStreamMaxInFlightBytes,
     maxMessageBytes: config.maxMessageBytes,
+    reflection: config.reflection,
+    access,
     ...(credentials === undefined ? {} : { credentials }),
   });
   let http: HttpServer | undefined;
@@ -103,6 +124,17 @@ async function startLocked(
         config.metricsListen.port,
         registry,
         () => rpc.serving,
+        {
+          ...(config.metricsTls === undefined
+            ? {}
+            : {
+                tls: {
+                  cert: readFileSync(config.metricsTls.certFile),
+                  key: readFileSync(config.metricsTls.keyFile),
+                },
+              }),
+          ...(config.metricsTokenFile === undefined ? {} : { metricsTokenHash: () => metricsTokenHash }),
+        },
       );
     }
   } catch (err) {
@@ -116,6 +148,18 @@ async function startLocked(
     registry,
     partitions,
     engine,
+    access,
+    reload: () => {
+      if (config.authTokensFile !== undefined) access.reload();
+      if (config.metricsTokenFile !== undefined) {
+        try {
+          metricsTokenHash = loadTokenHashFile(config.metricsTokenFile);
+          console.error(`metrics: reloaded the token hash from ${config.metricsTokenFile}`);
+        } catch (err) {
+          console.error(`metrics: keeping the previous token: ${(err as Error).message}`);
+        }
+      }
+    },
     stop: () => {
       stopping ??= (async () => {
         await rpc.shutdown(config.shutdownGraceMs);

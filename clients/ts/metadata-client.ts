@@ -9,8 +9,17 @@
  * - Errors are grpc-js `ServiceError`s (`code`, `details`); see the proto for which codes each
  *   RPC returns. A DEADLINE_EXCEEDED on a write means its outcome is unknown.
  *
+ * - Authentication: `token` sends `authorization: Bearer <token>` on every call (a call
+ *   credentials plugin over TLS; over plaintext, which only suits loopback, a client
+ *   interceptor, since grpc-js attaches call credentials to secure channels only); `tls` takes
+ *   the CA to trust and a client certificate and key for mutual TLS.
+ *
  * Usage:
  *   const client = new MetadataClient("127.0.0.1:50051");
+ *   const secure = new MetadataClient("db.example.com:50051", {
+ *     token: process.env.METADATA_TOKEN,
+ *     tls: { ca: readFileSync("ca.pem"), cert: readFileSync("me.pem"), key: readFileSync("me.key") },
+ *   });
  *   await client.put(key, value);              // durable when it resolves
  *   const value = await client.get(key);       // Uint8Array | undefined
  *   for await (const { key } of client.keys({ prefix })) ...
@@ -83,12 +92,72 @@ export type BatchPrecondition =
   | { key: Uint8Array; present: true }
   | { key: Uint8Array; valueEquals: Uint8Array };
 
+/** TLS of the channel: PEM bytes. */
+export interface ClientTlsOptions {
+  /** CA certificates to trust; the system's roots when absent. */
+  ca?: Buffer | undefined;
+  /** Client certificate chain, for servers that require one (mutual TLS); needs `key`. */
+  cert?: Buffer | undefined;
+  /** Private key of `cert`. */
+  key?: Buffer | undefined;
+}
+
 /** Options of the channel. */
 export interface ClientOptions {
-  /** Channel credentials; insecure by default. Use `grpc.credentials.createSsl(...)` for TLS. */
+  /**
+   * Channel credentials; insecure by default. Use `grpc.credentials.createSsl(...)` for TLS, or
+   * give `tls` instead.
+   */
   credentials?: grpc.ChannelCredentials;
+  /** TLS from PEM bytes; ignored when `credentials` is given. */
+  tls?: ClientTlsOptions;
+  /** Bearer token sent as `authorization: Bearer <token>` metadata on every call. */
+  token?: string | undefined;
   /** grpc-js channel options (keepalive, message sizes, ...). */
   channelOptions?: grpc.ChannelOptions;
+}
+
+/**
+ * Channel credentials and client options for `options`: the token rides on call credentials
+ * over TLS, or on an interceptor over plaintext. @throws Error for a cert without a key
+ */
+function channelOf(options: ClientOptions): {
+  credentials: grpc.ChannelCredentials;
+  clientOptions: grpc.ClientOptions;
+} {
+  const { tls, token } = options;
+  if (tls !== undefined && (tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new Error("tls.cert and tls.key go together");
+  }
+  let credentials =
+    options.credentials ??
+    (tls === undefined
+      ? grpc.credentials.createInsecure()
+      : grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null));
+  const clientOptions: grpc.ClientOptions = { ...(options.channelOptions ?? {}) };
+  if (token !== undefined) {
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new Error("token must be printable ASCII without spaces");
+    const header = `Bearer ${token}`;
+    if (credentials._isSecure()) {
+      credentials = credentials.compose(
+        grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+          const metadata = new grpc.Metadata();
+          metadata.set("authorization", header);
+          callback(null, metadata);
+        }),
+      );
+    } else {
+      const addToken: grpc.Interceptor = (callOptions, next) =>
+        new grpc.InterceptingCall(next(callOptions), {
+          start: (metadata, listener, nextStart) => {
+            metadata.set("authorization", header);
+            nextStart(metadata, listener);
+          },
+        });
+      clientOptions.interceptors = [...(clientOptions.interceptors ?? []), addToken];
+    }
+  }
+  return { credentials, clientOptions };
 }
 
 type Method = (typeof MetadataService.method)[keyof typeof MetadataService.method];
@@ -101,12 +170,10 @@ function path(method: Method): string {
 export class MetadataClient {
   private readonly client: grpc.Client;
 
+  /** Connects lazily to `address`. @throws Error for inconsistent `tls` or a malformed `token` */
   constructor(address: string, options: ClientOptions = {}) {
-    this.client = new grpc.Client(
-      address,
-      options.credentials ?? grpc.credentials.createInsecure(),
-      options.channelOptions ?? {},
-    );
+    const { credentials, clientOptions } = channelOf(options);
+    this.client = new grpc.Client(address, credentials, clientOptions);
   }
 
   /** Closes the channel. */

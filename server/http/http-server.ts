@@ -1,13 +1,28 @@
 /**
- * HttpServer: the plain-HTTP side of the server: `/metrics` (Prometheus text from the registry)
- * and `/healthz` (200 "ok" while serving, 503 once shutdown has started).
+ * HttpServer: the HTTP side of the server: `/metrics` (Prometheus text from the registry) and
+ * `/healthz` (200 "ok" while serving, 503 once shutdown has started), over plain HTTP or, with a
+ * certificate, HTTPS.
  *
- * Invariant: it answers only GET and HEAD on those two paths (404 otherwise, 405 for other
- * methods) and never blocks on the store.
+ * Invariants:
+ * - It answers only GET and HEAD on those two paths (404 otherwise, 405 for other methods) and
+ *   never blocks on the store.
+ * - With a metrics token, /metrics answers 401 unless the request carries
+ *   `authorization: Bearer <token>` whose SHA-256 equals it (compared in constant time); the
+ *   token is read again on every request, so a reload applies at once. /healthz stays open.
  */
-import { createServer, type Server } from "node:http";
+import { createHash, timingSafeEqual } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+
+/** Security options of the HTTP endpoint. */
+export interface HttpServerOptions {
+  /** PEM certificate chain and key: serve HTTPS. */
+  tls?: { cert: Buffer; key: Buffer };
+  /** SHA-256 of the bearer token /metrics requires (read per request); /metrics is open when absent. */
+  metricsTokenHash?: () => Buffer | undefined;
+}
 
 /** A running metrics and health endpoint. */
 export interface HttpServer {
@@ -22,8 +37,9 @@ export async function startHttpServer(
   port: number,
   registry: Registry,
   serving: () => boolean,
+  options: HttpServerOptions = {},
 ): Promise<HttpServer> {
-  const server: Server = createServer((request, response) => {
+  const handle = (request: IncomingMessage, response: ServerResponse): void => {
     const path = (request.url ?? "/").split("?")[0];
     if (request.method !== "GET" && request.method !== "HEAD") {
       response.writeHead(405, { allow: "GET, HEAD" }).end();
@@ -37,6 +53,12 @@ export async function startHttpServer(
       return;
     }
     if (path === "/metrics") {
+      if (!authorized(request, options.metricsTokenHash?.())) {
+        response
+          .writeHead(401, { "content-type": "text/plain", "www-authenticate": 'Bearer realm="metrics"' })
+          .end("unauthorized: send authorization: Bearer <token>\n");
+        return;
+      }
       registry.metrics().then(
         (text) => response.writeHead(200, { "content-type": registry.contentType }).end(text),
         (err: unknown) => response.writeHead(500, { "content-type": "text/plain" }).end(`${String(err)}\n`),
@@ -44,7 +66,11 @@ export async function startHttpServer(
       return;
     }
     response.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
-  });
+  };
+  const server: Server =
+    options.tls === undefined
+      ? createServer(handle)
+      : createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, handle);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => resolve());
@@ -57,4 +83,17 @@ export async function startHttpServer(
         server.close(() => resolve());
       }),
   };
+}
+
+/** True when no token is required, or the request's bearer token hashes to `expected`. */
+function authorized(request: IncomingMessage, expected: Buffer | undefined): boolean {
+  if (expected === undefined) return true;
+  const match = /^bearer +([\x21-\x7e]+) *$/i.exec(request.headers.authorization ?? "");
+  if (match === null) return false;
+  return timingSafeEqual(
+    createHash("sha256")
+      .update(match[1] as string, "utf8")
+      .digest(),
+    expected,
+  );
 }

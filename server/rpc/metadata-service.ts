@@ -7,10 +7,17 @@
  * - Keys streams from one committed snapshot, in chunks, writing only while the transport accepts
  *   more (flow control), so a slow reader never makes the server buffer the whole listing.
  * - Write (the bidirectional stream) is served by write-stream.ts through the same engine calls.
+ * - Every call is authenticated and authorized (AccessControl) before anything else: before its
+ *   partition name is validated and before the engine sees it, so a refused call changes nothing
+ *   and creates nothing. ListPartitions answers only the names the caller may read. A Write
+ *   stream is authenticated when it opens (refused at once without credentials) and each of its
+ *   requests is authorized on its own partition (a refused request is answered with its status
+ *   and the stream goes on).
  */
 import { once } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import type { ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
+import { Registry } from "prom-client";
 import {
   ClearResponseSchema,
   GetResponseSchema,
@@ -22,6 +29,13 @@ import {
   RetainResponseSchema,
   SyncResponseSchema,
 } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import {
+  AccessControl,
+  AuthError,
+  type CallCredentialsSource,
+  type Principal,
+} from "../auth/access-control.js";
+import type { Access } from "../auth/policy.js";
 import type { Engine } from "../engine/operations.js";
 import type { ServiceImpl } from "./service-definition.js";
 import { type ErrorLog, type StatusError, toStatus } from "./status.js";
@@ -42,13 +56,40 @@ const KEYS_CHUNK_MAX_KEYS = 1000;
 /** Most key and value bytes in one Keys response message. */
 const KEYS_CHUNK_MAX_BYTES = 256 * 1024;
 
-/** Builds the handlers of MetadataService over `engine`. */
+/**
+ * Builds the handlers of MetadataService over `engine`, checking every call with `access`
+ * (everything allowed when absent).
+ */
 export function createMetadataService(
   engine: Engine,
   writeStream: WriteStreamOptions,
   log: ErrorLog = console.error,
+  access: AccessControl = AccessControl.open({ registry: new Registry() }),
 ): ServiceImpl<typeof MetadataService> {
   const fail = (err: unknown): StatusError => toStatus(err, log);
+
+  /** Checks `need` on the request's partition for `principal`. @throws AuthError, StoreError */
+  const authorize = (
+    call: CallCredentialsSource,
+    principal: Principal,
+    method: string,
+    name: string,
+    need: Access,
+  ): void => {
+    const refused = access.authorize(call, principal, method, engine.partitions.resolve(name), need);
+    if (refused !== undefined) throw refused;
+  };
+
+  /**
+   * Authenticates the caller, then checks `need` on the request's partition: an unauthenticated
+   * call is refused before its partition name is even looked at.
+   * @throws AuthError, StoreError (invalid partition name)
+   */
+  const allowed = (call: CallCredentialsSource, method: string, name: string, need: Access): void => {
+    const principal = access.authenticate(call, method, name);
+    if (principal instanceof AuthError) throw principal;
+    authorize(call, principal, method, name, need);
+  };
 
   /** Answers the unary call with the result of `run()` or its error (thrown or rejected). */
   const answer = <T>(callback: sendUnaryData<T>, run: () => Promise<T>): void => {
@@ -67,23 +108,31 @@ export function createMetadataService(
 
   return {
     put(call, callback) {
-      answer(callback, () => engine.put(putInput(call.request)).then(putResponse));
+      answer(callback, () => {
+        allowed(call, "Put", call.request.partition, "write");
+        return engine.put(putInput(call.request)).then(putResponse);
+      });
     },
 
     get(call, callback) {
       answer(callback, async () => {
+        allowed(call, "Get", call.request.partition, "read");
         const { value, version } = await engine.get(call.request);
         return create(GetResponseSchema, { ...(value === undefined ? {} : { value }), version });
       });
     },
 
     remove(call, callback) {
-      answer(callback, () => engine.remove(removeInput(call.request)).then(removeResponse));
+      answer(callback, () => {
+        allowed(call, "Remove", call.request.partition, "write");
+        return engine.remove(removeInput(call.request)).then(removeResponse);
+      });
     },
 
     retain(call, callback) {
       answer(callback, async () => {
         const request = call.request;
+        allowed(call, "Retain", request.partition, "write");
         const { removed, version } = await engine.retain({
           partition: request.partition,
           filter: rangeOf(request.filter),
@@ -96,19 +145,24 @@ export function createMetadataService(
     },
 
     keys(call) {
-      streamKeys(engine, call).catch((err: unknown) => {
-        if (!call.cancelled) call.emit("error", fail(err));
-      });
+      Promise.resolve()
+        .then(() => allowed(call, "Keys", call.request.partition, "read"))
+        .then(() => streamKeys(engine, call))
+        .catch((err: unknown) => {
+          if (!call.cancelled) call.emit("error", fail(err));
+        });
     },
 
     sync(call, callback) {
-      answer(callback, async () =>
-        create(SyncResponseSchema, { version: (await engine.sync(call.request)).version }),
-      );
+      answer(callback, async () => {
+        allowed(call, "Sync", call.request.partition, "write");
+        return create(SyncResponseSchema, { version: (await engine.sync(call.request)).version });
+      });
     },
 
     clear(call, callback) {
       answer(callback, async () => {
+        allowed(call, "Clear", call.request.partition, "write");
         const { removed, version } = await engine.clear({
           partition: call.request.partition,
           durable: isDurable(call.request.durability),
@@ -118,17 +172,31 @@ export function createMetadataService(
     },
 
     commit(call, callback) {
-      answer(callback, () => engine.commit(commitInput(call.request)).then(commitResponse));
+      answer(callback, () => {
+        allowed(call, "Commit", call.request.partition, "write");
+        return engine.commit(commitInput(call.request)).then(commitResponse);
+      });
     },
 
-    listPartitions(_call, callback) {
-      answer(callback, async () =>
-        create(ListPartitionsResponseSchema, { partitions: await engine.listPartitions() }),
-      );
+    listPartitions(call, callback) {
+      answer(callback, async () => {
+        const principal = access.authenticate(call, "ListPartitions");
+        if (principal instanceof AuthError) throw principal;
+        return create(ListPartitionsResponseSchema, {
+          partitions: access.readable(principal, await engine.listPartitions()),
+        });
+      });
     },
 
     write(call) {
-      serveWriteStream(engine, call, writeStream, log);
+      const principal = access.authenticate(call, "Write");
+      if (principal instanceof AuthError) {
+        call.emit("error", fail(principal));
+        return;
+      }
+      serveWriteStream(engine, call, writeStream, log, (partition) =>
+        authorize(call, principal, "Write", partition, "write"),
+      );
     },
   };
 }

@@ -17,6 +17,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import type { AccessControl } from "../auth/access-control.js";
 import type { Engine } from "../engine/operations.js";
 import { createMetadataService } from "./metadata-service.js";
 import { createReflectionService } from "./reflection.js";
@@ -36,6 +37,10 @@ export interface RpcServerOptions {
   writeStreamMaxInFlightBytes: number;
   /** TLS credentials; insecure when absent. */
   credentials?: grpc.ServerCredentials;
+  /** Serve server reflection (default true). */
+  reflection?: boolean;
+  /** Authentication and authorization of MetadataService calls; none when absent. */
+  access?: AccessControl;
 }
 
 const SERVICE_NAME = MetadataService.typeName;
@@ -103,18 +108,23 @@ export class RpcServer {
       "grpc.max_send_message_length": options.maxMessageBytes,
       interceptors: [metricsInterceptor(observe, unaryPaths)],
     });
-    const service = createMetadataService(engine, {
-      maxInFlight: options.writeStreamMaxInFlight,
-      maxInFlightBytes: options.writeStreamMaxInFlightBytes,
-      open: writeStreams,
-    });
+    const service = createMetadataService(
+      engine,
+      {
+        maxInFlight: options.writeStreamMaxInFlight,
+        maxInFlightBytes: options.writeStreamMaxInFlightBytes,
+        open: writeStreams,
+      },
+      undefined,
+      options.access,
+    );
     addService(server, MetadataService, service, {
       observeUnary: observe,
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
     });
     const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
     health.addToServer(server);
-    createReflectionService().addToServer(server);
+    if (options.reflection ?? true) createReflectionService().addToServer(server);
     const credentials = options.credentials ?? grpc.ServerCredentials.createInsecure();
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),

@@ -8,6 +8,8 @@
  *   EngineError ShuttingDown, NotCommitted; StoreError Closed,
  *   SyncFailed, Failed                                           -> UNAVAILABLE (not committed)
  *   every other StoreError (format, recovery, I/O)               -> INTERNAL, cause logged
+ *   AuthError Unauthenticated                                    -> UNAUTHENTICATED
+ *   AuthError PermissionDenied                                   -> PERMISSION_DENIED
  *
  * Invariants:
  * - Both switches are exhaustive: adding an error kind fails to compile until it is mapped here.
@@ -18,6 +20,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Metadata as GrpcMetadata, type StatusObject, status } from "@grpc/grpc-js";
+import { AuthError } from "../auth/access-control.js";
 import { EngineError, type EngineErrorKind } from "../engine/errors.js";
 import { StoreError, type StoreErrorKind } from "../store/errors.js";
 
@@ -83,12 +86,25 @@ function storeCode(kind: StoreErrorKind): status | undefined {
   }
 }
 
+/** The code of an authentication or authorization refusal. */
+function authCode(kind: AuthError["kind"]): status {
+  switch (kind) {
+    case "Unauthenticated":
+      return status.UNAUTHENTICATED;
+    case "PermissionDenied":
+      return status.PERMISSION_DENIED;
+    default:
+      return unmapped(kind);
+  }
+}
+
 function unmapped(kind: never): never {
   throw new Error(`unmapped error kind ${String(kind)}`);
 }
 
 /** Maps any error thrown while serving a call to the status the client gets. */
 export function toStatus(err: unknown, log: ErrorLog = defaultLog): StatusError {
+  if (err instanceof AuthError) return answer(authCode(err.kind), err.message);
   if (err instanceof EngineError) return answer(engineCode(err.kind), err.message);
   if (err instanceof StoreError) {
     const code = storeCode(err.kind);

@@ -8,6 +8,9 @@
  *   so one stream's mutations of a partition are applied in the order sent.
  * - Each request read is answered exactly once, as soon as its own outcome is known (a refusal
  *   does not wait for an earlier request's fsync), unless the stream ends first.
+ * - Each request is authorized on its own partition (`authorize`) before the engine sees it; a
+ *   refused one is answered with its status (PERMISSION_DENIED, UNAUTHENTICATED) like any failed
+ *   request.
  * - A failed request never ends the stream. The stream ends with OK after the client half-closes
  *   and every request read has been answered; with UNAVAILABLE after a shutdown began and every
  *   request read has been answered; at once when the client cancels.
@@ -82,8 +85,16 @@ function requestBytes(request: WriteRequest): number {
   }
 }
 
+/** Throws (an AuthError) unless the caller may write to `partition` (as named in the request). */
+export type WriteAuthorizer = (partition: string) => void;
+
 /** Hands one request to the engine; resolves with its answer (never rejects). */
-function execute(engine: Engine, request: WriteRequest, log: ErrorLog): Promise<WriteResponse> {
+function execute(
+  engine: Engine,
+  request: WriteRequest,
+  log: ErrorLog,
+  authorize: WriteAuthorizer,
+): Promise<WriteResponse> {
   const id = request.id;
   const failed = (err: unknown): WriteResponse => {
     const { code, details } = toStatus(err, log);
@@ -91,6 +102,7 @@ function execute(engine: Engine, request: WriteRequest, log: ErrorLog): Promise<
   };
   try {
     const body = request.request;
+    if (body.case !== undefined) authorize(body.value.partition);
     switch (body.case) {
       case "put":
         return engine.put(putInput(body.value)).then(
@@ -140,6 +152,7 @@ export function serveWriteStream(
   call: Call,
   options: WriteStreamOptions,
   log: ErrorLog,
+  authorize: WriteAuthorizer = () => {},
 ): void {
   let unanswered = 0;
   let unansweredBytes = 0;
@@ -201,7 +214,7 @@ export function serveWriteStream(
     const bytes = requestBytes(request);
     unanswered++;
     unansweredBytes += bytes;
-    void execute(engine, request, log).then((response) => {
+    void execute(engine, request, log, authorize).then((response) => {
       unanswered--;
       unansweredBytes -= bytes;
       if (!finished && !call.cancelled && !call.write(response)) awaitingDrain = true;

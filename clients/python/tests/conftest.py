@@ -138,8 +138,9 @@ class Server:
             try:
                 MetadataServiceStub(channel).ListPartitions(metadata_pb2.ListPartitionsRequest(), timeout=2)
                 return True
-            except grpc.RpcError:
-                return False
+            except grpc.RpcError as err:
+                # A server with --auth-tokens answers, and refuses a call without a token.
+                return err.code() == grpc.StatusCode.UNAUTHENTICATED
 
     def stop(self) -> None:
         """SIGTERM, then require exit status 0 within STOP_TIMEOUT_S."""

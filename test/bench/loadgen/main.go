@@ -57,6 +57,7 @@ import (
 // config holds the command-line flags.
 type config struct {
 	target      string
+	token       string
 	workload    string
 	conns       int
 	concurrency int
@@ -159,6 +160,7 @@ func parseFlags() *config {
 	flag.BoolVar(&c.populate, "populate", false, "write the whole key space before the warm-up (default on for get, etcd-get, keys)")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the key choice")
 	flag.BoolVar(&c.handshake, "handshake", false, "announce the window on stderr and open it on a line from stdin")
+	flag.StringVar(&c.token, "token", "", "bearer token sent as authorization metadata on every call (servers with --auth-tokens)")
 	flag.Parse()
 	return c
 }
@@ -281,15 +283,29 @@ func buildPlan(c *config) (*plan, error) {
 	return p, nil
 }
 
+// bearer is per-RPC credentials sending one authorization header; the target is loopback only,
+// so it may travel without TLS.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
+
 // dial opens n connections and waits until each is ready.
-func dial(ctx context.Context, target string, n int) ([]*grpc.ClientConn, error) {
+func dial(ctx context.Context, target string, n int, token string) ([]*grpc.ClientConn, error) {
 	conns := make([]*grpc.ClientConn, 0, n)
+	options := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})),
+	}
+	if token != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearer("Bearer "+token)))
+	}
 	for range n {
 		// passthrough: no resolver, each ClientConn is exactly one HTTP/2 connection to target.
-		cc, err := grpc.NewClient("passthrough:///"+target,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})),
-		)
+		cc, err := grpc.NewClient("passthrough:///"+target, options...)
 		if err != nil {
 			closeAll(conns)
 			return nil, err
@@ -410,7 +426,7 @@ func run(c *config) error {
 
 	// Every phase runs under a deadline derived from the flags, so the process always ends.
 	setupCtx, cancelSetup := context.WithTimeout(context.Background(), 10*time.Second)
-	conns, err := dial(setupCtx, c.target, c.conns)
+	conns, err := dial(setupCtx, c.target, c.conns, c.token)
 	cancelSetup()
 	if err != nil {
 		return err

@@ -11,8 +11,12 @@ module re-exports the two generated modules and the most used names:
         stub = MetadataServiceStub(channel)
         reply = stub.Get(metadata_pb2.GetRequest(partition="p", key=b"k"), timeout=5)
         print(reply.HasField("value"), reply.version)
+
+`connect(target, token=..., root_certificates=..., certificate_chain=..., private_key=...)`
+(commonware_metadata.auth) opens a channel to a server that requires a token or mutual TLS.
 """
 
+from commonware_metadata.auth import connect
 from commonware_metadata.gen.commonware.metadata.v1 import metadata_pb2, metadata_pb2_grpc
 from commonware_metadata.gen.commonware.metadata.v1.metadata_pb2_grpc import (
     MetadataServiceServicer,
@@ -24,6 +28,7 @@ __all__ = [
     "MetadataServiceServicer",
     "MetadataServiceStub",
     "add_MetadataServiceServicer_to_server",
+    "connect",
     "metadata_pb2",
     "metadata_pb2_grpc",
 ]
