@@ -17,6 +17,9 @@
  *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition: calls
  *                                                                             waiting for an answer)
  *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
+ *   --max-open-partitions N       METADATA_MAX_OPEN_PARTITIONS     256      (least recently used idle
+ *                                                                             ones are closed beyond it)
+ *   --max-partitions N            METADATA_MAX_PARTITIONS          10000    (creating more is refused)
  *   --write-stream-max-in-flight N        METADATA_WRITE_STREAM_MAX_IN_FLIGHT        1024
  *                                 (per Write stream: requests read and not yet answered)
  *   --write-stream-max-in-flight-bytes N  METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES  16777216
@@ -62,6 +65,8 @@ export interface ServerConfig {
   batchMaxDelayMs: number;
   maxQueuedOperations: number;
   maxConcurrentStreams: number;
+  maxOpenPartitions: number;
+  maxPartitions: number;
   writeStreamMaxInFlight: number;
   writeStreamMaxInFlightBytes: number;
   maxMessageBytes: number;
@@ -107,6 +112,8 @@ const FLAGS: Record<string, FlagSpec> = {
   "batch-max-delay-ms": { env: "METADATA_BATCH_MAX_DELAY_MS" },
   "max-queued-operations": { env: "METADATA_MAX_QUEUED_OPERATIONS" },
   "max-concurrent-streams": { env: "METADATA_MAX_CONCURRENT_STREAMS" },
+  "max-open-partitions": { env: "METADATA_MAX_OPEN_PARTITIONS" },
+  "max-partitions": { env: "METADATA_MAX_PARTITIONS" },
   "write-stream-max-in-flight": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT" },
   "write-stream-max-in-flight-bytes": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES" },
   "max-message-bytes": { env: "METADATA_MAX_MESSAGE_BYTES" },
@@ -253,6 +260,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     batchMaxDelayMs: int("batch-max-delay-ms", 0, 0, 60_000),
     maxQueuedOperations: int("max-queued-operations", 100_000, 1, 100_000_000),
     maxConcurrentStreams: int("max-concurrent-streams", 128, 1, 1_000_000),
+    maxOpenPartitions: int("max-open-partitions", 256, 1, 1_000_000),
+    maxPartitions: int("max-partitions", 10_000, 1, 100_000_000),
     writeStreamMaxInFlight: int("write-stream-max-in-flight", 1024, 1, 1_000_000),
     writeStreamMaxInFlightBytes: int("write-stream-max-in-flight-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
     maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),

@@ -80,6 +80,8 @@ async function startLocked(
       defaultKeyCodec: config.defaultKeyCodec,
       keyCodecs: config.keyCodecs,
       maxValueBytes: config.maxValueBytes,
+      maxOpenPartitions: config.maxOpenPartitions,
+      maxPartitions: config.maxPartitions,
       groupCommit: {
         batchMaxMutations: config.batchMaxMutations,
         batchMaxBytes: config.batchMaxBytes,

@@ -197,6 +197,28 @@ export class GroupCommit {
     return this.unanswered;
   }
 
+  /** True when nothing is queued, applied and uncommitted, syncing or reopening. */
+  get idle(): boolean {
+    return (
+      this.unanswered === 0 &&
+      !this.dirty &&
+      this.inFlight === undefined &&
+      this.reopening === undefined &&
+      this.failure === undefined &&
+      !this.closing
+    );
+  }
+
+  /** True once the group was retired or closed: it takes no more operations. */
+  get retired(): boolean {
+    return this.closing;
+  }
+
+  /** Closes an idle group to free its resources (see Partitions); like `close`. */
+  retire(): Promise<void> {
+    return this.close();
+  }
+
   /** The partition name. */
   get partition(): string {
     return this.store.partition;

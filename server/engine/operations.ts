@@ -320,10 +320,14 @@ export class Engine {
       if (open !== undefined) return submit(open) ?? Promise.resolve(undefined);
     }
     const submitted = (waiting ?? Promise.resolve()).then(async () => {
-      const group = create
-        ? await this.partitions.forWrite(partition)
-        : await this.partitions.ifExists(partition);
-      return { outcome: submit(group) };
+      for (;;) {
+        const group = create
+          ? await this.partitions.forWrite(partition)
+          : await this.partitions.ifExists(partition);
+        // A partition retired (closed for being idle) meanwhile reopens: look it up again.
+        if (group === undefined || !group.retired || this.partitions.closing)
+          return { outcome: submit(group) };
+      }
     });
     const tail = submitted.then(
       () => undefined,

@@ -10,11 +10,20 @@
  * - A partition is opened at most once, however many calls race to open it.
  * - Each partition has one key codec for its life: the one configured for its name, else the
  *   server default.
+ * - At most `maxOpenPartitions` partitions stay open (file handles, memory, metric series): when
+ *   one more opens, the least recently used idle ones (nothing queued, applied or syncing) are
+ *   retired: closed, their metric series removed. A retired partition reopens from disk on its next
+ *   use, through the usual recovery; nothing committed is lost and nothing pending is dropped
+ *   (a partition with pending work is never retired). Busy partitions may keep the count above
+ *   the limit for a while.
+ * - At most `maxPartitions` partitions exist: a mutation that would create one more is refused
+ *   with `LimitExceeded` naming the limit, and creates nothing.
  */
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
 import { StoreError } from "../store/errors.js";
 import { emptySnapshot, openMetadata, type Snapshot } from "../store/metadata.js";
+import { removePartitionMetrics } from "../store/metrics.js";
 import { type Storage, validatePartitionName } from "../store/storage/storage.js";
 import { EngineError } from "./errors.js";
 import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions } from "./group-commit.js";
@@ -29,6 +38,10 @@ export interface PartitionsConfig {
   keyCodecs: ReadonlyMap<string, KeyCodec>;
   /** Largest value accepted. */
   maxValueBytes: number;
+  /** Most partitions kept open; the least recently used idle ones are closed beyond it. */
+  maxOpenPartitions: number;
+  /** Most partitions that may exist (on disk or open); creating one more is refused. */
+  maxPartitions: number;
   groupCommit: GroupCommitOptions;
 }
 
@@ -38,8 +51,16 @@ const EMPTY_SNAPSHOT = emptySnapshot();
 /** See the module comment. */
 export class Partitions {
   private readonly open = new Map<string, Promise<GroupCommit>>();
-  /** The partitions whose open has completed, for callers that must not wait a turn. */
+  /**
+   * The partitions whose open has completed, for callers that must not wait a turn; in order of
+   * last use (the first is the least recently used).
+   */
   private readonly ready = new Map<string, GroupCommit>();
+  /** Partitions being retired: their close, which a reopen waits for. */
+  private readonly retiring = new Map<string, Promise<void>>();
+  /** Names of the partitions that exist, loaded at the first creation (for `maxPartitions`). */
+  private known: Promise<Set<string>> | undefined;
+  private retirementScheduled = false;
   private closed = false;
   private expedited = false;
 
@@ -71,9 +92,25 @@ export class Partitions {
     return this.config.keyCodecs.get(partition) ?? this.config.defaultKeyCodec;
   }
 
-  /** The partition's group commit if it is open now, else undefined. */
+  /** The partition's group commit if it is open now (counting as a use), else undefined. */
   openNow(partition: string): GroupCommit | undefined {
-    return this.closed ? undefined : this.ready.get(partition);
+    if (this.closed) return undefined;
+    const group = this.ready.get(partition);
+    if (group !== undefined && this.ready.size > 1) {
+      this.ready.delete(partition);
+      this.ready.set(partition, group);
+    }
+    return group;
+  }
+
+  /** True once `close` was called. */
+  get closing(): boolean {
+    return this.closed;
+  }
+
+  /** Number of partitions open now. */
+  get openCount(): number {
+    return this.ready.size;
   }
 
   /**
@@ -134,7 +171,10 @@ export class Partitions {
     this.closed = true;
     this.ready.clear();
     const all = [...this.open.values()];
-    await Promise.allSettled(all.map(async (opening) => (await opening).close()));
+    await Promise.allSettled([
+      ...all.map(async (opening) => (await opening).close()),
+      ...this.retiring.values(),
+    ]);
   }
 
   private async existsOnDisk(partition: string): Promise<boolean> {
@@ -147,6 +187,8 @@ export class Partitions {
   }
 
   private async openPartition(partition: string): Promise<GroupCommit> {
+    await this.retiring.get(partition);
+    await this.admit(partition);
     const keyCodec = this.keyCodec(partition);
     const openStore = (discardVersionsFrom: bigint | undefined) =>
       openMetadata(this.storage, {
@@ -161,6 +203,58 @@ export class Partitions {
     if (this.expedited) group.expedite();
     // Set before the open resolves, so that later callers find it before earlier ones resume.
     this.ready.set(partition, group);
+    (await this.known)?.add(partition);
+    this.scheduleRetirement();
     return group;
+  }
+
+  /**
+   * Refuses to create a partition beyond `maxPartitions` (an existing one always opens).
+   * @throws EngineError LimitExceeded
+   */
+  private async admit(partition: string): Promise<void> {
+    this.known ??= this.storage.listPartitions().then((names) => new Set(names));
+    const known = await this.known;
+    if (known.has(partition) || known.size < this.config.maxPartitions) return;
+    if (await this.existsOnDisk(partition)) {
+      known.add(partition);
+      return;
+    }
+    throw new EngineError(
+      "LimitExceeded",
+      `too many partitions: ${known.size} exist, the limit is ${this.config.maxPartitions} (--max-partitions)`,
+    );
+  }
+
+  /**
+   * Retires idle partitions beyond the limit after the current turn: the calls that opened a
+   * partition submit their work in this turn, so a partition is never retired between its open
+   * and its first use.
+   */
+  private scheduleRetirement(): void {
+    if (this.retirementScheduled || this.ready.size <= this.config.maxOpenPartitions) return;
+    this.retirementScheduled = true;
+    setImmediate(() => {
+      this.retirementScheduled = false;
+      if (!this.closed) this.retireIdle();
+    });
+  }
+
+  /** Retires the least recently used idle partitions while more than the limit are open. */
+  private retireIdle(): void {
+    for (const [name, group] of this.ready) {
+      if (this.ready.size <= this.config.maxOpenPartitions) return;
+      if (!group.idle) continue;
+      this.ready.delete(name);
+      this.open.delete(name);
+      const retired = group
+        .retire()
+        .then(() => (this.registry === undefined ? undefined : removePartitionMetrics(this.registry, name)))
+        .catch(() => undefined)
+        .finally(() => {
+          if (this.retiring.get(name) === retired) this.retiring.delete(name);
+        });
+      this.retiring.set(name, retired);
+    }
   }
 }

@@ -18,7 +18,7 @@
  * - Storage counters are cumulative for the life of the registry.
  * - A metric family is registered once per registry, whoever asks first.
  */
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge, type Metric, type Registry } from "prom-client";
 
 const PREFIX = "metadata_";
 
@@ -106,4 +106,28 @@ export function createStorageMetrics(registry: Registry, partition: string): Sto
     syncs: child("storage_syncs_total", "Blob fsyncs."),
     readBytes: child("storage_read_bytes_total", "Bytes read from blobs."),
   };
+}
+
+/**
+ * Removes every series of `partition` from the metrics of `registry` that have a `partition`
+ * label (its store, storage and group commit series), so that a closed partition leaves nothing
+ * behind in a scrape. Counters of a partition opened again start from 0 (a counter reset, which
+ * Prometheus' rate() handles).
+ */
+export async function removePartitionMetrics(registry: Registry, partition: string): Promise<void> {
+  const gauge = registry.getSingleMetric(`${PREFIX}keys`);
+  if (gauge !== undefined) keyCounts.get(gauge as Gauge<"partition">)?.delete(partition);
+  for (const metric of registry.getMetricsAsArray() as unknown as Metric<string>[]) {
+    const { values } = await metric.get();
+    const seen = new Set<string>();
+    for (const { labels } of values) {
+      if (labels.partition !== partition) continue;
+      // A histogram's series differ by `le` only; remove() takes the metric's own labels.
+      const { le: _bucket, ...own } = labels;
+      const key = JSON.stringify(own);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      metric.remove(own as Record<string, string | number>);
+    }
+  }
 }
