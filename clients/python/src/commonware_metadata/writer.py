@@ -187,6 +187,8 @@ class Writer:
             if not self._closing:
                 self._closing = True
                 self._requests.put(None)
+                # Calls waiting for a slot fail now instead of after the next answer.
+                self._cond.notify_all()
         if not self._done.wait(timeout):
             raise TimeoutError(f"the Write stream did not end within {timeout} s")
         if self._end_error is not None:
