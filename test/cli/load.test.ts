@@ -3,7 +3,8 @@
  * KEY<TAB>VALUE lines from stdin or a file over one Write stream. Checks that every line is
  * committed (a later line wins for a repeated key, text / hex: / u64: spellings), that failed
  * lines are named on stderr with their status while the others still go in (exit status 1), the
- * summary on stdout, and progress on stderr for input that takes more than a second.
+ * summary on stdout, progress on stderr for input that takes more than a second, and a server
+ * killed mid-load (unanswered lines fail with an unknown outcome, reading stops, exit status 1).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -11,6 +12,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseCommandLine } from "../../server/cli.js";
+import { ServerProcess } from "../e2e/server-process.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
@@ -25,9 +27,15 @@ interface Run {
 
 /**
  * Runs the CLI with `args` against `address`, writing `input` to its stdin chunk by chunk with
- * `pauseMs` between chunks; resolves with its exit status and output.
+ * `pauseMs` between chunks (a function in `input` is awaited instead of written); resolves with
+ * its exit status and output.
  */
-async function cli(address: string, args: string[], input: string[] = [], pauseMs = 0): Promise<Run> {
+async function cli(
+  address: string,
+  args: string[],
+  input: (string | (() => Promise<void>))[] = [],
+  pauseMs = 0,
+): Promise<Run> {
   const child = spawn(process.execPath, ["--import", "tsx", "server/cli.ts", ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, METADATA_ADDRESS: address },
@@ -49,7 +57,8 @@ async function cli(address: string, args: string[], input: string[] = [], pauseM
     });
     for (const [i, chunk] of input.entries()) {
       if (i > 0 && pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
-      child.stdin.write(chunk);
+      if (typeof chunk === "function") await chunk();
+      else child.stdin.write(chunk);
     }
     child.stdin.end();
     return { code: await exited, stdout, stderr };
@@ -148,5 +157,52 @@ describe("cli load", () => {
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /^load: \d+ lines read, \d+ puts acknowledged, 0 failed \(\d+\/s\)$/m);
     assert.match(run.stdout, /^loaded: 2000 of 2000 puts acknowledged, 0 failed; /);
+  });
+
+  test("a server killed mid-load: unanswered lines fail (outcome unknown), reading stops, exit 1", async () => {
+    const data = await tempDir("metadata-cli-load-kill-");
+    // Durable puts held back by the batch delay: none is answered before the kill.
+    const child = await ServerProcess.start({ dataDir: data.path, flags: ["--batch-max-delay-ms", "30000"] });
+    try {
+      const waiting = async (): Promise<number> => {
+        const text = await (await fetch(`http://127.0.0.1:${child.metricsPort}/metrics`)).text();
+        const row = text
+          .split("\n")
+          .find((l) => l.startsWith('metadata_operations_waiting{partition="killed"} '));
+        return row === undefined ? 0 : Number(row.split(" ")[1]);
+      };
+      const first = Array.from({ length: 10 }, (_, i) => `k${i}\tv\n`).join("");
+      const run = await cli(
+        child.address,
+        ["load", "-", "--partition", "killed"],
+        [
+          first,
+          async () => {
+            const deadline = Date.now() + 30_000;
+            while ((await waiting()) < 10) {
+              assert.ok(Date.now() < deadline, `puts never reached the server\n${child.output()}`);
+              await new Promise((resolve) => setTimeout(resolve, 20));
+            }
+            await child.kill("SIGKILL");
+          },
+          "k10\tv\nk11\tv\n",
+        ],
+      );
+      assert.equal(run.code, 1);
+      assert.match(run.stdout, /^loaded: 0 of 10 puts acknowledged, 10 failed; version: 0\n$/);
+      // Progress lines (the run may pass a second) come first; the failed lines follow in order.
+      const lines = run.stderr
+        .trimEnd()
+        .split("\n")
+        .filter((line) => !line.startsWith("load: "));
+      for (let i = 1; i <= 10; i++) {
+        assert.match(lines[i - 1] as string, new RegExp(`^line ${i}: UNAVAILABLE: .*outcome unknown$`));
+      }
+      assert.match(run.stderr, /^error: the stream ended: UNAVAILABLE: /m);
+      assert.match(run.stderr, /^stopped at line 11: it and the lines after it were not sent$/m);
+    } finally {
+      await child.stop();
+      await data.remove();
+    }
   });
 });
