@@ -12,13 +12,14 @@
 # copy of clients/python so the build leaves nothing in the clone. A warm run needs no network.
 #
 # Pins: the runtime versions match scripts/install-codegen-tools.sh (the generated code checks them
-# at import time); pytest and pytest-timeout are pinned in pyproject.toml's `test` extra.
+# at import time); googleapis-common-protos provides google.rpc.status_pb2 (WriteResponse.status);
+# pytest and pytest-timeout are pinned in pyproject.toml's `test` extra.
 #
 # Exit status: pytest's, except that "no tests collected" (pytest's 5) is a failure (1), and a
 # run cut by the time bound exits 124.
 set -euo pipefail
 
-RUNTIME_PINS=(grpcio==1.85.1 protobuf==7.36.2)
+RUNTIME_PINS=(grpcio==1.85.1 protobuf==7.36.2 googleapis-common-protos==1.76.0)
 BUILD_PINS=(setuptools==84.2.1)
 PYTEST_RUN_TIMEOUT_S="${PYTEST_RUN_TIMEOUT_S:-900}" # the whole pytest run
 PYTEST_TEST_TIMEOUT_S="${PYTEST_TEST_TIMEOUT_S:-180}" # each test (pytest-timeout)
@@ -55,7 +56,7 @@ tar -C "$client" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ --
 
 stamp="$("$python" -c 'import sys; print(sys.version)' | head -1) | ${RUNTIME_PINS[*]} ${BUILD_PINS[*]} | $(sha256sum "$client/pyproject.toml" | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]] ||
-  ! "$venv/bin/python" -c "import grpc, google.protobuf, pytest, pytest_timeout, setuptools" 2>/dev/null; then
+  ! "$venv/bin/python" -c "import grpc, google.protobuf, google.rpc.status_pb2, pytest, pytest_timeout, setuptools" 2>/dev/null; then
   log "creating $venv ($stamp)"
   rm -rf "$venv"
   "$python" -m venv "$venv"
@@ -77,7 +78,7 @@ case "$installed" in
     exit 1
     ;;
 esac
-log "$("$venv/bin/python" --version), $("$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null | grep -Ei '^(grpcio|protobuf|pytest|pytest-timeout) ' | tr -s ' ' | paste -sd, -)"
+log "$("$venv/bin/python" --version), $("$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null | grep -Ei '^(grpcio|protobuf|googleapis-common-protos|pytest|pytest-timeout) ' | tr -s ' ' | paste -sd, -)"
 
 # Run from clients/python so pytest's rootdir is the client; no cache or bytecode in the clone.
 cd "$client"

@@ -8,6 +8,8 @@
  *   npm run cli -- keys [--prefix P] [--start S] [--end E] [--limit N] [--values]
  *   npm run cli -- sync                          prints the committed version
  *   npm run cli -- partitions                    prints the partition names
+ *   npm run cli -- load FILE [--buffered]        streams the puts of FILE (- for stdin), one
+ *                                                KEY<TAB>VALUE a line, over one Write stream
  * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`
  * and `--deadline-ms N` on every call, and for secured servers `--token T` (env METADATA_TOKEN),
  * `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a client certificate).
@@ -28,7 +30,8 @@
  *   stops it the same way on SIGTERM/SIGINT: finish in-flight calls, commit buffered changes,
  *   exit 0; a second signal exits at once with status 1.
  */
-import { readFileSync, realpathSync } from "node:fs";
+import { createReadStream, readFileSync, realpathSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { status } from "@grpc/grpc-js";
 import { type ClientOptions, Durability, MetadataClient } from "../clients/ts/metadata-client.js";
@@ -48,6 +51,9 @@ Commands:
   keys                  list the committed keys in byte order, one a line (KEY<TAB>VALUE with --values)
   sync                  commit everything pending in the partition; prints the version
   partitions            list the partitions
+  load FILE             put every KEY<TAB>VALUE line of FILE ("-": stdin) over one Write stream;
+                        progress on stderr every second, a summary on stdout; exit 1 if a put
+                        failed (the failed lines are listed on stderr)
   help                  print this text
 
 Options:
@@ -58,7 +64,7 @@ Options:
   --cacert FILE         use TLS, trusting the CA certificate(s) in FILE (PEM)
   --cert FILE, --key FILE
                         use TLS with this client certificate and key (mutual TLS)
-  --buffered            put, rm: answer once applied, before the fsync (version 0); the server
+  --buffered            put, rm, load: answer once applied, before the fsync (version 0); the server
                         commits it within its flush interval, or at once with "sync"
   --prefix P            keys: only keys starting with P
   --start S, --end E    keys: only keys >= S and < E
@@ -171,7 +177,11 @@ export interface CliOptions {
 export type Command =
   | { name: "help" }
   | { name: "serve"; args: string[] }
-  | { name: "put" | "get" | "rm" | "keys" | "sync" | "partitions"; args: string[]; options: CliOptions };
+  | {
+      name: "put" | "get" | "rm" | "keys" | "sync" | "partitions" | "load";
+      args: string[];
+      options: CliOptions;
+    };
 
 const VALUE_FLAGS = new Set([
   "address",
@@ -200,6 +210,7 @@ const COMMANDS: Record<string, { args: string[]; flags: string[] }> = {
   },
   sync: { args: [], flags: [...CALL_FLAGS, "partition"] },
   partitions: { args: [], flags: CALL_FLAGS },
+  load: { args: ["FILE"], flags: [...CALL_FLAGS, "partition", "buffered"] },
 };
 
 function integer(flag: string, text: string, min: number, max: number): number {
@@ -388,6 +399,8 @@ export async function runClientCommand(
         for (const name of await client.listPartitions(call)) await output.out(name);
         return 0;
       }
+      case "load":
+        return await load(client, command.args[0] as string, options, output);
     }
   } catch (err) {
     output.err(`error: ${describeError(err)}`);
@@ -411,6 +424,130 @@ function clientOptions(options: CliOptions): ClientOptions {
     ...(tls === undefined ? {} : { tls }),
     ...(options.token === undefined ? {} : { token: options.token }),
   };
+}
+
+/** Most failed lines `load` lists one by one; a count stands for the rest. */
+const LOAD_LIST_FAILED = 20;
+/** Requests of `load` in flight on its Write stream. */
+const LOAD_WINDOW = 256;
+
+/**
+ * `load`: puts every `KEY<TAB>VALUE` line of `file` (`-`: stdin) through one Write stream, in
+ * order (a later line with the same key wins), reading no further ahead than the writer's window.
+ * The value is the rest of the line after the first tab (a trailing CR is dropped); empty lines
+ * are skipped; a line without a tab or with bad bytes fails alone, as a refused put does.
+ * Progress goes to stderr every second, the summary to stdout, each failed line to stderr.
+ * Resolves with the exit status: 0 when every put was acknowledged (durable unless buffered), 1
+ * otherwise. If the stream ends early, reading stops: the puts not yet answered have an unknown
+ * outcome (failed lines), the later lines were not sent.
+ */
+export async function load(
+  client: MetadataClient,
+  file: string,
+  options: CliOptions,
+  output: Output,
+): Promise<number> {
+  const writer = client.writer({
+    window: LOAD_WINDOW,
+    durability: options.buffered ? Durability.BUFFERED : Durability.DURABLE,
+    ...(options.partition === undefined ? {} : { partition: options.partition }),
+    ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+  });
+  const started = Date.now();
+  const failed: { line: number; reason: string }[] = [];
+  let lineNumber = 0;
+  let puts = 0;
+  let acknowledged = 0;
+  let version = 0n;
+  let inFlight = 0;
+  let slotFreed: (() => void) | undefined;
+  let stoppedAt: number | undefined;
+  let streamError: string | undefined;
+  const progress = setInterval(() => {
+    const seconds = (Date.now() - started) / 1000;
+    output.err(
+      `load: ${lineNumber} lines read, ${acknowledged} puts acknowledged, ${failed.length} failed ` +
+        `(${Math.round(acknowledged / seconds)}/s)`,
+    );
+  }, 1000);
+  progress.unref();
+  const input = file === "-" ? process.stdin : createReadStream(file);
+  const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
+  try {
+    for await (const text of lines) {
+      const line = ++lineNumber;
+      const row = text.endsWith("\r") ? text.slice(0, -1) : text;
+      if (row === "") continue;
+      puts++;
+      const tab = row.indexOf("\t");
+      let key: Uint8Array;
+      let value: Uint8Array;
+      try {
+        if (tab === -1) throw new InputError("no tab between KEY and VALUE");
+        key = parseBytes(row.slice(0, tab), "KEY");
+        value = parseBytes(row.slice(tab + 1), "VALUE");
+      } catch (err) {
+        failed.push({ line, reason: describeError(err) });
+        continue;
+      }
+      // Read no further than the window allows: a long input never piles up in memory.
+      while (inFlight >= LOAD_WINDOW) {
+        await new Promise<void>((resolve) => {
+          slotFreed = resolve;
+        });
+      }
+      if (writer.streamEnded) {
+        stoppedAt = line;
+        puts--;
+        break;
+      }
+      inFlight++;
+      void writer
+        .put(key, value)
+        .then(
+          (response) => {
+            acknowledged++;
+            if (response.version > version) version = response.version;
+          },
+          (err: unknown) => {
+            failed.push({ line, reason: describeError(err) });
+          },
+        )
+        .finally(() => {
+          inFlight--;
+          slotFreed?.();
+          slotFreed = undefined;
+        });
+    }
+  } catch (err) {
+    writer.cancel();
+    output.err(
+      `error: reading ${file === "-" ? "stdin" : file}: ${err instanceof Error ? err.message : err}`,
+    );
+    return 1;
+  } finally {
+    clearInterval(progress);
+    lines.close();
+  }
+  try {
+    await writer.close();
+  } catch (err) {
+    streamError = describeError(err);
+  }
+  failed.sort((a, b) => a.line - b.line);
+  for (const { line, reason } of failed.slice(0, LOAD_LIST_FAILED)) output.err(`line ${line}: ${reason}`);
+  if (failed.length > LOAD_LIST_FAILED) {
+    output.err(`... and ${failed.length - LOAD_LIST_FAILED} more failed lines`);
+  }
+  if (streamError !== undefined) output.err(`error: the stream ended: ${streamError}`);
+  if (stoppedAt !== undefined)
+    output.err(`stopped at line ${stoppedAt}: it and the lines after it were not sent`);
+  const shown =
+    options.buffered && version === 0n
+      ? "version: 0 (buffered: committed by the next sync)"
+      : `version: ${version}`;
+  await output.out(`loaded: ${acknowledged} of ${puts} puts acknowledged, ${failed.length} failed; ${shown}`);
+  return failed.length === 0 && stoppedAt === undefined && streamError === undefined ? 0 : 1;
 }
 
 /** `CODE: details` of a gRPC or input error. */

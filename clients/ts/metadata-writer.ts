@@ -129,6 +129,11 @@ export class MetadataWriter {
     this.done.catch(() => undefined);
   }
 
+  /** True once the stream has ended (closed, cancelled or broken): later requests fail at once. */
+  get streamEnded(): boolean {
+    return this.ended !== undefined;
+  }
+
   /** Requests sent or waiting, not yet answered. */
   get pending(): number {
     return this.inFlight.size + this.waiting.length;

@@ -12,6 +12,14 @@
  *   one that was not written; an in-flight Commit shows whole or not at all; no unknown key
  *   appears; the recovered version is at least every acknowledged version. Five rounds run on one
  *   directory, each continuing from the state the previous one recovered.
+ *   Beside them, streamed writers each pipeline up to STREAM_WINDOW requests (puts, removes,
+ *   commits whose preconditions hold, and commits whose preconditions fail on purpose) over one
+ *   Write stream on keys of their own. A stream's requests are applied in the order sent and a
+ *   sync commits everything applied before it, so after the restart a streamed writer's keys
+ *   must hold the state after some prefix of its requests that contains every acknowledged one:
+ *   every acknowledged request present, no request answered with a failure applied, nothing
+ *   torn. Answers must be the expected ones (OK, or FAILED_PRECONDITION exactly where planned),
+ *   with versions that never decrease in the order sent.
  * - "SIGTERM finishes in-flight calls, commits buffered writes and exits 0": buffered writes
  *   (with a flush interval of an hour, so only the shutdown can commit them) and durable load;
  *   SIGTERM; every call ends OK or UNAVAILABLE; exit status 0; after a restart every
@@ -30,6 +38,7 @@ import {
   Durability,
   MetadataClient,
 } from "../../clients/ts/metadata-client.js";
+import type { WriterPrecondition } from "../../clients/ts/metadata-writer.js";
 import { Rng, testSeed } from "../support/rng.js";
 import { tempDir } from "../support/temp-dir.js";
 import { ServerProcess } from "./server-process.js";
@@ -49,6 +58,13 @@ const VARIABLE = "crash-var";
 const FIXED = "crash-fixed";
 const FIXED_VALUE_BYTES = 24;
 const SERVER_FLAGS = ["--partition-key-codec", `${FIXED}=fixed:8`];
+/** Streamed writers, each with one Write stream on keys of its own in VARIABLE. */
+const STREAM_WRITERS = 4;
+const STREAM_KEYS = 8;
+/** Requests a streamed writer keeps in flight. */
+const STREAM_WINDOW = 32;
+/** Upper bound of requests per streamed writer and round. */
+const MAX_STREAM_OPS = 20_000;
 
 /** Servers and directories to clean up whatever happens. */
 const cleanups: (() => Promise<void>)[] = [];
@@ -138,6 +154,10 @@ interface RoundStats {
   keysPresent: number;
   overwriteSyncs: number;
   recoveredVersions: Record<string, string>;
+  /** Streamed requests sent, answered OK, and applied after the restart (the prefix). */
+  streamedSent: number;
+  streamedAcked: number;
+  streamedApplied: number;
 }
 
 function writerKey(writer: number, index: number, partition: string): Buffer {
@@ -268,7 +288,14 @@ async function checkRecovered(
   keys: KeyModel[],
   maxAckedVersion: ReadonlyMap<string, bigint>,
   context: string,
-): Promise<{ present: number; inFlight: number; applied: number; versions: Record<string, string> }> {
+  streamed: ReadonlySet<string> = new Set(),
+): Promise<{
+  present: number;
+  inFlight: number;
+  applied: number;
+  versions: Record<string, string>;
+  recovered: Map<string, string>;
+}> {
   const recovered = new Map<string, string>();
   const versions: Record<string, string> = {};
   for (const partition of [VARIABLE, FIXED]) {
@@ -281,7 +308,7 @@ async function checkRecovered(
       `${context}: partition ${partition} recovered version ${version} < acknowledged version ${acked}`,
     );
   }
-  const known = new Set(keys.map((k) => k.id));
+  const known = new Set([...keys.map((k) => k.id), ...streamed]);
   for (const id of recovered.keys()) assert.ok(known.has(id), `${context}: key ${id} was never written`);
 
   const applied = new Map<number, { yes: string[]; no: string[] }>();
@@ -329,7 +356,166 @@ async function checkRecovered(
     key.acked = recovered.get(key.id) ?? null;
     key.pending = undefined;
   }
-  return { present: recovered.size, inFlight, applied: appliedOps, versions };
+  return { present: recovered.size, inFlight, applied: appliedOps, versions, recovered };
+}
+
+/** One request of a streamed writer: its mutations (null: remove) and whether it must apply. */
+interface StreamRequest {
+  mutations: { id: string; value: string | null }[];
+  applies: boolean;
+}
+
+/** A streamed writer (see the module comment): its keys and what it sent in this round. */
+interface StreamWriter {
+  index: number;
+  keys: { id: string; key: Buffer }[];
+  /** State of its keys at the start of the round (hex; null: absent), by id. */
+  base: Map<string, string | null>;
+  /** Requests sent this round, in order. */
+  sent: StreamRequest[];
+  /** Version of each acknowledged request, by its index in `sent`. */
+  acked: Map<number, bigint>;
+}
+
+/**
+ * Runs one streamed writer until its stream fails (the kill) or its ops run out: plans each
+ * request from the state its earlier requests leave (they apply in order), keeps STREAM_WINDOW
+ * in flight, and records the answers. Answers other than the planned ones go to `unexpected`.
+ */
+async function runStreamWriter(
+  client: MetadataClient,
+  stream: StreamWriter,
+  rng: Rng,
+  round: number,
+  isKilled: () => boolean,
+  unexpected: string[],
+): Promise<void> {
+  const writer = client.writer({ partition: VARIABLE, window: STREAM_WINDOW, deadlineMs: 60_000 });
+  const state = new Map(stream.base);
+  let inFlight = 0;
+  let slotFreed: (() => void) | undefined;
+  let failed = false;
+  const answered = (index: number, request: StreamRequest) => ({
+    ok: (version: bigint) => {
+      stream.acked.set(index, version);
+      if (!request.applies) unexpected.push(`stream ${stream.index} request ${index}: OK, planned to fail`);
+    },
+    err: (err: unknown) => {
+      const code = (err as { code?: number }).code;
+      if (!request.applies && code === status.FAILED_PRECONDITION) return;
+      failed = true;
+      if (!isKilled()) unexpected.push(`stream ${stream.index} request ${index}: ${errorText(err)}`);
+    },
+  });
+  for (let op = 0; op < MAX_STREAM_OPS && !failed && !writer.streamEnded; op++) {
+    while (inFlight >= STREAM_WINDOW) {
+      await new Promise<void>((resolve) => {
+        slotFreed = resolve;
+      });
+    }
+    if (failed || writer.streamEnded) break;
+    const tag = (m: number) => Buffer.from(`s${stream.index}r${round}o${op}m${m}:${hex(rng.bytes(4))}`);
+    const roll = rng.next();
+    const index = stream.sent.length;
+    let answer: Promise<bigint>;
+    let request: StreamRequest;
+    if (roll < 0.5) {
+      const key = pick(rng, stream.keys);
+      const value = tag(0);
+      request = { mutations: [{ id: key.id, value: hex(value) }], applies: true };
+      answer = writer.put(key.key, value).then((r) => r.version);
+    } else if (roll < 0.65) {
+      const key = pick(rng, stream.keys);
+      request = { mutations: [{ id: key.id, value: null }], applies: true };
+      answer = writer.remove(key.key).then((r) => r.version);
+    } else {
+      // A batch with a precondition on its first key: true as planned, or false on purpose.
+      const keys = pickDistinct(rng, stream.keys, 2 + rng.int(2));
+      const values = keys.map((_, m) => (rng.chance(0.25) ? null : tag(m)));
+      const first = keys[0] as (typeof keys)[number];
+      const now = state.get(first.id) ?? null;
+      const holds = roll < 0.9;
+      let condition: WriterPrecondition;
+      if (now === null)
+        condition = holds ? { key: first.key, absent: true } : { key: first.key, present: true };
+      else if (holds) condition = { key: first.key, valueEquals: Buffer.from(now, "hex") };
+      else condition = { key: first.key, absent: true };
+      request = {
+        mutations: keys.map((key, m) => {
+          const value = values[m];
+          return { id: key.id, value: value === null || value === undefined ? null : hex(value) };
+        }),
+        applies: holds,
+      };
+      answer = writer
+        .commit(
+          keys.map((key, m) => {
+            const value = values[m];
+            return value === null || value === undefined
+              ? { remove: { key: key.key } }
+              : { put: { key: key.key, value } };
+          }),
+          [condition],
+        )
+        .then((r) => r.version);
+    }
+    stream.sent.push(request);
+    if (request.applies) for (const { id, value } of request.mutations) state.set(id, value);
+    inFlight++;
+    const settle = answered(index, request);
+    void answer.then(settle.ok, settle.err).finally(() => {
+      inFlight--;
+      slotFreed?.();
+      slotFreed = undefined;
+    });
+  }
+  await writer.close().catch(() => undefined);
+}
+
+/**
+ * Checks a streamed writer's keys after the restart: they must hold the state after a prefix of
+ * its requests that contains every acknowledged one. Then makes the recovered state its base.
+ */
+function checkStreamRecovered(
+  stream: StreamWriter,
+  recovered: ReadonlyMap<string, string>,
+  context: string,
+): number {
+  const actual = new Map(stream.keys.map((k) => [k.id, recovered.get(k.id) ?? null]));
+  let lastAcked = -1;
+  let previous: { index: number; version: bigint } | undefined;
+  for (const index of [...stream.acked.keys()].sort((a, b) => a - b)) {
+    const version = stream.acked.get(index) as bigint;
+    if (stream.sent[index]?.applies) lastAcked = index;
+    assert.ok(
+      previous === undefined || version >= previous.version,
+      `${context}: stream ${stream.index} request ${index} at version ${version} after request ` +
+        `${previous?.index} at ${previous?.version}`,
+    );
+    previous = { index, version };
+  }
+  const model = new Map(stream.base);
+  const matches = () => [...actual].every(([id, value]) => (model.get(id) ?? null) === value);
+  let prefix = -1;
+  for (let i = 0; i < stream.sent.length; i++) {
+    if (i > lastAcked && matches()) {
+      prefix = i;
+      break;
+    }
+    const request = stream.sent[i] as StreamRequest;
+    if (request.applies) for (const { id, value } of request.mutations) model.set(id, value);
+  }
+  if (prefix === -1 && matches()) prefix = stream.sent.length;
+  assert.ok(
+    prefix !== -1,
+    `${context}: stream ${stream.index}: recovered ${JSON.stringify([...actual].map(([id, v]) => [id, show(v)]))} ` +
+      `is the state after no prefix of its ${stream.sent.length} requests holding the ${lastAcked + 1} first ` +
+      `(every acknowledged one)`,
+  );
+  stream.base = actual;
+  stream.sent = [];
+  stream.acked = new Map();
+  return prefix;
 }
 
 test("acknowledged writes survive SIGKILL under concurrent load", { timeout: 90_000 }, async (t) => {
@@ -347,6 +533,14 @@ test("acknowledged writes survive SIGKILL under concurrent load", { timeout: 90_
     return { index, partition, keys, lastVersion: 0n };
   });
   const allKeys = writers.flatMap((w) => w.keys);
+  const streams: StreamWriter[] = Array.from({ length: STREAM_WRITERS }, (_, index) => {
+    const keys = Array.from({ length: STREAM_KEYS }, (_, k) => {
+      const key = Buffer.from(`s${index}/k${k}`);
+      return { id: `${VARIABLE}/${hex(key)}`, key };
+    });
+    return { index, keys, base: new Map(keys.map((k) => [k.id, null])), sent: [], acked: new Map() };
+  });
+  const streamedIds = new Set(streams.flatMap((s) => s.keys.map((k) => k.id)));
   const maxAckedVersion = new Map<string, bigint>();
   let totalChecked = 0;
   const rounds: RoundStats[] = [];
@@ -404,7 +598,19 @@ test("acknowledged writes survive SIGKILL under concurrent load", { timeout: 90_
       }
     };
 
-    const load = Promise.all(writers.map((w) => runWriter(w)));
+    const load = Promise.all([
+      ...writers.map((w) => runWriter(w)),
+      ...streams.map((stream) =>
+        runStreamWriter(
+          clients[stream.index % CONNECTIONS] as MetadataClient,
+          stream,
+          new Rng(SEED ^ (round * 6151 + stream.index * 15_485_863)),
+          round,
+          () => killed,
+          unexpected,
+        ),
+      ),
+    ]);
     // Kill at a seeded moment once the load is going: after some acknowledged writes, plus a
     // seeded delay during which writes keep being acknowledged and in flight.
     const minAcked = 200 + rng.int(800);
@@ -427,11 +633,17 @@ test("acknowledged writes survive SIGKILL under concurrent load", { timeout: 90_
     for (const client of clients) client.close();
     assert.deepEqual(unexpected, [], `${context}: calls failed before the kill\n${server.output()}`);
     const unackedKeys = allKeys.filter((k) => k.pending !== undefined).length;
+    const streamedSent = streams.reduce((n, s) => n + s.sent.length, 0);
+    const streamedAcked = streams.reduce((n, s) => n + s.acked.size, 0);
 
     server = await startServer(dir.path);
     const checker = newClient(server.address);
     try {
-      const seen = await checkRecovered(checker, allKeys, maxAckedVersion, context);
+      const seen = await checkRecovered(checker, allKeys, maxAckedVersion, context, streamedIds);
+      const streamedApplied = streams.reduce(
+        (n, stream) => n + checkStreamRecovered(stream, seen.recovered, context),
+        0,
+      );
       rounds.push({
         ackedOps,
         ackedWrites,
@@ -441,6 +653,9 @@ test("acknowledged writes survive SIGKILL under concurrent load", { timeout: 90_
         keysPresent: seen.present,
         overwriteSyncs,
         recoveredVersions: seen.versions,
+        streamedSent,
+        streamedAcked,
+        streamedApplied,
       });
       totalChecked += ackedWrites;
     } finally {
@@ -448,6 +663,7 @@ test("acknowledged writes survive SIGKILL under concurrent load", { timeout: 90_
     }
     t.diagnostic(`round ${round}: ${JSON.stringify(rounds.at(-1))}`);
     assert.ok(ackedWrites >= minAcked, `${context}: only ${ackedWrites} writes acknowledged before the kill`);
+    assert.ok(streamedAcked > 0, `${context}: no streamed request acknowledged before the kill`);
   }
   await server.stop();
   t.diagnostic(

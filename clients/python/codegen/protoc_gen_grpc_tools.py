@@ -14,7 +14,7 @@ Usage (scripts/install-codegen-tools.sh writes .tools/bin/protoc-gen-<GENERATOR>
 GENERATOR is python, pyi or grpc_python. Plugin options (buf.gen.yaml `opt`):
 
     import_prefix=PKG  Rewrite imports of modules generated from this request's files (everything
-                       but google/protobuf/*) from `a.b` to `PKG.a.b`, and the module name under
+                       but google/*) from `a.b` to `PKG.a.b`, and the module name under
                        which the message classes register, so that the generated tree can live in
                        a subpackage such as `commonware_metadata.gen`. protoc and grpc_python
                        import sibling modules by absolute name derived from the .proto path, and
@@ -112,7 +112,9 @@ def generate(generator: str, request: plugin_pb2.CodeGeneratorRequest) -> plugin
             response.error = f"grpcio-tools protoc --{generator}_out exited with {code} (its message is above)"
             return response
 
-        modules = {module_name(f.name) for f in request.proto_file if not f.name.startswith("google/protobuf/")}
+        # google/* (protobuf's well-known types, google.rpc.Status, ...) come from the protobuf
+        # and googleapis-common-protos packages under their own names: never prefixed.
+        modules = {module_name(f.name) for f in request.proto_file if not f.name.startswith("google/")}
         names = []
         for directory, _, files in os.walk(out):
             names.extend(os.path.relpath(os.path.join(directory, name), out) for name in files)

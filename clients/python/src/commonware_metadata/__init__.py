@@ -14,6 +14,15 @@ module re-exports the two generated modules and the most used names:
 
 `connect(target, token=..., root_certificates=..., certificate_chain=..., private_key=...)`
 (commonware_metadata.auth) opens a channel to a server that requires a token or mutual TLS.
+
+`Writer` (commonware_metadata.writer) pipelines many puts, removes and commits over one Write
+stream, each answered through a future:
+
+    from commonware_metadata import Writer
+
+    with Writer(stub, window=256, partition="p") as writer:
+        futures = [writer.put(key, b"value") for key in keys]
+        versions = [future.result().version for future in futures]   # each durable
 """
 
 from commonware_metadata.auth import connect
@@ -23,10 +32,14 @@ from commonware_metadata.gen.commonware.metadata.v1.metadata_pb2_grpc import (
     MetadataServiceStub,
     add_MetadataServiceServicer_to_server,
 )
+from commonware_metadata.writer import OutcomeUnknownError, WriteError, Writer
 
 __all__ = [
     "MetadataServiceServicer",
     "MetadataServiceStub",
+    "OutcomeUnknownError",
+    "WriteError",
+    "Writer",
     "add_MetadataServiceServicer_to_server",
     "connect",
     "metadata_pb2",

@@ -7,6 +7,7 @@
 package metadatav1
 
 import (
+	status "google.golang.org/genproto/googleapis/rpc/status"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -1509,6 +1510,10 @@ type WriteResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the id of the request answered.
 	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// status is the outcome: code 0 (OK) with the response below, or the gRPC code and message the
+	// unary RPC would have answered (INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
+	// UNAVAILABLE, ...), with no response.
+	Status *status.Status `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// response is set when status.code is 0, of the same kind as the request.
 	//
 	// Types that are valid to be assigned to Response:
@@ -1556,6 +1561,13 @@ func (x *WriteResponse) GetId() uint64 {
 		return x.Id
 	}
 	return 0
+}
+
+func (x *WriteResponse) GetStatus() *status.Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
 }
 
 func (x *WriteResponse) GetResponse() isWriteResponse_Response {
@@ -1722,7 +1734,7 @@ var File_commonware_metadata_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_commonware_metadata_v1_metadata_proto_rawDesc = "" +
 	"\n" +
-	"%commonware/metadata/v1/metadata.proto\x12\x16commonware.metadata.v1\"\x96\x01\n" +
+	"%commonware/metadata/v1/metadata.proto\x12\x16commonware.metadata.v1\x1a\x17google/rpc/status.proto\"\x96\x01\n" +
 	"\n" +
 	"PutRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x10\n" +
@@ -1825,9 +1837,10 @@ const file_commonware_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x03put\x18\x02 \x01(\v2\".commonware.metadata.v1.PutRequestH\x00R\x03put\x12?\n" +
 	"\x06remove\x18\x03 \x01(\v2%.commonware.metadata.v1.RemoveRequestH\x00R\x06remove\x12?\n" +
 	"\x06commit\x18\x04 \x01(\v2%.commonware.metadata.v1.CommitRequestH\x00R\x06commitB\t\n" +
-	"\arequest\"\xe8\x01\n" +
+	"\arequest\"\x94\x02\n" +
 	"\rWriteResponse\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\x127\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12*\n" +
+	"\x06status\x18\x02 \x01(\v2\x12.google.rpc.StatusR\x06status\x127\n" +
 	"\x03put\x18\x03 \x01(\v2#.commonware.metadata.v1.PutResponseH\x00R\x03put\x12@\n" +
 	"\x06remove\x18\x04 \x01(\v2&.commonware.metadata.v1.RemoveResponseH\x00R\x06remove\x12@\n" +
 	"\x06commit\x18\x05 \x01(\v2&.commonware.metadata.v1.CommitResponseH\x00R\x06commitB\n" +
@@ -1891,6 +1904,7 @@ var file_commonware_metadata_v1_metadata_proto_goTypes = []any{
 	(*WriteResponse)(nil),          // 23: commonware.metadata.v1.WriteResponse
 	(*Mutation_Put)(nil),           // 24: commonware.metadata.v1.Mutation.Put
 	(*Mutation_Remove)(nil),        // 25: commonware.metadata.v1.Mutation.Remove
+	(*status.Status)(nil),          // 26: google.rpc.Status
 }
 var file_commonware_metadata_v1_metadata_proto_depIdxs = []int32{
 	0,  // 0: commonware.metadata.v1.PutRequest.durability:type_name -> commonware.metadata.v1.Durability
@@ -1906,34 +1920,35 @@ var file_commonware_metadata_v1_metadata_proto_depIdxs = []int32{
 	1,  // 10: commonware.metadata.v1.WriteRequest.put:type_name -> commonware.metadata.v1.PutRequest
 	5,  // 11: commonware.metadata.v1.WriteRequest.remove:type_name -> commonware.metadata.v1.RemoveRequest
 	18, // 12: commonware.metadata.v1.WriteRequest.commit:type_name -> commonware.metadata.v1.CommitRequest
-	2,  // 13: commonware.metadata.v1.WriteResponse.put:type_name -> commonware.metadata.v1.PutResponse
-	6,  // 14: commonware.metadata.v1.WriteResponse.remove:type_name -> commonware.metadata.v1.RemoveResponse
-	19, // 15: commonware.metadata.v1.WriteResponse.commit:type_name -> commonware.metadata.v1.CommitResponse
-	1,  // 16: commonware.metadata.v1.MetadataService.Put:input_type -> commonware.metadata.v1.PutRequest
-	3,  // 17: commonware.metadata.v1.MetadataService.Get:input_type -> commonware.metadata.v1.GetRequest
-	5,  // 18: commonware.metadata.v1.MetadataService.Remove:input_type -> commonware.metadata.v1.RemoveRequest
-	8,  // 19: commonware.metadata.v1.MetadataService.Retain:input_type -> commonware.metadata.v1.RetainRequest
-	10, // 20: commonware.metadata.v1.MetadataService.Keys:input_type -> commonware.metadata.v1.KeysRequest
-	12, // 21: commonware.metadata.v1.MetadataService.Sync:input_type -> commonware.metadata.v1.SyncRequest
-	14, // 22: commonware.metadata.v1.MetadataService.Clear:input_type -> commonware.metadata.v1.ClearRequest
-	18, // 23: commonware.metadata.v1.MetadataService.Commit:input_type -> commonware.metadata.v1.CommitRequest
-	20, // 24: commonware.metadata.v1.MetadataService.ListPartitions:input_type -> commonware.metadata.v1.ListPartitionsRequest
-	22, // 25: commonware.metadata.v1.MetadataService.Write:input_type -> commonware.metadata.v1.WriteRequest
-	2,  // 26: commonware.metadata.v1.MetadataService.Put:output_type -> commonware.metadata.v1.PutResponse
-	4,  // 27: commonware.metadata.v1.MetadataService.Get:output_type -> commonware.metadata.v1.GetResponse
-	6,  // 28: commonware.metadata.v1.MetadataService.Remove:output_type -> commonware.metadata.v1.RemoveResponse
-	9,  // 29: commonware.metadata.v1.MetadataService.Retain:output_type -> commonware.metadata.v1.RetainResponse
-	11, // 30: commonware.metadata.v1.MetadataService.Keys:output_type -> commonware.metadata.v1.KeysResponse
-	13, // 31: commonware.metadata.v1.MetadataService.Sync:output_type -> commonware.metadata.v1.SyncResponse
-	15, // 32: commonware.metadata.v1.MetadataService.Clear:output_type -> commonware.metadata.v1.ClearResponse
-	19, // 33: commonware.metadata.v1.MetadataService.Commit:output_type -> commonware.metadata.v1.CommitResponse
-	21, // 34: commonware.metadata.v1.MetadataService.ListPartitions:output_type -> commonware.metadata.v1.ListPartitionsResponse
-	23, // 35: commonware.metadata.v1.MetadataService.Write:output_type -> commonware.metadata.v1.WriteResponse
-	26, // [26:36] is the sub-list for method output_type
-	16, // [16:26] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	26, // 13: commonware.metadata.v1.WriteResponse.status:type_name -> google.rpc.Status
+	2,  // 14: commonware.metadata.v1.WriteResponse.put:type_name -> commonware.metadata.v1.PutResponse
+	6,  // 15: commonware.metadata.v1.WriteResponse.remove:type_name -> commonware.metadata.v1.RemoveResponse
+	19, // 16: commonware.metadata.v1.WriteResponse.commit:type_name -> commonware.metadata.v1.CommitResponse
+	1,  // 17: commonware.metadata.v1.MetadataService.Put:input_type -> commonware.metadata.v1.PutRequest
+	3,  // 18: commonware.metadata.v1.MetadataService.Get:input_type -> commonware.metadata.v1.GetRequest
+	5,  // 19: commonware.metadata.v1.MetadataService.Remove:input_type -> commonware.metadata.v1.RemoveRequest
+	8,  // 20: commonware.metadata.v1.MetadataService.Retain:input_type -> commonware.metadata.v1.RetainRequest
+	10, // 21: commonware.metadata.v1.MetadataService.Keys:input_type -> commonware.metadata.v1.KeysRequest
+	12, // 22: commonware.metadata.v1.MetadataService.Sync:input_type -> commonware.metadata.v1.SyncRequest
+	14, // 23: commonware.metadata.v1.MetadataService.Clear:input_type -> commonware.metadata.v1.ClearRequest
+	18, // 24: commonware.metadata.v1.MetadataService.Commit:input_type -> commonware.metadata.v1.CommitRequest
+	20, // 25: commonware.metadata.v1.MetadataService.ListPartitions:input_type -> commonware.metadata.v1.ListPartitionsRequest
+	22, // 26: commonware.metadata.v1.MetadataService.Write:input_type -> commonware.metadata.v1.WriteRequest
+	2,  // 27: commonware.metadata.v1.MetadataService.Put:output_type -> commonware.metadata.v1.PutResponse
+	4,  // 28: commonware.metadata.v1.MetadataService.Get:output_type -> commonware.metadata.v1.GetResponse
+	6,  // 29: commonware.metadata.v1.MetadataService.Remove:output_type -> commonware.metadata.v1.RemoveResponse
+	9,  // 30: commonware.metadata.v1.MetadataService.Retain:output_type -> commonware.metadata.v1.RetainResponse
+	11, // 31: commonware.metadata.v1.MetadataService.Keys:output_type -> commonware.metadata.v1.KeysResponse
+	13, // 32: commonware.metadata.v1.MetadataService.Sync:output_type -> commonware.metadata.v1.SyncResponse
+	15, // 33: commonware.metadata.v1.MetadataService.Clear:output_type -> commonware.metadata.v1.ClearResponse
+	19, // 34: commonware.metadata.v1.MetadataService.Commit:output_type -> commonware.metadata.v1.CommitResponse
+	21, // 35: commonware.metadata.v1.MetadataService.ListPartitions:output_type -> commonware.metadata.v1.ListPartitionsResponse
+	23, // 36: commonware.metadata.v1.MetadataService.Write:output_type -> commonware.metadata.v1.WriteResponse
+	27, // [27:37] is the sub-list for method output_type
+	17, // [17:27] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_commonware_metadata_v1_metadata_proto_init() }
