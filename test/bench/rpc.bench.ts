@@ -670,8 +670,8 @@ function partitionBodyBytes(dataDir: string, partition: string): number | undefi
  * (allocated and flushed first), with the same calls the filesystem storage makes (writeSync into
  * the page cache, then fdatasync). One write is a whole-body rewrite at the start of the body;
  * more are an overwrite: the version at the start of the body, the CRC at its end, and the rest
- * split evenly over random offsets in between (the changed values). Sync and blocking: the probe
- * runs between cells, when nothing else of the benchmark is running.
+ * split evenly over random offsets in between (the changed values). Its calls are synchronous and
+ * block the event loop, which is fine: it runs after the last cell, when no load is running.
  */
 function probeBareIo(
   path: string,
