@@ -1262,8 +1262,9 @@ async function main(): Promise<number> {
       "ours metadata_group_commit_mutations, etcd mutations per WAL fsync; sync ms: mean wall time of one sync (ours",
       "metadata_sync_duration_seconds, etcd WAL fsync); bare I/O: mean (median) time of the same writes per sync (count",
       "and bytes from metadata_storage_writes_total and _write_bytes_total) and one fdatasync on a file of the partition's",
-      "size, alone after the cells (other I/O on the machine shows as a mean far above the median); vs: ratio of throughput, above 1 is faster (a Write stream's vs etcd: etcd Put at",
-      "64; its vs noop: the no-op Write stream of the same shape); conc: callers, or streams x requests in flight.",
+      "size, alone after the cells (other I/O on the machine shows as a mean far above the median); vs: ratio of",
+      "throughput, above 1 is faster (a Write stream's vs etcd: etcd Put at 64; its vs noop: the no-op Write stream of",
+      "the same shape); conc: callers, or streams x requests in flight.",
       ...formatInserts(results),
     ];
     const get = results.find((r) => r.cell.target === "ours" && r.cell.workload === "get")?.loadgen;
