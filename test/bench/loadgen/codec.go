@@ -22,12 +22,20 @@ type sink struct {
 	found bool
 }
 
+// writeAnswer receives one WriteResponse of a Write stream: the id it answers and the code of its
+// google.rpc.Status (WriteResponse field 2, Status field 1; absent means 0, OK).
+type writeAnswer struct {
+	id   uint64
+	code int32
+}
+
 // keysCounter receives one KeysResponse chunk of a Keys stream and adds its keys (field 1) to n.
 type keysCounter struct {
 	n int
 }
 
-// rawCodec implements encoding.CodecV2 for rawMessage requests and sink/keysCounter responses.
+// rawCodec implements encoding.CodecV2 for rawMessage requests and sink, keysCounter and
+// writeAnswer responses.
 // Its name is "proto", so the content type on the wire is the usual application/grpc+proto.
 type rawCodec struct{}
 
@@ -54,6 +62,8 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		n, err := countField(data.Materialize(), 1)
 		t.n += n
 		return err
+	case *writeAnswer:
+		return decodeWriteAnswer(data.Materialize(), t)
 	default:
 		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
 	}
@@ -84,4 +94,69 @@ func countField(b []byte, num protowire.Number) (int, error) {
 		}
 	}
 	return count, nil
+}
+
+// decodeWriteAnswer reads the id (field 1) and the status code (field 2, its field 1) of a
+// WriteResponse, skipping every other field.
+func decodeWriteAnswer(b []byte, a *writeAnswer) error {
+	a.id, a.code = 0, 0
+	for len(b) > 0 {
+		num, typ, size := protowire.ConsumeTag(b)
+		if size < 0 {
+			return protowire.ParseError(size)
+		}
+		b = b[size:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			a.id, b = v, b[n:]
+		case num == 2 && typ == protowire.BytesType:
+			status, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			code, err := statusCode(status)
+			if err != nil {
+				return err
+			}
+			a.code, b = code, b[n:]
+		default:
+			n := protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
+		}
+	}
+	return nil
+}
+
+// statusCode reads field 1 (int32 code) of a google.rpc.Status; 0 when absent.
+func statusCode(b []byte) (int32, error) {
+	var code int32
+	for len(b) > 0 {
+		num, typ, size := protowire.ConsumeTag(b)
+		if size < 0 {
+			return 0, protowire.ParseError(size)
+		}
+		b = b[size:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, protowire.ParseError(n)
+			}
+			// int32 on the wire is the sign-extended 64-bit varint.
+			code, b = int32(v), b[n:]
+			continue
+		}
+		n := protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return code, nil
 }

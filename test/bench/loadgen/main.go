@@ -3,12 +3,13 @@
 // bench:rpc), which runs it against our MetadataService, etcd 3.4 and a no-op grpc-js server.
 //
 // A run: connect -conns HTTP/2 connections (one grpc.ClientConn each, callers spread round-robin),
-// optionally populate the key space, then -concurrency callers issue calls back to back: -warmup
+// optionally populate the key space, then -concurrency callers issue calls back to back (for the
+// Write stream workloads, each caller is a stream keeping -inflight requests in flight): -warmup
 // unmeasured, then -duration measured. Callers stop issuing at the end of the window; calls still
 // in flight finish (and count) unless -grace runs out, when every call is cancelled. Every phase
 // has a deadline, so a run always ends by itself.
 //
-// Workloads (requests are encoded before the run; see requests.go):
+// Workloads (requests are encoded before the run, but for the exceptions requests.go names):
 //
 //	put          MetadataService/Put, -durability durable|buffered, random keys of the key space
 //	noop         the same Put requests, meant for test/bench/noop-server.ts
@@ -19,6 +20,13 @@
 //	etcd-get     etcdserverpb.KV/Range of one existing key (populated first), linearizable
 //	etcd-get-serializable  the same Range, serializable (answered from the member's own state)
 //	etcd-txn100  etcdserverpb.KV/Txn with -batch puts
+//	stream-put   MetadataService/Write: each caller is one stream with -inflight requests in flight,
+//	             each a WriteRequest{id, put} around the put workload's PutRequests; an op is one
+//	             answered request (see stream.go)
+//	stream-noop  the same stream, meant for test/bench/noop-server.ts
+//	insert       MetadataService/Put of keys never written before (a shared counter from key index
+//	             -keyspace up, each request encoded per call), so the partition grows by one key a
+//	             call and every sync rewrites its blob in full
 //
 // With -handshake, the end of the warm-up is announced on stderr as "loadgen: ready", the window
 // opens when a line arrives on stdin (so the caller can sample server counters exactly at the
@@ -73,6 +81,7 @@ type config struct {
 	populate    bool
 	seed        uint64
 	handshake   bool
+	inflight    int
 }
 
 // plan is what one workload sends.
@@ -80,6 +89,9 @@ type plan struct {
 	method string
 	// stream marks a server-streaming method (Keys); its op is one whole listing.
 	stream bool
+	// write marks the bidirectional Write stream: next returns the PutRequest of one
+	// WriteRequest, and an op is one answered request.
+	write bool
 	// next returns the request of one call.
 	next func(rng *rand.Rand) rawMessage
 	// itemsPerOp is the mutations (or reads) per call; 0 means counted from the stream.
@@ -99,6 +111,7 @@ type result struct {
 	Target            string         `json:"target"`
 	Conns             int            `json:"conns"`
 	Concurrency       int            `json:"concurrency"`
+	Inflight          int            `json:"inflight"`
 	WindowS           float64        `json:"window_s"`
 	Ops               int64          `json:"ops"`
 	OpsPerS           float64        `json:"ops_per_s"`
@@ -145,13 +158,14 @@ func main() {
 func parseFlags() *config {
 	c := &config{}
 	flag.StringVar(&c.target, "target", "", "host:port of the server; loopback only (127.0.0.1, ::1, localhost)")
-	flag.StringVar(&c.workload, "workload", "put", "put|noop|get|commit100|keys|etcd-put|etcd-get|etcd-get-serializable|etcd-txn100")
+	flag.StringVar(&c.workload, "workload", "put", "put|noop|get|commit100|keys|etcd-put|etcd-get|etcd-get-serializable|etcd-txn100|stream-put|stream-noop|insert")
 	flag.IntVar(&c.conns, "conns", 4, "HTTP/2 connections")
-	flag.IntVar(&c.concurrency, "concurrency", 8, "concurrent callers")
+	flag.IntVar(&c.concurrency, "concurrency", 8, "concurrent callers (Write streams for stream-put, stream-noop)")
+	flag.IntVar(&c.inflight, "inflight", 1, "requests in flight per Write stream (stream-put, stream-noop)")
 	flag.DurationVar(&c.duration, "duration", 5*time.Second, "measured window")
 	flag.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured load before the window")
 	flag.DurationVar(&c.grace, "grace", 5*time.Second, "time calls in flight at the end may take before they are cancelled")
-	flag.StringVar(&c.durability, "durability", "durable", "durable|buffered (put, noop, commit100)")
+	flag.StringVar(&c.durability, "durability", "durable", "durable|buffered (put, noop, commit100, stream-put, stream-noop, insert)")
 	flag.IntVar(&c.keyBytes, "key-bytes", 8, "key width in bytes (8 or 16)")
 	flag.IntVar(&c.valueBytes, "value-bytes", 100, "value size in bytes")
 	flag.IntVar(&c.keyspace, "keyspace", 10000, "distinct keys")
@@ -194,6 +208,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("-batch %d: use 1..10000", c.batch)
 	case c.durability != "durable" && c.durability != "buffered":
 		return fmt.Errorf("-durability %q: use durable or buffered", c.durability)
+	case c.inflight < 1 || c.inflight > 1024:
+		return fmt.Errorf("-inflight %d: use 1..1024 (the server's default window is 1024)", c.inflight)
+	case c.inflight > 1 && !strings.HasPrefix(c.workload, "stream-"):
+		return fmt.Errorf("-inflight %d: only for stream-put and stream-noop", c.inflight)
 	}
 	return nil
 }
@@ -236,6 +254,23 @@ func buildPlan(c *config) (*plan, error) {
 	case "put", "noop":
 		p = &plan{method: metadatav1.MetadataService_Put_FullMethodName, next: pick(ourPuts(c, durability)), itemsPerOp: 1}
 		if c.populate && c.workload == "put" {
+			p.populate, p.populateMethod = ourPopulate(), metadatav1.MetadataService_Commit_FullMethodName
+		}
+	case "stream-put", "stream-noop":
+		p = &plan{method: metadatav1.MetadataService_Write_FullMethodName, write: true, next: pick(ourPuts(c, durability)), itemsPerOp: 1}
+		if c.populate && c.workload == "stream-put" {
+			p.populate, p.populateMethod = ourPopulate(), metadatav1.MetadataService_Commit_FullMethodName
+		}
+	case "insert":
+		// Shared by every caller; starts past the key space, so no key is one populate wrote.
+		var nextKey atomic.Int64
+		nextKey.Store(int64(c.keyspace))
+		p = &plan{
+			method:     metadatav1.MetadataService_Put_FullMethodName,
+			next:       func(*rand.Rand) rawMessage { return ourInsert(c, int(nextKey.Add(1)-1), durability) },
+			itemsPerOp: 1,
+		}
+		if c.populate {
 			p.populate, p.populateMethod = ourPopulate(), metadatav1.MetadataService_Commit_FullMethodName
 		}
 	case "get":
@@ -433,7 +468,7 @@ func run(c *config) error {
 	}
 	defer closeAll(conns)
 
-	res := result{Workload: c.workload, Target: c.target, Conns: c.conns, Concurrency: c.concurrency, Errors: map[string]int{}}
+	res := result{Workload: c.workload, Target: c.target, Conns: c.conns, Concurrency: c.concurrency, Inflight: c.inflight, Errors: map[string]int{}}
 	if len(p.populate) > 0 {
 		started := time.Now()
 		popCtx, cancelPop := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -465,6 +500,7 @@ func run(c *config) error {
 	runCtx, cancelRun := context.WithTimeout(context.Background(), hardStop)
 	defer cancelRun()
 
+	streams := &streamRun{p: p, inflight: c.inflight, base: base, stop: &stop, windowStart: &windowStart}
 	tallies := make([]*tally, c.concurrency)
 	var wg sync.WaitGroup
 	for w := range c.concurrency {
@@ -475,6 +511,10 @@ func run(c *config) error {
 			defer wg.Done()
 			cc := conns[w%len(conns)]
 			rng := rand.New(rand.NewPCG(c.seed, uint64(w)+1))
+			if p.write {
+				streams.caller(runCtx, cc, rng, t)
+				return
+			}
 			for !stop.Load() {
 				start := time.Since(base)
 				items, err := call(runCtx, cc, p, p.next(rng))

@@ -1,4 +1,7 @@
-// Request builders: every request a run sends is encoded here, before the run starts.
+// Request builders: every request a run sends is encoded here, before the run starts, with two
+// exceptions built per call: the Puts of the insert workload (each a key never written before) and
+// the WriteRequest envelope of the Write stream (a few bytes around a pre-encoded PutRequest,
+// carrying the id its answer must echo).
 //
 // MetadataService requests are built with the generated Go types of clients/go (so a change of the
 // proto breaks the build here, not the figures). etcd requests are written with protowire from the
@@ -83,6 +86,27 @@ func ourPuts(c *config, durability metadatav1.Durability) []rawMessage {
 		}
 	}
 	return out
+}
+
+// ourInsert returns the PutRequest of key i with variant 0 of its value.
+func ourInsert(c *config, i int, durability metadatav1.Durability) rawMessage {
+	return mustMarshal(&metadatav1.PutRequest{
+		Partition:  c.partition,
+		Key:        keyAt(i, c.keyBytes),
+		Value:      valueAt(i, 0, c.valueBytes),
+		Durability: durability,
+	})
+}
+
+// writeRequest wraps an encoded PutRequest in a WriteRequest { id = 1; put = 2 }. An id of 0 is
+// written explicitly, which any decoder reads as the default.
+func writeRequest(id uint64, put rawMessage) rawMessage {
+	b := make([]byte, 0, 2+protowire.SizeVarint(id)+protowire.SizeBytes(len(put)))
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, id)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, put)
+	return b
 }
 
 // ourGets returns one GetRequest per key.
