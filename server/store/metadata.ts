@@ -18,8 +18,10 @@
  * No-change syncs (`noChangeSync`): when no key was added or removed since both blobs were
  * rewritten and the target blob has no value left to receive, the target already equals the
  * newest blob. "bump" (2026.4.0) still writes a new version there (version and CRC only);
- * "skip" (2026.7 and later) writes nothing and keeps the version. Default: "skip" for a
- * partition whose blobs are V1, "bump" for V0, so each matches the release that writes it.
+ * "skip" (2026.7 and later) writes nothing and keeps the version; with "skip" an overwrite of a
+ * body of at most 4096 bytes also writes it whole, as 2026.10.0 does (same bytes on disk, one
+ * write). Default: "skip" for a partition whose blobs are V1, "bump" for V0, so each matches the
+ * release that writes it.
  *
  * Invariants:
  * - A sync never writes the blob holding the newest committed version, so a torn or failed sync
@@ -77,6 +79,8 @@ import type { Blob, Storage } from "./storage/storage.js";
 export const BLOB_NAMES = [Buffer.from("left"), Buffer.from("right")] as const;
 
 const MAX_VERSION = 0xffffffffffffffffn;
+/** commonware-runtime's blob page: a V1 blob's data starts on one. */
+const BLOB_PAGE_BYTES = 4096;
 const EMPTY = Buffer.alloc(0);
 
 /** Configuration of a store. */
@@ -98,8 +102,9 @@ export interface MetadataConfig {
    */
   blobLayout?: BlobLayout;
   /**
-   * What a sync with nothing to write does: "bump" writes a new version (2026.4.0), "skip"
-   * writes nothing (2026.7 and later). Default by the partition's layout: V1 "skip", V0 "bump".
+   * Sync rules of a release: "bump" (2026.4.0) writes a new version even when nothing changed;
+   * "skip" (2026.7 and later) writes nothing then, and writes an overwrite of a body of at most
+   * 4096 bytes whole (2026.10.0). Default by the partition's layout: V1 "skip", V0 "bump".
    */
   noChangeSync?: NoChangeSync;
 }
@@ -434,10 +439,16 @@ export class Metadata {
     await Promise.allSettled(this.blobs.map((b) => b.blob.close()));
   }
 
-  /** Closes the store and removes both blobs and the partition. */
+  /**
+   * Closes the store and removes both blobs and the partition. The older blob goes first, so a
+   * reopen after an interrupted destroy finds the newest version or nothing, never an older one.
+   */
   async destroy(): Promise<void> {
     await this.close();
-    for (const name of BLOB_NAMES) await this.storage.remove(this.partition, name);
+    const newest = this.cursor;
+    for (const index of [newest === 0 ? 1 : 0, newest]) {
+      await this.storage.remove(this.partition, BLOB_NAMES[index] as Buffer);
+    }
     try {
       await this.storage.remove(this.partition);
     } catch (err) {
@@ -580,6 +591,9 @@ export class Metadata {
     if (recompute) crc = crc32c(image.subarray(0, crcOffset));
     image.writeUInt32BE(crc, crcOffset);
     target.crc = crc;
+    // Under the 2026.10.0 rules a body of at most one page is written whole: its changes share
+    // that page, so one write replaces several (the bytes on disk are the same either way).
+    if (this.noChangeSync === "skip" && image.length <= BLOB_PAGE_BYTES) return [[0, image]];
     writes.push([0, versionBytes], [crcOffset, image.subarray(crcOffset)]);
     return writes;
   }
