@@ -9,13 +9,14 @@
  *   finds nothing and creates nothing (`ifExists`, `committed`).
  * - A partition is opened at most once, however many calls race to open it.
  * - Each partition has one key codec for its life: the one configured for its name, else the
- *   server default.
+ *   server default. A partition created here gets the blob layout configured for its name, else
+ *   the default; an existing one keeps the layout on disk.
  */
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
 import { StoreError } from "../store/errors.js";
-import { emptySnapshot, openMetadata, type Snapshot } from "../store/metadata.js";
-import { type Storage, validatePartitionName } from "../store/storage/storage.js";
+import { emptySnapshot, type NoChangeSync, openMetadata, type Snapshot } from "../store/metadata.js";
+import { type BlobLayout, type Storage, validatePartitionName } from "../store/storage/storage.js";
 import { EngineError } from "./errors.js";
 import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions } from "./group-commit.js";
 
@@ -30,6 +31,16 @@ export interface PartitionsConfig {
   /** Largest value accepted. */
   maxValueBytes: number;
   groupCommit: GroupCommitOptions;
+  /**
+   * Blob layout of partitions created from now on ("v1" unless given), per partition name
+   * (`layouts`) else `default`; an existing partition keeps its own. `noChangeSync` overrides
+   * the per-layout default of the store (V1 skip, V0 bump).
+   */
+  blobLayouts?: {
+    default: BlobLayout;
+    layouts: ReadonlyMap<string, BlobLayout>;
+    noChangeSync?: NoChangeSync;
+  };
 }
 
 /** The committed view of every partition that does not exist. */
@@ -57,6 +68,7 @@ export class Partitions {
     }
     validatePartitionName(config.defaultPartition);
     for (const name of config.keyCodecs.keys()) validatePartitionName(name);
+    for (const name of config.blobLayouts?.layouts.keys() ?? []) validatePartitionName(name);
   }
 
   /** The partition a request means: `name`, or the default when empty. @throws InvalidPartitionName */
@@ -148,11 +160,15 @@ export class Partitions {
 
   private async openPartition(partition: string): Promise<GroupCommit> {
     const keyCodec = this.keyCodec(partition);
+    const layouts = this.config.blobLayouts;
+    const blobLayout = layouts?.layouts.get(partition) ?? layouts?.default;
     const openStore = (discardVersionsFrom: bigint | undefined) =>
       openMetadata(this.storage, {
         partition,
         keyCodec,
         maxValueBytes: this.config.maxValueBytes,
+        ...(blobLayout === undefined ? {} : { blobLayout }),
+        ...(layouts?.noChangeSync === undefined ? {} : { noChangeSync: layouts.noChangeSync }),
         ...(this.registry === undefined ? {} : { registry: this.registry }),
         ...(discardVersionsFrom === undefined ? {} : { discardVersionsFrom }),
       });
