@@ -599,7 +599,7 @@ export class Metadata {
   }
 
   /**
-   * Handles a failed sync (FORMAT.md §11.3): cut the target to empty so nothing of the failed
+   * Handles a failed sync (docs/FORMAT.md §11.3): cut the target to empty so nothing of the failed
    * version can surface, point the cursor back at the last committed blob and force a full
    * rewrite next time; if that fails too, refuse all further work. Always throws.
    */

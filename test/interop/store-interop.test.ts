@@ -62,7 +62,7 @@ const PROFILES: readonly Profile[] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Op format (FORMAT.md section 17, as understood by test/interop/rust/src/main.rs)
+// Op format (docs/FORMAT.md section 17, as understood by test/interop/rust/src/main.rs)
 // ---------------------------------------------------------------------------------------------
 
 /** A u64 key: a JSON number, or a decimal string (needed above 2^53 - 1). */
