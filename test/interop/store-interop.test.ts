@@ -1,9 +1,10 @@
 /**
  * On-disk interop with the reference: commonware-storage `metadata` on the tokio runtime, driven
  * through test/interop/rust (2026.4.0) and test/interop/rust-2026.10 (2026.10.0) (rust-driver.ts),
- * with U64 keys (our `fixedKeys(8)`). Every check runs once per release, our store configured as
+ * with U64 keys (our `fixedKeys(8)`). Every check runs once per profile, our store configured as
  * that release writes (`PROFILES`): 2026.4.0 with V0 blobs and no-change syncs that bump the
- * version, 2026.10.0 with its defaults, V1 blobs and no-change syncs that write nothing.
+ * version; 2026.10.0 with its defaults, V1 blobs and no-change syncs that write nothing; and
+ * 2026.10.0 restricted to V0 blobs (V0 files, 2026.10.0 sync rules).
  *
  * For every op sequence (each golden vector's ops, a hand-written sequence of edge cases and two
  * seeded random sequences), this file proves:
@@ -41,15 +42,21 @@ import { tempDir } from "../support/temp-dir.js";
 import {
   buildRustInterop,
   type RustEntry,
+  type RustLayouts,
+  type RustOptions,
   type RustRelease,
   type RustStoreResult,
   rustDump,
   rustReplay,
 } from "./rust-driver.js";
 
-/** A release of the reference, and how our store is configured to write as it does. */
+/** A release of the reference (and its layout range), and how our store writes as it does. */
 interface Profile {
+  /** Names the profile in test names and directories. */
+  name: string;
   release: RustRelease;
+  /** The driver's blob layout range (2026.10.0 only; default its own). */
+  layouts?: RustLayouts;
   blobLayout: BlobLayout;
   noChangeSync: NoChangeSync;
   /** The golden vectors are that release's files and figures. */
@@ -57,9 +64,25 @@ interface Profile {
 }
 
 const PROFILES: readonly Profile[] = [
-  { release: "2026.4.0", blobLayout: "v0", noChangeSync: "bump", vectors: true },
-  { release: "2026.10.0", blobLayout: "v1", noChangeSync: "skip", vectors: false },
+  { name: "2026.4.0", release: "2026.4.0", blobLayout: "v0", noChangeSync: "bump", vectors: true },
+  { name: "2026.10.0", release: "2026.10.0", blobLayout: "v1", noChangeSync: "skip", vectors: false },
+  // A 2026.10.0 node restricted to V0 blobs: V0 files under the 2026.10.0 sync rules.
+  {
+    name: "2026.10.0 (V0 only)",
+    release: "2026.10.0",
+    layouts: "v0",
+    blobLayout: "v0",
+    noChangeSync: "skip",
+    vectors: false,
+  },
 ];
+
+/** Driver options of a profile. */
+function driverOptions(profile: Profile): RustOptions {
+  return profile.layouts === undefined
+    ? { release: profile.release }
+    : { release: profile.release, layouts: profile.layouts };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Op format (docs/FORMAT.md section 17, as understood by test/interop/rust/src/main.rs)
@@ -554,13 +577,13 @@ const rustRuns = new Map<string, Promise<RustRun>>();
 const tsRuns = new Map<string, Promise<TsRun>>();
 
 function rustRun(profile: Profile, seq: Sequence): Promise<RustRun> {
-  const key = `${profile.release} ${seq.name}`;
+  const key = `${profile.name} ${seq.name}`;
   let run = rustRuns.get(key);
   if (run === undefined) {
     run = (async () => {
       const dir = await freshDir(`rust-${key}`);
       await seedFiles(dir, seq);
-      const result = await rustReplay(dir, seq.partition, seq.ops, { release: profile.release });
+      const result = await rustReplay(dir, seq.partition, seq.ops, driverOptions(profile));
       return { dir, result, files: await readFiles(dir, seq.partition) };
     })();
     rustRuns.set(key, run);
@@ -569,7 +592,7 @@ function rustRun(profile: Profile, seq: Sequence): Promise<RustRun> {
 }
 
 function tsRun(profile: Profile, seq: Sequence): Promise<TsRun> {
-  const key = `${profile.release} ${seq.name}`;
+  const key = `${profile.name} ${seq.name}`;
   let run = tsRuns.get(key);
   if (run === undefined) {
     run = (async () => {
@@ -630,7 +653,8 @@ after(async () => {
 // ---------------------------------------------------------------------------------------------
 
 for (const profile of PROFILES) {
-  const { release } = profile;
+  const { name: release } = profile;
+  const options = driverOptions(profile);
   describe(`${release}: rust writes, we read`, () => {
     for (const seq of SEQUENCES) {
       test(seq.name, async () => {
@@ -654,7 +678,7 @@ for (const profile of PROFILES) {
         assertEndsWithSync(seq);
         const ours = await tsRun(profile, seq);
         assert.deepEqual(ours.result.entries, seq.expected, "our final entries equal the model");
-        const rust = await rustDump(ours.dir, seq.partition, { release });
+        const rust = await rustDump(ours.dir, seq.partition, options);
         assert.deepEqual(rust.entries, ours.result.entries, "the reference reads our entries");
         assert.equal(rust.counters.keys, seq.expected.length, "reference keys gauge at open");
         assertSameFiles(
@@ -736,13 +760,13 @@ for (const profile of PROFILES) {
           const pureInstance = tsPure.result.instances[i];
           assert.ok(pureInstance !== undefined);
           if (who === "rust") {
-            const atOpen = await rustDump(dir, seq.partition, { release });
+            const atOpen = await rustDump(dir, seq.partition, options);
             assert.deepEqual(
               atOpen.entries,
               committed,
               `piece ${i}: the reference opens the committed state`,
             );
-            const result = await rustReplay(dir, seq.partition, piece, { release });
+            const result = await rustReplay(dir, seq.partition, piece, options);
             assert.deepEqual(
               result.counters,
               {
@@ -775,7 +799,7 @@ for (const profile of PROFILES) {
         assertSameFiles(files, tsPure.files, "mixed files vs our pure run");
         assert.deepEqual(await tsDump(dir, seq.partition), seq.expected, "we read the final state");
         assert.deepEqual(
-          (await rustDump(dir, seq.partition, { release })).entries,
+          (await rustDump(dir, seq.partition, options)).entries,
           seq.expected,
           "the reference reads it",
         );
@@ -798,19 +822,19 @@ describe("the settings must match the writer's release", () => {
     { op: "sync" },
   ];
   for (const profile of PROFILES) {
-    test(`${profile.release}: our files equal the reference's only under its layout and no-change sync`, async () => {
-      const rustDir = await freshDir(`settings-rust-${profile.release}`);
-      await rustReplay(rustDir, "settings", ops, { release: profile.release });
+    test(`${profile.name}: our files equal the reference's only under its layout and no-change sync`, async () => {
+      const rustDir = await freshDir(`settings-rust-${profile.name}`);
+      await rustReplay(rustDir, "settings", ops, driverOptions(profile));
       const expected = await readFiles(rustDir, "settings");
       for (const blobLayout of ["v0", "v1"] as const) {
         for (const noChangeSync of ["bump", "skip"] as const) {
-          const dir = await freshDir(`settings-ts-${profile.release}-${blobLayout}-${noChangeSync}`);
+          const dir = await freshDir(`settings-ts-${profile.name}-${blobLayout}-${noChangeSync}`);
           await tsReplay(dir, "settings", ops, { blobLayout, noChangeSync });
           const files = await readFiles(dir, "settings");
           const matching = blobLayout === profile.blobLayout && noChangeSync === profile.noChangeSync;
           const what = `${blobLayout} + ${noChangeSync}`;
           if (matching) assertSameFiles(files, expected, what);
-          else assert.notDeepEqual(files, expected, `${what} must differ from ${profile.release}'s files`);
+          else assert.notDeepEqual(files, expected, `${what} must differ from ${profile.name}'s files`);
         }
       }
     });
