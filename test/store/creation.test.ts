@@ -272,3 +272,41 @@ test("filesystem: ENOSPC at the header write leaves a file the next open creates
     await dir.remove();
   }
 });
+
+test("a partition keeps its layout when one of its blobs has to be created", async () => {
+  for (const [existing, configured] of [
+    ["v0", "v1"],
+    ["v1", "v0"],
+  ] as const) {
+    for (const present of [LEFT, RIGHT]) {
+      const what = `${existing} ${Buffer.from(present).toString()} present, ${configured} configured`;
+      const memory = new MemoryStorage();
+      // One blob holding {1: one} at version 1, written as a store of that layout writes it.
+      const seed = await openMetadata(memory, {
+        partition: "seed",
+        keyCodec: fixedKeys(8),
+        blobLayout: existing,
+      });
+      seed.put(u64(1), utf8("one"));
+      await seed.sync(); // the first sync writes the right blob
+      await seed.close();
+      const written = memory.fileBytes("seed", RIGHT);
+      assert.ok(written !== undefined);
+      memory.setFileBytes("p", present, written);
+      const store = await openMetadata(memory, {
+        partition: "p",
+        keyCodec: fixedKeys(8),
+        blobLayout: configured,
+      });
+      assert.equal(store.blobLayout, existing, what);
+      assert.deepEqual(store.get(u64(1)), utf8("one"), what);
+      await store.close();
+      for (const name of [LEFT, RIGHT]) {
+        const magic = Buffer.from(memory.fileBytes("p", name) ?? [])
+          .subarray(0, 4)
+          .toString();
+        assert.equal(magic, existing === "v0" ? "CWIC" : "CWIK", `${what}: ${Buffer.from(name).toString()}`);
+      }
+    }
+  }
+});
