@@ -2,13 +2,16 @@
  * Blob layout and no-change-sync settings of the server: parsing (flags, environment, errors)
  * and their effect on disk: new partitions take the configured layout (per partition name, else
  * the default), an existing partition keeps the layout it has, and a sync with nothing to write
- * leaves the files alone on V1 (2026.10.0) and bumps the version on V0 (2026.4.0).
+ * leaves the files alone on V1 (2026.10.0) and bumps the version on V0 (2026.4.0). A partition
+ * whose first creation failed (a full disk) takes writes as soon as the disk has room again.
  */
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { ConfigError, parseConfig } from "../../server/config.js";
+import { FaultyStorage } from "../../server/store/storage/faulty.js";
+import { MemoryStorage } from "../../server/store/storage/memory.js";
 import { startDirServer } from "../support/rpc-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
 
@@ -125,5 +128,43 @@ test("new partitions take the configured layout, existing ones keep theirs, no-c
     }
   } finally {
     await dir.remove();
+  }
+});
+
+test("a partition whose creation failed on a full disk takes writes once space is back, without a restart", async () => {
+  for (const layout of ["v0", "v1"] as const) {
+    const memory = new MemoryStorage();
+    // What an earlier release left after ENOSPC between sizing a blob and writing its header.
+    memory.setFileBytes("sized", Buffer.from("left"), Buffer.alloc(8));
+    const faulty = new FaultyStorage(memory);
+    const dir = await tempDir("metadata-layout-");
+    const server = await startDirServer(dir.path, ["--blob-layout", layout], faulty);
+    try {
+      await server.client.put(Buffer.from("k"), Buffer.from("v"), { partition: "sized" });
+      // A V1 header torn after 100 of its 4096 bytes; a V0 one after 7 of its 8.
+      faulty.inject({ op: "create-write", tearBytes: layout === "v1" ? 100 : 7, errno: "ENOSPC" });
+      await assert.rejects(server.client.put(Buffer.from("k"), Buffer.from("v"), { partition: "full" }));
+      assert.equal(faulty.faultsFired, 1);
+      faulty.heal();
+      await server.client.put(Buffer.from("k"), Buffer.from("v"), { partition: "full" });
+      assert.deepEqual(await server.client.get(Buffer.from("k"), { partition: "full" }), Buffer.from("v"));
+    } finally {
+      await server.stop();
+    }
+    const again = await startDirServer(dir.path, [], memory);
+    try {
+      assert.deepEqual(
+        await again.client.get(Buffer.from("k"), { partition: "full" }),
+        Buffer.from("v"),
+        layout,
+      );
+      const magic = Buffer.from(memory.fileBytes("full", Buffer.from("left")) ?? [])
+        .subarray(0, 4)
+        .toString();
+      assert.equal(magic, layout === "v0" ? "CWIC" : "CWIK");
+    } finally {
+      await again.stop();
+      await dir.remove();
+    }
   }
 });
