@@ -16,7 +16,12 @@ import { StoreError } from "../../server/store/errors.js";
 import { type Metadata, openMetadata } from "../../server/store/metadata.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
 import { MeteredStorage } from "../../server/store/storage/metered.js";
-import { type Storage, StorageWrapper } from "../../server/store/storage/storage.js";
+import {
+  type OpenedBlob,
+  type OpenOptions,
+  type Storage,
+  StorageWrapper,
+} from "../../server/store/storage/storage.js";
 import { metricValue, syncCounters, u64, utf8 } from "../support/store-helpers.js";
 
 const LEFT = utf8("left");
@@ -284,7 +289,9 @@ test("test_recovered_buffer_supports_shrinking_rewrite", async () => {
 class FailSecondRemoval extends StorageWrapper {
   removals = 0;
 
-  open: Storage["open"] = (partition, name, options) => this.inner.open(partition, name, options);
+  open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob> {
+    return this.inner.open(partition, name, options);
+  }
 
   override async remove(partition: string, name?: Uint8Array): Promise<void> {
     if (name !== undefined && ++this.removals === 2)
