@@ -9,6 +9,14 @@
  *   --default-partition NAME      METADATA_DEFAULT_PARTITION       default
  *   --default-key-codec CODEC     METADATA_DEFAULT_KEY_CODEC       variable  (fixed:N | variable)
  *   --partition-key-codec N=CODEC METADATA_PARTITION_KEY_CODECS    none      (repeatable; env: comma-separated)
+ *   --blob-layout v0|v1           METADATA_BLOB_LAYOUT             v1       (layout of new partitions;
+ *                                                                             v0 for a 2026.4.0 node)
+ *   --partition-blob-layout N=L   METADATA_PARTITION_BLOB_LAYOUTS  none      (repeatable; env: comma-separated)
+ *   --no-change-sync MODE         METADATA_NO_CHANGE_SYNC          auto     (auto | bump | skip: a sync
+ *                                                                             with nothing to write bumps
+ *                                                                             the version as 2026.4.0, or
+ *                                                                             writes nothing as 2026.7+;
+ *                                                                             auto: skip on V1, bump on V0)
  *   --max-value-bytes N           METADATA_MAX_VALUE_BYTES         1048576
  *   --flush-interval-ms N         METADATA_FLUSH_INTERVAL_MS       100
  *   --batch-max-mutations N       METADATA_BATCH_MAX_MUTATIONS     10000
@@ -47,6 +55,8 @@
  *   --allow-unauthenticated is given: the error says so in one line.
  */
 import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
+import type { NoChangeSync } from "./store/metadata.js";
+import { type BlobLayout, parseBlobLayout } from "./store/storage/blob-header.js";
 import { isValidPartitionName } from "./store/storage/storage.js";
 
 /** The server's whole configuration. */
@@ -58,6 +68,12 @@ export interface ServerConfig {
   defaultPartition: string;
   defaultKeyCodec: KeyCodec;
   keyCodecs: Map<string, KeyCodec>;
+  /** Layout of the blobs of partitions created from now on; existing ones keep theirs. */
+  blobLayout: BlobLayout;
+  /** Layout of new partitions per partition name, overriding `blobLayout`. */
+  blobLayouts: Map<string, BlobLayout>;
+  /** What a sync with nothing to write does; undefined: by the partition's layout (V1 skip, V0 bump). */
+  noChangeSync: NoChangeSync | undefined;
   maxValueBytes: number;
   flushIntervalMs: number;
   batchMaxMutations: number;
@@ -105,6 +121,9 @@ const FLAGS: Record<string, FlagSpec> = {
   "default-partition": { env: "METADATA_DEFAULT_PARTITION" },
   "default-key-codec": { env: "METADATA_DEFAULT_KEY_CODEC" },
   "partition-key-codec": { env: "METADATA_PARTITION_KEY_CODECS", repeatable: true },
+  "blob-layout": { env: "METADATA_BLOB_LAYOUT" },
+  "partition-blob-layout": { env: "METADATA_PARTITION_BLOB_LAYOUTS", repeatable: true },
+  "no-change-sync": { env: "METADATA_NO_CHANGE_SYNC" },
   "max-value-bytes": { env: "METADATA_MAX_VALUE_BYTES" },
   "flush-interval-ms": { env: "METADATA_FLUSH_INTERVAL_MS" },
   "batch-max-mutations": { env: "METADATA_BATCH_MAX_MUTATIONS" },
@@ -206,6 +225,33 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     );
   }
 
+  const layout = (flag: string, text: string): BlobLayout => {
+    try {
+      return parseBlobLayout(text);
+    } catch (err) {
+      throw new ConfigError(`--${flag}: ${(err as Error).message}`);
+    }
+  };
+  const blobLayouts = new Map<string, BlobLayout>();
+  const layoutEntries =
+    given.get("partition-blob-layout") ??
+    (env.METADATA_PARTITION_BLOB_LAYOUTS ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
+  for (const entry of layoutEntries) {
+    const eq = entry.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--partition-blob-layout: ${JSON.stringify(entry)} is not NAME=v0|v1`);
+    blobLayouts.set(
+      partition("partition-blob-layout", entry.slice(0, eq)),
+      layout("partition-blob-layout", entry.slice(eq + 1)),
+    );
+  }
+  const noChangeSync = get("no-change-sync", "auto");
+  if (noChangeSync !== "auto" && noChangeSync !== "bump" && noChangeSync !== "skip") {
+    throw new ConfigError(`--no-change-sync: ${JSON.stringify(noChangeSync)} is not auto, bump or skip`);
+  }
+
   const metricsText = get("metrics-listen", "127.0.0.1:9464");
   const tlsCert = get("tls-cert", "");
   const tlsKey = get("tls-key", "");
@@ -253,6 +299,9 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     defaultPartition: partition("default-partition", get("default-partition", "default")),
     defaultKeyCodec: codec("default-key-codec", get("default-key-codec", "variable")),
     keyCodecs,
+    blobLayout: layout("blob-layout", get("blob-layout", "v1")),
+    blobLayouts,
+    noChangeSync: noChangeSync === "auto" ? undefined : noChangeSync,
     maxValueBytes: int("max-value-bytes", 1024 * 1024, 0, MAX_VALUE_BYTES),
     flushIntervalMs: int("flush-interval-ms", 100, 1, 3_600_000),
     batchMaxMutations: int("batch-max-mutations", 10_000, 1, 10_000_000),

@@ -79,6 +79,11 @@ async function startLocked(
       defaultPartition: config.defaultPartition,
       defaultKeyCodec: config.defaultKeyCodec,
       keyCodecs: config.keyCodecs,
+      blobLayouts: {
+        default: config.blobLayout,
+        layouts: config.blobLayouts,
+        ...(config.noChangeSync === undefined ? {} : { noChangeSync: config.noChangeSync }),
+      },
       maxValueBytes: config.maxValueBytes,
       maxOpenPartitions: config.maxOpenPartitions,
       maxPartitions: config.maxPartitions,

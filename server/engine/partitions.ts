@@ -9,7 +9,8 @@
  *   finds nothing and creates nothing (`ifExists`, `committed`).
  * - A partition is opened at most once, however many calls race to open it.
  * - Each partition has one key codec for its life: the one configured for its name, else the
- *   server default.
+ *   server default. A partition created here gets the blob layout configured for its name, else
+ *   the default; an existing one keeps the layout on disk.
  * - At most `maxOpenPartitions` partitions stay open (file handles, memory, metric series): when
  *   one more opens, the least recently used idle ones (nothing queued, applied or syncing) are
  *   retired: closed, their metric series removed. A retired partition reopens from disk on its next
@@ -22,9 +23,9 @@
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
 import { StoreError } from "../store/errors.js";
-import { emptySnapshot, openMetadata, type Snapshot } from "../store/metadata.js";
+import { emptySnapshot, type NoChangeSync, openMetadata, type Snapshot } from "../store/metadata.js";
 import { removePartitionMetrics } from "../store/metrics.js";
-import { type Storage, validatePartitionName } from "../store/storage/storage.js";
+import { type BlobLayout, type Storage, validatePartitionName } from "../store/storage/storage.js";
 import { EngineError } from "./errors.js";
 import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions } from "./group-commit.js";
 
@@ -43,6 +44,16 @@ export interface PartitionsConfig {
   /** Most partitions that may exist (on disk or open); creating one more is refused. */
   maxPartitions: number;
   groupCommit: GroupCommitOptions;
+  /**
+   * Blob layout of partitions created from now on ("v1" unless given), per partition name
+   * (`layouts`) else `default`; an existing partition keeps its own. `noChangeSync` overrides
+   * the per-layout default of the store (V1 skip, V0 bump).
+   */
+  blobLayouts?: {
+    default: BlobLayout;
+    layouts: ReadonlyMap<string, BlobLayout>;
+    noChangeSync?: NoChangeSync;
+  };
 }
 
 /** The committed view of every partition that does not exist. */
@@ -78,6 +89,7 @@ export class Partitions {
     }
     validatePartitionName(config.defaultPartition);
     for (const name of config.keyCodecs.keys()) validatePartitionName(name);
+    for (const name of config.blobLayouts?.layouts.keys() ?? []) validatePartitionName(name);
   }
 
   /** The partition a request means: `name`, or the default when empty. @throws InvalidPartitionName */
@@ -190,11 +202,15 @@ export class Partitions {
     await this.retiring.get(partition);
     await this.admit(partition);
     const keyCodec = this.keyCodec(partition);
+    const layouts = this.config.blobLayouts;
+    const blobLayout = layouts?.layouts.get(partition) ?? layouts?.default;
     const openStore = (discardVersionsFrom: bigint | undefined) =>
       openMetadata(this.storage, {
         partition,
         keyCodec,
         maxValueBytes: this.config.maxValueBytes,
+        ...(blobLayout === undefined ? {} : { blobLayout }),
+        ...(layouts?.noChangeSync === undefined ? {} : { noChangeSync: layouts.noChangeSync }),
         ...(this.registry === undefined ? {} : { registry: this.registry }),
         ...(discardVersionsFrom === undefined ? {} : { discardVersionsFrom }),
       });

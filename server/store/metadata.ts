@@ -1,18 +1,27 @@
 /**
  * Metadata: a sorted map of byte keys to byte values, committed atomically to one of two blobs.
  *
- * A port of commonware-storage 2026.4.0 `metadata`, byte for byte. Format of one blob body
- * (big-endian; the storage adds its 8-byte header in front, see storage/storage.ts):
+ * A port of commonware-storage `metadata` (releases 2026.4.0 and 2026.10.0), byte for byte.
+ * Format of one blob body (big-endian; the storage adds its header region in front, V0 or V1,
+ * see storage/blob-header.ts and docs/FORMAT.md):
  *   +--------------+------------------------------------------+--------------+
  *   | version: u64 | (key || varint(len) || value)*, ascending | crc32c: u32  |
  *   +--------------+------------------------------------------+--------------+
  *
- * Sync (FORMAT.md §10): every sync writes version V = nextVersion to the blob that does NOT hold
+ * Sync (docs/FORMAT.md §10): every sync writes version V = nextVersion to the blob that does NOT hold
  * the newest committed version, then fsyncs it. When no key was added or removed since both blobs
  * were last rewritten (KOC < version of the newest blob) and every value marked modified for the
  * target kept its encoded size, the sync overwrites just those values, the version and the CRC;
  * otherwise it rewrites the whole body (and cuts the blob when the body shrank). Counters,
  * written bytes and file bytes equal the reference's.
+ *
+ * No-change syncs (`noChangeSync`): when no key was added or removed since both blobs were
+ * rewritten and the target blob has no value left to receive, the target already equals the
+ * newest blob. "bump" (2026.4.0) still writes a new version there (version and CRC only);
+ * "skip" (2026.7 and later) writes nothing and keeps the version; with "skip" an overwrite of a
+ * body of at most 4096 bytes also writes it whole, as 2026.10.0 does (same bytes on disk, one
+ * write). Default: "skip" for a partition whose blobs are V1, "bump" for V0, so each matches the
+ * release that writes it.
  *
  * Invariants:
  * - A sync never writes the blob holding the newest committed version, so a torn or failed sync
@@ -20,7 +29,7 @@
  * - Syncs run one at a time, in call order. Mutations may run while a sync's I/O is in flight:
  *   they belong to the next version. Reads never wait.
  * - A sync resolves only after the fsync that holds it. `committed()` changes only then.
- * - Unlike the reference, a failed sync cannot lose or resurrect data (FORMAT.md §11.3): the
+ * - Unlike the reference, a failed sync cannot lose or resurrect data (docs/FORMAT.md §11.3): the
  *   target blob is cut to empty and fsynced, the cursor goes back to the last committed blob and
  *   the next sync rewrites the target in full. If even that cleanup fails, the store refuses all
  *   further mutations and syncs (`StoreError("Failed")`) until reopened, and `unsafeVersionsFrom`
@@ -30,7 +39,9 @@
  * - Input errors (key width, empty key, oversize value) are thrown before anything changes.
  *
  * Usage:
- *   const store = await openMetadata(new FilesystemStorage("data"), { partition: "p", keyCodec: fixedKeys(8) });
+ *   const store = await openMetadata(new FilesystemStorage("data"), {
+ *     partition: "p", keyCodec: fixedKeys(8), blobLayout: "v0", // shared with a 2026.4.0 node
+ *   });
  *   store.put(key, value);
  *   await store.sync(); // durable now
  */
@@ -61,12 +72,15 @@ import {
 } from "./codec.js";
 import { asIoError, StoreError } from "./errors.js";
 import { createStoreMetrics, type StoreMetrics } from "./metrics.js";
+import { type BlobLayout, DEFAULT_BLOB_LAYOUT } from "./storage/blob-header.js";
 import type { Blob, Storage } from "./storage/storage.js";
 
 /** Names of the two blobs of a store. */
 export const BLOB_NAMES = [Buffer.from("left"), Buffer.from("right")] as const;
 
 const MAX_VERSION = 0xffffffffffffffffn;
+/** commonware-runtime's blob page: a V1 blob's data starts on one. */
+const BLOB_PAGE_BYTES = 4096;
 const EMPTY = Buffer.alloc(0);
 
 /** Configuration of a store. */
@@ -81,6 +95,26 @@ export interface MetadataConfig {
   registry?: Registry;
   /** Blobs holding this version or newer are cut to empty at open (after a failed cleanup). */
   discardVersionsFrom?: bigint;
+  /**
+   * Layout of the blobs of a partition created by this open (default "v1", as
+   * commonware-runtime 2026.10.0; "v0" for a partition shared with a 2026.4.0 node). An existing
+   * partition keeps its layout: the second blob follows the first.
+   */
+  blobLayout?: BlobLayout;
+  /**
+   * Sync rules of a release: "bump" (2026.4.0) writes a new version even when nothing changed;
+   * "skip" (2026.7 and later) writes nothing then, and writes an overwrite of a body of at most
+   * 4096 bytes whole (2026.10.0). Default by the partition's layout: V1 "skip", V0 "bump".
+   */
+  noChangeSync?: NoChangeSync;
+}
+
+/** What a sync with nothing to write does; see `MetadataConfig.noChangeSync`. */
+export type NoChangeSync = "bump" | "skip";
+
+/** The no-change-sync behaviour of the release that writes blobs of `layout`. */
+export function defaultNoChangeSync(layout: BlobLayout): NoChangeSync {
+  return layout === "v0" ? "bump" : "skip";
 }
 
 /** Selects keys; every given part must hold. Bounds compare raw key bytes. */
@@ -236,6 +270,10 @@ export class Metadata {
     map: Tree,
     entriesBytes: number,
     private readonly metrics: StoreMetrics,
+    /** Layout of the partition's blobs (of the left one, should they differ). */
+    readonly blobLayout: BlobLayout,
+    /** What a sync with nothing to write does. */
+    readonly noChangeSync: NoChangeSync,
   ) {
     this.map = map;
     this.cursor = cursor;
@@ -401,10 +439,16 @@ export class Metadata {
     await Promise.allSettled(this.blobs.map((b) => b.blob.close()));
   }
 
-  /** Closes the store and removes both blobs and the partition. */
+  /**
+   * Closes the store and removes both blobs and the partition. The older blob goes first, so a
+   * reopen after an interrupted destroy finds the newest version or nothing, never an older one.
+   */
   async destroy(): Promise<void> {
     await this.close();
-    for (const name of BLOB_NAMES) await this.storage.remove(this.partition, name);
+    const newest = this.cursor;
+    for (const index of [newest === 0 ? 1 : 0, newest]) {
+      await this.storage.remove(this.partition, BLOB_NAMES[index] as Buffer);
+    }
     try {
       await this.storage.remove(this.partition);
     } catch (err) {
@@ -456,6 +500,10 @@ export class Metadata {
     const newest = this.blobs[previousCursor].version;
     const targetIndex: 0 | 1 = previousCursor === 0 ? 1 : 0;
     const target = this.blobs[targetIndex];
+    // Both blobs hold the newest state: a new version would only rotate them.
+    if (this.noChangeSync === "skip" && this.keyOrderChanged < newest && target.modified.size === 0) {
+      return newest;
+    }
     this.cursor = targetIndex;
     this.nextVersion = version + 1n;
     const view = new Snapshot(this.map.clone(), version);
@@ -543,12 +591,15 @@ export class Metadata {
     if (recompute) crc = crc32c(image.subarray(0, crcOffset));
     image.writeUInt32BE(crc, crcOffset);
     target.crc = crc;
+    // Under the 2026.10.0 rules a body of at most one page is written whole: its changes share
+    // that page, so one write replaces several (the bytes on disk are the same either way).
+    if (this.noChangeSync === "skip" && image.length <= BLOB_PAGE_BYTES) return [[0, image]];
     writes.push([0, versionBytes], [crcOffset, image.subarray(crcOffset)]);
     return writes;
   }
 
   /**
-   * Handles a failed sync (FORMAT.md §11.3): cut the target to empty so nothing of the failed
+   * Handles a failed sync (docs/FORMAT.md §11.3): cut the target to empty so nothing of the failed
    * version can surface, point the cursor back at the last committed blob and force a full
    * rewrite next time; if that fails too, refuse all further work. Always throws.
    */
@@ -588,14 +639,24 @@ export class Metadata {
   }
 }
 
+/** A blob as opened, with its layout and whether the open created it. */
+type LoadedBlob = BlobState & { layout: BlobLayout; created: boolean };
+
 /**
  * Opens one blob and checks its body: too short or failing its CRC means cut to empty (and
  * fsynced); otherwise the body is kept as the blob's image, not decoded yet.
  */
-async function loadBlob(storage: Storage, config: MetadataConfig, index: 0 | 1): Promise<BlobState> {
+async function loadBlob(
+  storage: Storage,
+  config: MetadataConfig,
+  index: 0 | 1,
+  layout: BlobLayout,
+): Promise<LoadedBlob> {
   const name = BLOB_NAMES[index];
-  const { blob, length } = await storage.open(config.partition, name);
-  const empty = (): BlobState => ({
+  const { blob, length, layout: opened, created } = await storage.open(config.partition, name, { layout });
+  const empty = (): LoadedBlob => ({
+    layout: opened,
+    created,
     blob,
     version: 0n,
     image: EMPTY,
@@ -604,7 +665,7 @@ async function loadBlob(storage: Storage, config: MetadataConfig, index: 0 | 1):
     modified: new Map(),
     shared: false,
   });
-  const cut = async (): Promise<BlobState> => {
+  const cut = async (): Promise<LoadedBlob> => {
     await blob.resize(0);
     await blob.sync();
     return empty();
@@ -620,7 +681,17 @@ async function loadBlob(storage: Storage, config: MetadataConfig, index: 0 | 1):
     if (config.discardVersionsFrom !== undefined && version >= config.discardVersionsFrom) return await cut();
     // Spans stay empty: the first two syncs after an open rewrite both blobs in full (KOC is
     // set to the next version), so nothing is ever patched into an image loaded here.
-    return { blob, version, image: body, crc: stored, spans: new Map(), modified: new Map(), shared: true };
+    return {
+      layout: opened,
+      created,
+      blob,
+      version,
+      image: body,
+      crc: stored,
+      spans: new Map(),
+      modified: new Map(),
+      shared: true,
+    };
   } catch (err) {
     await blob.close().catch(() => undefined);
     throw asIoError(err, `open ${config.partition}/${name.toString()}`);
@@ -643,12 +714,32 @@ export async function openMetadata(storage: Storage, config: MetadataConfig): Pr
       `invalid maximum value size ${maxValueBytes}: use 0..${MAX_VALUE_BYTES}`,
     );
   }
-  const left = await loadBlob(storage, config, 0);
-  let right: BlobState;
+  if (config.noChangeSync !== undefined && config.noChangeSync !== "bump" && config.noChangeSync !== "skip") {
+    throw new StoreError(
+      "InvalidConfig",
+      `invalid no-change sync ${JSON.stringify(config.noChangeSync)}: use bump or skip`,
+    );
+  }
+  // The partition's layout is the one its blobs have: the second blob follows the first, and a
+  // first blob created beside an existing second one is created again in the second's layout.
+  let left: LoadedBlob | undefined = await loadBlob(
+    storage,
+    config,
+    0,
+    config.blobLayout ?? DEFAULT_BLOB_LAYOUT,
+  );
+  let right: LoadedBlob | undefined;
   try {
-    right = await loadBlob(storage, config, 1);
+    right = await loadBlob(storage, config, 1, left.layout);
+    if (left.created && !right.created && right.layout !== left.layout) {
+      const stale = left;
+      left = undefined;
+      await stale.blob.close();
+      await storage.remove(config.partition, BLOB_NAMES[0]);
+      left = await loadBlob(storage, config, 0, right.layout);
+    }
   } catch (err) {
-    await left.blob.close().catch(() => undefined);
+    await Promise.allSettled([left?.blob.close(), right?.blob.close()]);
     throw err;
   }
   const cursor: 0 | 1 = right.version > left.version ? 1 : 0;
@@ -680,5 +771,7 @@ export async function openMetadata(storage: Storage, config: MetadataConfig): Pr
     map,
     decoded?.entriesBytes ?? 0,
     metrics,
+    left.layout,
+    config.noChangeSync ?? defaultNoChangeSync(left.layout),
   );
 }

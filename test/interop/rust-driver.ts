@@ -1,8 +1,9 @@
-// Drives the reference Rust implementation (commonware-storage 2026.4.0 `metadata`, tokio
-// runtime) through the `metadata-interop` binary built from test/interop/rust/. Interop tests
-// use it to replay operations into real files, read stores back (recovery included) and time
-// the reference on its own benchmark matrix. The binary is built once per process by
-// test/interop/rust/build.sh (cargo, crates.io; target dir outside the clone).
+// Drives the reference Rust implementation (commonware-storage `metadata`, tokio runtime) of
+// either supported release through its driver binary: 2026.4.0 from test/interop/rust/,
+// 2026.10.0 from test/interop/rust-2026.10/ (same subcommands and JSON). Interop tests use it to
+// replay operations into real files, read stores back (recovery included) and time the
+// reference on its own benchmark matrix. Each binary is built once per process by
+// test/interop/rust/build.sh RELEASE (cargo, crates.io; target dirs outside the clone).
 
 import { execFile, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -53,7 +54,10 @@ export interface RustTiming {
 export interface RustSyncBench extends RustTiming {
   keys: number;
   modified: number;
-  /** "overwrite" or "rewrite": what the timed sync was, read from the store's counters. */
+  /**
+   * "overwrite" or "rewrite": what the timed sync was, read from the store's counters
+   * ("skipped" under 2026.10.0 when no key was modified: it writes nothing).
+   */
   timed_sync_kind: string;
 }
 
@@ -71,14 +75,35 @@ export interface RustBenchResult {
   total_s: number;
 }
 
-let cachedBinary: string | undefined;
+/** A release of commonware-storage with an interop driver. */
+export type RustRelease = "2026.4.0" | "2026.10.0";
 
-/** Builds the binary (once per process) and returns its absolute path. */
-export function buildRustInterop(): string {
-  if (cachedBinary !== undefined) {
-    return cachedBinary;
+/** Every release the interop suites run against, oldest first. */
+export const RUST_RELEASES: readonly RustRelease[] = ["2026.4.0", "2026.10.0"];
+
+/**
+ * The runtime's blob layout range for a 2026.10.0 driver: "v0-v1" (its default: reads both,
+ * creates V1), "v1", or "v0" (reads and creates V0 only). The 2026.4.0 driver knows only V0.
+ */
+export type RustLayouts = "v0" | "v1" | "v0-v1";
+
+/** Options of a replay or dump. */
+export interface RustOptions {
+  /** Release to run (default 2026.4.0). */
+  release?: RustRelease;
+  /** Blob layout range (2026.10.0 only; default its own, "v0-v1"). */
+  layouts?: RustLayouts;
+}
+
+const cachedBinaries = new Map<RustRelease, string>();
+
+/** Builds the driver of `release` (once per process) and returns its absolute path. */
+export function buildRustInterop(release: RustRelease = "2026.4.0"): string {
+  const cached = cachedBinaries.get(release);
+  if (cached !== undefined) {
+    return cached;
   }
-  const result = spawnSync("bash", [BUILD_SCRIPT], {
+  const result = spawnSync("bash", [BUILD_SCRIPT, release], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "pipe"],
     maxBuffer: 64 * 1024 * 1024,
@@ -94,12 +119,22 @@ export function buildRustInterop(): string {
   if (binary === undefined || binary === "") {
     throw new Error("metadata-interop build printed no binary path");
   }
-  cachedBinary = binary;
+  cachedBinaries.set(release, binary);
   return binary;
 }
 
-async function runJson(args: string[], timeoutMs: number): Promise<unknown> {
-  const binary = buildRustInterop();
+function layoutArgs(options: RustOptions): string[] {
+  if (options.layouts === undefined) return [];
+  if (options.release !== "2026.10.0") throw new Error("--layouts needs the 2026.10.0 driver");
+  return ["--layouts", options.layouts];
+}
+
+async function runJson(
+  args: string[],
+  timeoutMs: number,
+  release: RustRelease = "2026.4.0",
+): Promise<unknown> {
+  const binary = buildRustInterop(release);
   try {
     const { stdout } = await execFileAsync(binary, args, {
       encoding: "utf8",
@@ -130,14 +165,20 @@ function asStoreResult(value: unknown): RustStoreResult {
  * Applies `ops` (golden-vector op format: put, remove, clear, sync, get_mut, retain_keys, reopen)
  * to the store in `partition` under storage directory `dir`, and returns the final entries.
  */
-export async function rustReplay(dir: string, partition: string, ops: unknown[]): Promise<RustStoreResult> {
+export async function rustReplay(
+  dir: string,
+  partition: string,
+  ops: unknown[],
+  options: RustOptions = {},
+): Promise<RustStoreResult> {
   const scratch = mkdtempSync(join(tmpdir(), "metadata-interop-ops-"));
   const opsFile = join(scratch, "ops.json");
   try {
     writeFileSync(opsFile, JSON.stringify(ops));
     const out = await runJson(
-      ["replay", "--dir", dir, "--partition", partition, "--ops", opsFile],
+      ["replay", "--dir", dir, "--partition", partition, "--ops", opsFile, ...layoutArgs(options)],
       5 * 60 * 1000,
+      options.release,
     );
     return asStoreResult(out);
   } finally {
@@ -146,15 +187,23 @@ export async function rustReplay(dir: string, partition: string, ops: unknown[])
 }
 
 /** Opens the store (running the reference's recovery, which may truncate blobs) and lists it. */
-export async function rustDump(dir: string, partition: string): Promise<RustStoreResult> {
-  const out = await runJson(["dump", "--dir", dir, "--partition", partition], 5 * 60 * 1000);
+export async function rustDump(
+  dir: string,
+  partition: string,
+  options: RustOptions = {},
+): Promise<RustStoreResult> {
+  const out = await runJson(
+    ["dump", "--dir", dir, "--partition", partition, ...layoutArgs(options)],
+    5 * 60 * 1000,
+    options.release,
+  );
   return asStoreResult(out);
 }
 
 /** Times the reference: sync after modifying 0..100 keys, and init of 100..100,000 keys. */
-export async function rustBench(quick: boolean): Promise<RustBenchResult> {
+export async function rustBench(quick: boolean, release: RustRelease = "2026.4.0"): Promise<RustBenchResult> {
   const args = quick ? ["bench", "--quick"] : ["bench"];
-  const out = await runJson(args, (quick ? 2 : 10) * 60 * 1000);
+  const out = await runJson(args, (quick ? 2 : 10) * 60 * 1000, release);
   if (typeof out !== "object" || out === null || !Array.isArray((out as { sync?: unknown }).sync)) {
     throw new Error("metadata-interop bench returned an unexpected document");
   }

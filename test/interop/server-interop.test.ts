@@ -1,8 +1,11 @@
 /**
  * Server-level interop with the reference: the gRPC server (in-process, and the real process
- * stopped by SIGTERM) on storage directories shared with commonware-storage 2026.4.0 `metadata`
- * (tokio runtime), driven through test/interop/rust (rust-driver.ts), with U64 keys: the
- * partitions are configured `--partition-key-codec NAME=fixed:8`.
+ * stopped by SIGTERM) on storage directories shared with commonware-storage `metadata` (tokio
+ * runtime) 2026.4.0 and 2026.10.0, driven through test/interop/rust and test/interop/rust-2026.10
+ * (rust-driver.ts), with U64 keys: the partitions are configured `--partition-key-codec
+ * NAME=fixed:8`. Tests 1 and 2 run once per release: against 2026.4.0 the partition is
+ * configured V0 (`--partition-blob-layout NAME=v0`); against 2026.10.0 the server keeps its
+ * defaults, so the reference's partition is V1 and so is the one the server creates.
  *
  * 1. Rust writes, our server serves: the reference writes a partition through several syncs
  *    (same-size overwrites, a shrinking rewrite, a clear, more puts, then an unsynced put that
@@ -31,7 +34,14 @@ import { parseConfig } from "../../server/config.js";
 import { type RunningService, startService } from "../../server/service.js";
 import { metricValue, u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
-import { buildRustInterop, type RustEntry, rustDump, rustReplay } from "./rust-driver.js";
+import {
+  buildRustInterop,
+  RUST_RELEASES,
+  type RustEntry,
+  type RustRelease,
+  rustDump,
+  rustReplay,
+} from "./rust-driver.js";
 
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const FILE_NAMES = ["6c656674", "7269676874"] as const;
@@ -44,7 +54,8 @@ let removeRoot: () => Promise<void> = async () => {};
 
 before(
   async () => {
-    buildRustInterop(); // cached in $HOME/.cache; about 3 minutes cold
+    // Cached in $HOME/.cache; a few minutes each when cold.
+    for (const release of RUST_RELEASES) buildRustInterop(release);
     const dir = await tempDir("metadata-server-interop-");
     root = dir.path;
     removeRoot = dir.remove;
@@ -99,6 +110,23 @@ async function readFiles(dir: string, partition: string): Promise<string[]> {
 /** Flags of every server: the partitions used here are U64-keyed (fixed:8). */
 function codecFlags(...partitions: string[]): string[] {
   return partitions.flatMap((p) => ["--partition-key-codec", `${p}=fixed:8`]);
+}
+
+/** Flags for a partition shared with `release`: V0 blobs for 2026.4.0, the defaults otherwise. */
+function layoutFlags(release: RustRelease, partition: string): string[] {
+  return release === "2026.4.0" ? ["--partition-blob-layout", `${partition}=v0`] : [];
+}
+
+/** Magic of the blobs `release` creates by default ("CWIC" V0, "CWIK" V1). */
+function magicOf(release: RustRelease): string {
+  return release === "2026.4.0" ? "CWIC" : "CWIK";
+}
+
+async function assertMagic(dir: string, partition: string, magic: string): Promise<void> {
+  for (const name of FILE_NAMES) {
+    const head = (await readFile(join(dir, partition, name))).subarray(0, 4).toString("latin1");
+    assert.equal(head, magic, `${partition}/${name} layout`);
+  }
 }
 
 interface InProcessServer {
@@ -337,139 +365,175 @@ async function startChildOnce(dataDir: string, flags: string[]): Promise<ChildSe
 // ---------------------------------------------------------------------------------------------
 
 describe("rust writes, our server serves", () => {
-  test("entries written through overwrites, a shrinking rewrite and a clear", TEST_TIMEOUT, async () => {
-    const dir = join(root, "rust-writes");
-    const partition = "rust_u64";
-    const hex = (seed: number, length: number) => value(seed, length).toString("hex");
-    const ops = [
-      // Ten keys, synced to both blobs (two rewrites).
-      ...Array.from({ length: 10 }, (_, i) => ({ op: "put", key: i, value_hex: hex(i, 16) })),
-      { op: "sync" },
-      { op: "sync" },
-      // Same-size changes: overwrites of each blob.
-      { op: "put", key: 3, value_hex: hex(33, 16) },
-      { op: "put", key: 7, value_hex: hex(77, 16) },
-      { op: "sync" },
-      { op: "sync" },
-      { op: "put", key: 3, value_hex: hex(34, 16) },
-      { op: "sync" },
-      { op: "sync" },
-      // Shrinking: a shorter value and a removed key (rewrites).
-      { op: "put", key: 5, value_hex: hex(55, 4) },
-      { op: "remove", key: 9 },
-      { op: "sync" },
-      { op: "sync" },
-      // A clear, committed.
-      { op: "clear" },
-      { op: "sync" },
-      // More puts after the clear, with extreme keys and an empty value.
-      { op: "put", key: 100, value_hex: hex(100, 20) },
-      { op: "put", key: 1, value_hex: hex(1, 200) },
-      { op: "put", key: (1n << 63n).toString(), value_hex: "" },
-      { op: "put", key: U64_MAX.toString(), value_hex: hex(255, 8) },
-      { op: "put", key: 42, value: "h\u00e9llo" },
-      { op: "sync" },
-      { op: "put", key: 100, value_hex: hex(101, 20) },
-      { op: "sync" },
-      // Not synced: lost when the reference exits.
-      { op: "put", key: 77, value_hex: hex(7, 16) },
-      { op: "remove", key: 1 },
-    ];
-    const replayed = await rustReplay(dir, partition, ops);
-    assert.ok((replayed.counters.sync_overwrites ?? 0) >= 3, "the reference did overwrite syncs");
-    assert.ok((replayed.counters.sync_rewrites ?? 0) >= 4, "the reference did rewrite syncs");
+  for (const release of RUST_RELEASES) {
+    test(
+      `${release}: entries written through overwrites, a shrinking rewrite and a clear`,
+      TEST_TIMEOUT,
+      async () => {
+        const dir = join(root, `rust-writes-${release}`);
+        const partition = "rust_u64";
+        const hex = (seed: number, length: number) => value(seed, length).toString("hex");
+        const ops = [
+          // Ten keys, synced to both blobs (two rewrites).
+          ...Array.from({ length: 10 }, (_, i) => ({ op: "put", key: i, value_hex: hex(i, 16) })),
+          { op: "sync" },
+          { op: "sync" },
+          // Same-size changes: overwrites of each blob.
+          { op: "put", key: 3, value_hex: hex(33, 16) },
+          { op: "put", key: 7, value_hex: hex(77, 16) },
+          { op: "sync" },
+          { op: "sync" },
+          { op: "put", key: 3, value_hex: hex(34, 16) },
+          { op: "sync" },
+          { op: "sync" },
+          // Shrinking: a shorter value and a removed key (rewrites).
+          { op: "put", key: 5, value_hex: hex(55, 4) },
+          { op: "remove", key: 9 },
+          { op: "sync" },
+          { op: "sync" },
+          // A clear, committed.
+          { op: "clear" },
+          { op: "sync" },
+          // More puts after the clear, with extreme keys and an empty value.
+          { op: "put", key: 100, value_hex: hex(100, 20) },
+          { op: "put", key: 1, value_hex: hex(1, 200) },
+          { op: "put", key: (1n << 63n).toString(), value_hex: "" },
+          { op: "put", key: U64_MAX.toString(), value_hex: hex(255, 8) },
+          { op: "put", key: 42, value: "h\u00e9llo" },
+          { op: "sync" },
+          { op: "put", key: 100, value_hex: hex(101, 20) },
+          { op: "sync" },
+          // Not synced: lost when the reference exits.
+          { op: "put", key: 77, value_hex: hex(7, 16) },
+          { op: "remove", key: 1 },
+        ];
+        const replayed = await rustReplay(dir, partition, ops, { release });
+        await assertMagic(dir, partition, magicOf(release));
+        assert.ok((replayed.counters.sync_overwrites ?? 0) >= 3, "the reference did overwrite syncs");
+        assert.ok((replayed.counters.sync_rewrites ?? 0) >= 4, "the reference did rewrite syncs");
 
-    const committed = new Map<bigint, Uint8Array>([
-      [1n, value(1, 200)],
-      [42n, Buffer.from("h\u00e9llo", "utf8")],
-      [100n, value(101, 20)],
-      [1n << 63n, new Uint8Array()],
-      [U64_MAX, value(255, 8)],
-    ]);
-    const expected = sorted(committed);
-    assert.deepEqual((await rustDump(dir, partition)).entries, expected, "the reference reads the model");
-    const files = await readFiles(dir, partition);
+        const committed = new Map<bigint, Uint8Array>([
+          [1n, value(1, 200)],
+          [42n, Buffer.from("h\u00e9llo", "utf8")],
+          [100n, value(101, 20)],
+          [1n << 63n, new Uint8Array()],
+          [U64_MAX, value(255, 8)],
+        ]);
+        const expected = sorted(committed);
+        assert.deepEqual(
+          (await rustDump(dir, partition, { release })).entries,
+          expected,
+          "the reference reads the model",
+        );
+        const files = await readFiles(dir, partition);
 
-    const server = await startInProcess(dir, codecFlags(partition));
-    try {
-      assert.ok((await server.client.listPartitions({ deadlineMs: CALL_MS })).includes(partition));
-      await assertServes(server.client, partition, expected, [0n, 3n, 5n, 7n, 9n, 77n, 1000n]);
-      // Filters on U64 keys: a range, a prefix (the high byte) and a limit.
-      const range: bigint[] = [];
-      for await (const { key } of server.client.keys({
-        partition,
-        start: u64(2n),
-        end: u64(1n << 63n),
-        deadlineMs: CALL_MS,
-      })) {
-        range.push(keyOf(key));
-      }
-      assert.deepEqual(range, [42n, 100n]);
-      const high: bigint[] = [];
-      for await (const { key } of server.client.keys({
-        partition,
-        prefix: Uint8Array.of(0xff),
-        deadlineMs: CALL_MS,
-      })) {
-        high.push(keyOf(key));
-      }
-      assert.deepEqual(high, [U64_MAX]);
-    } finally {
-      await server.stop();
-    }
-    assert.deepEqual(await readFiles(dir, partition), files, "serving reads left the files byte-identical");
-  });
+        const server = await startInProcess(dir, [
+          ...codecFlags(partition),
+          ...layoutFlags(release, partition),
+        ]);
+        try {
+          assert.ok((await server.client.listPartitions({ deadlineMs: CALL_MS })).includes(partition));
+          await assertServes(server.client, partition, expected, [0n, 3n, 5n, 7n, 9n, 77n, 1000n]);
+          // Filters on U64 keys: a range, a prefix (the high byte) and a limit.
+          const range: bigint[] = [];
+          for await (const { key } of server.client.keys({
+            partition,
+            start: u64(2n),
+            end: u64(1n << 63n),
+            deadlineMs: CALL_MS,
+          })) {
+            range.push(keyOf(key));
+          }
+          assert.deepEqual(range, [42n, 100n]);
+          const high: bigint[] = [];
+          for await (const { key } of server.client.keys({
+            partition,
+            prefix: Uint8Array.of(0xff),
+            deadlineMs: CALL_MS,
+          })) {
+            high.push(keyOf(key));
+          }
+          assert.deepEqual(high, [U64_MAX]);
+        } finally {
+          await server.stop();
+        }
+        assert.deepEqual(
+          await readFiles(dir, partition),
+          files,
+          "serving reads left the files byte-identical",
+        );
+      },
+    );
+  }
 });
 
 describe("our server writes, rust reads", () => {
-  test("in-process server: acknowledged writes, then a stop", TEST_TIMEOUT, async () => {
-    const dir = join(root, "ours-in-process");
-    const partition = "ours_u64";
-    let server = await startInProcess(dir, [...codecFlags(partition), "--flush-interval-ms", "60000"]);
-    let model: Map<bigint, Uint8Array>;
-    try {
-      model = await writeThroughGrpc(server.client, partition);
-      const overwrites = await metricValue(
-        server.service.registry,
-        "metadata_sync_overwrites_total",
-        partition,
-      );
-      const rewrites = await metricValue(server.service.registry, "metadata_sync_rewrites_total", partition);
-      assert.ok(overwrites >= 4, `overwrite syncs happened (${overwrites})`);
-      assert.ok(rewrites >= 2, `rewrite syncs happened (${rewrites})`);
-    } finally {
-      await server.stop();
-    }
-    const expected = sorted(model);
-    const dumped = await rustDump(dir, partition);
-    assert.deepEqual(dumped.entries, expected, "the reference lists exactly the acknowledged writes");
+  for (const release of RUST_RELEASES) {
+    test(`${release}: in-process server: acknowledged writes, then a stop`, TEST_TIMEOUT, async () => {
+      const dir = join(root, `ours-in-process-${release}`);
+      const partition = "ours_u64";
+      const flags = [...codecFlags(partition), ...layoutFlags(release, partition)];
+      let server = await startInProcess(dir, [...flags, "--flush-interval-ms", "60000"]);
+      let model: Map<bigint, Uint8Array>;
+      try {
+        model = await writeThroughGrpc(server.client, partition);
+        const overwrites = await metricValue(
+          server.service.registry,
+          "metadata_sync_overwrites_total",
+          partition,
+        );
+        const rewrites = await metricValue(
+          server.service.registry,
+          "metadata_sync_rewrites_total",
+          partition,
+        );
+        assert.ok(overwrites >= 4, `overwrite syncs happened (${overwrites})`);
+        assert.ok(rewrites >= 2, `rewrite syncs happened (${rewrites})`);
+      } finally {
+        await server.stop();
+      }
+      const expected = sorted(model);
+      await assertMagic(dir, partition, magicOf(release));
+      const dumped = await rustDump(dir, partition, { release });
+      assert.deepEqual(dumped.entries, expected, "the reference lists exactly the acknowledged writes");
 
-    // The reference writes on; our restarted server serves its changes.
-    await rustReplay(dir, partition, [
-      { op: "put", key: 2, value_hex: value(222, 24).toString("hex") },
-      { op: "remove", key: 13 },
-      { op: "put", key: 500, value: "from rust" },
-      { op: "sync" },
-    ]);
-    model.set(2n, value(222, 24));
-    model.delete(13n);
-    model.set(500n, Buffer.from("from rust"));
-    server = await startInProcess(dir, codecFlags(partition));
-    try {
-      await assertServes(server.client, partition, sorted(model), [3n, 7n, 8n, 13n, 14n]);
-    } finally {
-      await server.stop();
-    }
-  });
+      // The reference writes on; our restarted server serves its changes.
+      await rustReplay(
+        dir,
+        partition,
+        [
+          { op: "put", key: 2, value_hex: value(222, 24).toString("hex") },
+          { op: "remove", key: 13 },
+          { op: "put", key: 500, value: "from rust" },
+          { op: "sync" },
+        ],
+        { release },
+      );
+      model.set(2n, value(222, 24));
+      model.delete(13n);
+      model.set(500n, Buffer.from("from rust"));
+      server = await startInProcess(dir, flags);
+      try {
+        await assertServes(server.client, partition, sorted(model), [3n, 7n, 8n, 13n, 14n]);
+      } finally {
+        await server.stop();
+      }
+    });
+  }
 
   test(
-    "server process stopped by SIGTERM: acknowledged buffered writes are committed",
+    "2026.4.0: server process stopped by SIGTERM: acknowledged buffered writes are committed",
     TEST_TIMEOUT,
     async () => {
       const dir = join(root, "ours-sigterm");
       const partition = "sigterm_u64";
       // A long flush interval: only the SIGTERM shutdown commits the trailing buffered writes.
-      const server = await startChild(dir, [...codecFlags(partition), "--flush-interval-ms", "600000"]);
+      const server = await startChild(dir, [
+        ...codecFlags(partition),
+        ...layoutFlags("2026.4.0", partition),
+        "--flush-interval-ms",
+        "600000",
+      ]);
       let model: Map<bigint, Uint8Array>;
       try {
         model = await writeThroughGrpc(server.client, partition);

@@ -1,6 +1,10 @@
 /**
- * On-disk interop with the reference: commonware-storage 2026.4.0 `metadata` on the tokio runtime,
- * driven through test/interop/rust (rust-driver.ts), with U64 keys (our `fixedKeys(8)`).
+ * On-disk interop with the reference: commonware-storage `metadata` on the tokio runtime, driven
+ * through test/interop/rust (2026.4.0) and test/interop/rust-2026.10 (2026.10.0) (rust-driver.ts),
+ * with U64 keys (our `fixedKeys(8)`). Every check runs once per profile, our store configured as
+ * that release writes (`PROFILES`): 2026.4.0 with V0 blobs and no-change syncs that bump the
+ * version; 2026.10.0 with its defaults, V1 blobs and no-change syncs that write nothing; and
+ * 2026.10.0 restricted to V0 blobs (V0 files, 2026.10.0 sync rules).
  *
  * For every op sequence (each golden vector's ops, a hand-written sequence of edge cases and two
  * seeded random sequences), this file proves:
@@ -16,6 +20,8 @@
  *    us on one directory; at every hand-over the next side reads the committed state, each
  *    piece's counters equal those of the same instance in a pure run, and the final files equal
  *    the pure runs' files.
+ * 5. The settings matter: under the other release's layout or no-change-sync rule, our files
+ *    differ from the reference's.
  * An independent model (a map replayed from the ops: syncs commit, reopens roll back to the last
  * commit) is the oracle for the entries. Set TEST_SEED to change the random sequences.
  */
@@ -26,7 +32,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Registry } from "prom-client";
 import { fixedKeys } from "../../server/store/codec.js";
-import { type Metadata, openMetadata } from "../../server/store/metadata.js";
+import { type Metadata, type NoChangeSync, openMetadata } from "../../server/store/metadata.js";
+import type { BlobLayout } from "../../server/store/storage/blob-header.js";
 import { FilesystemStorage } from "../../server/store/storage/filesystem.js";
 import { MeteredStorage } from "../../server/store/storage/metered.js";
 import { Rng, testSeed } from "../support/rng.js";
@@ -35,13 +42,50 @@ import { tempDir } from "../support/temp-dir.js";
 import {
   buildRustInterop,
   type RustEntry,
+  type RustLayouts,
+  type RustOptions,
+  type RustRelease,
   type RustStoreResult,
   rustDump,
   rustReplay,
 } from "./rust-driver.js";
 
+/** A release of the reference (and its layout range), and how our store writes as it does. */
+interface Profile {
+  /** Names the profile in test names and directories. */
+  name: string;
+  release: RustRelease;
+  /** The driver's blob layout range (2026.10.0 only; default its own). */
+  layouts?: RustLayouts;
+  blobLayout: BlobLayout;
+  noChangeSync: NoChangeSync;
+  /** The golden vectors are that release's files and figures. */
+  vectors: boolean;
+}
+
+const PROFILES: readonly Profile[] = [
+  { name: "2026.4.0", release: "2026.4.0", blobLayout: "v0", noChangeSync: "bump", vectors: true },
+  { name: "2026.10.0", release: "2026.10.0", blobLayout: "v1", noChangeSync: "skip", vectors: false },
+  // A 2026.10.0 node restricted to V0 blobs: V0 files under the 2026.10.0 sync rules.
+  {
+    name: "2026.10.0 (V0 only)",
+    release: "2026.10.0",
+    layouts: "v0",
+    blobLayout: "v0",
+    noChangeSync: "skip",
+    vectors: false,
+  },
+];
+
+/** Driver options of a profile. */
+function driverOptions(profile: Profile): RustOptions {
+  return profile.layouts === undefined
+    ? { release: profile.release }
+    : { release: profile.release, layouts: profile.layouts };
+}
+
 // ---------------------------------------------------------------------------------------------
-// Op format (FORMAT.md section 17, as understood by test/interop/rust/src/main.rs)
+// Op format (docs/FORMAT.md section 17, as understood by test/interop/rust/src/main.rs)
 // ---------------------------------------------------------------------------------------------
 
 /** A u64 key: a JSON number, or a decimal string (needed above 2^53 - 1). */
@@ -162,10 +206,17 @@ function storeEntries(store: Metadata): RustEntry[] {
  * Applies `ops` to our store in `partition` under `dir` and reports entries and counters. Nothing
  * is synced implicitly: unsynced changes are dropped at `reopen` and at the end, as in the driver.
  */
-async function tsReplay(dir: string, partition: string, ops: Op[]): Promise<TsResult> {
+async function tsReplay(
+  dir: string,
+  partition: string,
+  ops: Op[],
+  settings: Pick<Profile, "blobLayout" | "noChangeSync">,
+): Promise<TsResult> {
   const registry = new Registry();
   const storage = new MeteredStorage(new FilesystemStorage(dir), registry);
-  const open = () => openMetadata(storage, { partition, keyCodec: fixedKeys(8), registry });
+  const { blobLayout, noChangeSync } = settings;
+  const open = () =>
+    openMetadata(storage, { partition, keyCodec: fixedKeys(8), registry, blobLayout, noChangeSync });
   const instances: InstanceCounters[] = [];
   const entriesAtOpen: RustEntry[][] = [];
   let bytesAtOpen = 0;
@@ -525,30 +576,32 @@ async function readFiles(dir: string, partition: string): Promise<FileBytes> {
 const rustRuns = new Map<string, Promise<RustRun>>();
 const tsRuns = new Map<string, Promise<TsRun>>();
 
-function rustRun(seq: Sequence): Promise<RustRun> {
-  let run = rustRuns.get(seq.name);
+function rustRun(profile: Profile, seq: Sequence): Promise<RustRun> {
+  const key = `${profile.name} ${seq.name}`;
+  let run = rustRuns.get(key);
   if (run === undefined) {
     run = (async () => {
-      const dir = await freshDir(`rust-${seq.name}`);
+      const dir = await freshDir(`rust-${key}`);
       await seedFiles(dir, seq);
-      const result = await rustReplay(dir, seq.partition, seq.ops);
+      const result = await rustReplay(dir, seq.partition, seq.ops, driverOptions(profile));
       return { dir, result, files: await readFiles(dir, seq.partition) };
     })();
-    rustRuns.set(seq.name, run);
+    rustRuns.set(key, run);
   }
   return run;
 }
 
-function tsRun(seq: Sequence): Promise<TsRun> {
-  let run = tsRuns.get(seq.name);
+function tsRun(profile: Profile, seq: Sequence): Promise<TsRun> {
+  const key = `${profile.name} ${seq.name}`;
+  let run = tsRuns.get(key);
   if (run === undefined) {
     run = (async () => {
-      const dir = await freshDir(`ts-${seq.name}`);
+      const dir = await freshDir(`ts-${key}`);
       await seedFiles(dir, seq);
-      const result = await tsReplay(dir, seq.partition, seq.ops);
+      const result = await tsReplay(dir, seq.partition, seq.ops, profile);
       return { dir, result, files: await readFiles(dir, seq.partition) };
     })();
-    tsRuns.set(seq.name, run);
+    tsRuns.set(key, run);
   }
   return run;
 }
@@ -583,7 +636,7 @@ function assertEndsWithSync(seq: Sequence): void {
 
 before(
   async () => {
-    buildRustInterop();
+    for (const profile of PROFILES) buildRustInterop(profile.release);
     const dir = await tempDir("metadata-interop-");
     root = dir.path;
     removeRoot = dir.remove;
@@ -599,137 +652,191 @@ after(async () => {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-describe("rust writes, we read", () => {
-  for (const seq of SEQUENCES) {
-    test(seq.name, async () => {
-      assertEndsWithSync(seq);
-      const rust = await rustRun(seq);
-      assert.deepEqual(rust.result.entries, seq.expected, "reference entries equal the model");
-      const ours = await tsDump(rust.dir, seq.partition);
-      assert.deepEqual(ours, rust.result.entries, "our store reads the reference's entries");
-      assertSameFiles(await readFiles(rust.dir, seq.partition), rust.files, "our open left the files alone");
-    });
-  }
-});
-
-describe("we write, rust reads", () => {
-  for (const seq of SEQUENCES) {
-    test(seq.name, async () => {
-      assertEndsWithSync(seq);
-      const ours = await tsRun(seq);
-      assert.deepEqual(ours.result.entries, seq.expected, "our final entries equal the model");
-      const rust = await rustDump(ours.dir, seq.partition);
-      assert.deepEqual(rust.entries, ours.result.entries, "the reference reads our entries");
-      assert.equal(rust.counters.keys, seq.expected.length, "reference keys gauge at open");
-      assertSameFiles(
-        await readFiles(ours.dir, seq.partition),
-        ours.files,
-        "the reference's open left the files alone",
-      );
-    });
-  }
-});
-
-describe("byte-identical files and equal counters", () => {
-  for (const seq of SEQUENCES) {
-    test(seq.name, async (t) => {
-      const rust = await rustRun(seq);
-      const ours = await tsRun(seq);
-      const syncs = seq.ops.filter((op) => op.op === "sync").length;
-      const perInstance = ours.result.instances
-        .map((c) => `${c.sync_rewrites}/${c.sync_overwrites}`)
-        .join(" ");
-      t.diagnostic(
-        `${seq.ops.length} ops, ${syncs} syncs, rewrites/overwrites per instance ${perInstance}, ` +
-          `${ours.result.storage_write_bytes} bytes written, files ${ours.files.left.length / 2} + ` +
-          `${ours.files.right.length / 2} bytes, ${seq.expected.length} keys`,
-      );
-      assertSameFiles(ours.files, rust.files, "our files vs the reference's");
-      const last = ours.result.instances.at(-1);
-      assert.ok(last !== undefined);
-      assert.equal(ours.result.instances.length, rust.result.instances_opened, "instances opened");
-      assert.deepEqual(
-        {
-          sync_rewrites: last.sync_rewrites,
-          sync_overwrites: last.sync_overwrites,
-          keys: last.keys,
-          storage_write_bytes: ours.result.storage_write_bytes,
-        },
-        rust.result.counters,
-        "counters of the last instance, write bytes of the run",
-      );
-      assert.equal(ours.result.get_mut_missing, rust.result.get_mut_missing ?? 0, "get_mut of absent keys");
-      if (seq.vector !== undefined) {
-        const v = seq.vector;
+for (const profile of PROFILES) {
+  const { name: release } = profile;
+  const options = driverOptions(profile);
+  describe(`${release}: rust writes, we read`, () => {
+    for (const seq of SEQUENCES) {
+      test(seq.name, async () => {
+        assertEndsWithSync(seq);
+        const rust = await rustRun(profile, seq);
+        assert.deepEqual(rust.result.entries, seq.expected, "reference entries equal the model");
+        const ours = await tsDump(rust.dir, seq.partition);
+        assert.deepEqual(ours, rust.result.entries, "our store reads the reference's entries");
         assertSameFiles(
+          await readFiles(rust.dir, seq.partition),
           rust.files,
-          { left: v.expected.files.left.hex, right: v.expected.files.right.hex },
-          "reference vs golden vector",
+          "our open left the files alone",
         );
-        assert.deepEqual(rust.result.counters, v.expected.counters, "reference counters vs golden vector");
-      }
-    });
-  }
-});
+      });
+    }
+  });
 
-describe("mixed hand-over between the reference and us", () => {
-  const mixed: { seq: Sequence; first: "rust" | "ts" }[] = [];
-  for (const seq of SEQUENCES) {
-    if (seq.vector !== undefined) continue;
-    mixed.push({ seq, first: "rust" });
-    mixed.push({ seq, first: "ts" });
-  }
-  for (const { seq, first } of mixed) {
-    const pieces = splitAtReopen(seq.ops);
-    const order = pieces.map((_, i) => ((i % 2 === 0) === (first === "rust") ? "rust" : "ts"));
-    test(`${seq.name}: ${order.join(" -> ")} -> both read`, async () => {
-      assert.ok(pieces.length >= 2, "at least one hand-over");
-      const rustPure = await rustRun(seq);
-      const tsPure = await tsRun(seq);
-      const dir = await freshDir(`mixed-${first}-${seq.name}`);
-      await seedFiles(dir, seq);
-      let done: Op[] = [];
-      for (const [i, piece] of pieces.entries()) {
-        const committed = modelCommitted(done);
-        const who = order[i];
-        const pureInstance = tsPure.result.instances[i];
-        assert.ok(pureInstance !== undefined);
-        if (who === "rust") {
-          const atOpen = await rustDump(dir, seq.partition);
-          assert.deepEqual(atOpen.entries, committed, `piece ${i}: the reference opens the committed state`);
-          const result = await rustReplay(dir, seq.partition, piece);
-          assert.deepEqual(
-            result.counters,
-            {
-              sync_rewrites: pureInstance.sync_rewrites,
-              sync_overwrites: pureInstance.sync_overwrites,
-              keys: pureInstance.keys,
-              storage_write_bytes: pureInstance.write_bytes,
-            },
-            `piece ${i} (reference): counters equal instance ${i} of our pure run`,
-          );
-        } else {
-          const result = await tsReplay(dir, seq.partition, piece);
-          assert.deepEqual(result.entriesAtOpen[0], committed, `piece ${i}: we open the committed state`);
-          assert.deepEqual(
-            result.entriesAtOpen[0],
-            tsPure.result.entriesAtOpen[i],
-            `piece ${i}: same state at open as our pure run`,
-          );
-          const counters = result.instances[0];
-          assert.deepEqual(
-            counters,
-            pureInstance,
-            `piece ${i} (ours): counters equal instance ${i} of our pure run`,
-          );
+  describe(`${release}: we write, rust reads`, () => {
+    for (const seq of SEQUENCES) {
+      test(seq.name, async () => {
+        assertEndsWithSync(seq);
+        const ours = await tsRun(profile, seq);
+        assert.deepEqual(ours.result.entries, seq.expected, "our final entries equal the model");
+        const rust = await rustDump(ours.dir, seq.partition, options);
+        assert.deepEqual(rust.entries, ours.result.entries, "the reference reads our entries");
+        assert.equal(rust.counters.keys, seq.expected.length, "reference keys gauge at open");
+        assertSameFiles(
+          await readFiles(ours.dir, seq.partition),
+          ours.files,
+          "the reference's open left the files alone",
+        );
+      });
+    }
+  });
+
+  describe(`${release}: byte-identical files and equal counters`, () => {
+    for (const seq of SEQUENCES) {
+      test(seq.name, async (t) => {
+        const rust = await rustRun(profile, seq);
+        const ours = await tsRun(profile, seq);
+        const syncs = seq.ops.filter((op) => op.op === "sync").length;
+        const perInstance = ours.result.instances
+          .map((c) => `${c.sync_rewrites}/${c.sync_overwrites}`)
+          .join(" ");
+        t.diagnostic(
+          `${seq.ops.length} ops, ${syncs} syncs, rewrites/overwrites per instance ${perInstance}, ` +
+            `${ours.result.storage_write_bytes} bytes written, files ${ours.files.left.length / 2} + ` +
+            `${ours.files.right.length / 2} bytes, ${seq.expected.length} keys`,
+        );
+        assertSameFiles(ours.files, rust.files, "our files vs the reference's");
+        if (seq.initialFiles === undefined) {
+          const magic = profile.blobLayout === "v1" ? "4357494b" : "43574943";
+          for (const side of SIDES)
+            assert.equal(ours.files[side].slice(0, 8), magic, `${side}: ${profile.blobLayout}`);
         }
-        done = [...done, ...piece, { op: "reopen" }];
+        const last = ours.result.instances.at(-1);
+        assert.ok(last !== undefined);
+        assert.equal(ours.result.instances.length, rust.result.instances_opened, "instances opened");
+        assert.deepEqual(
+          {
+            sync_rewrites: last.sync_rewrites,
+            sync_overwrites: last.sync_overwrites,
+            keys: last.keys,
+            storage_write_bytes: ours.result.storage_write_bytes,
+          },
+          rust.result.counters,
+          "counters of the last instance, write bytes of the run",
+        );
+        assert.equal(ours.result.get_mut_missing, rust.result.get_mut_missing ?? 0, "get_mut of absent keys");
+        if (seq.vector !== undefined && profile.vectors) {
+          const v = seq.vector;
+          assertSameFiles(
+            rust.files,
+            { left: v.expected.files.left.hex, right: v.expected.files.right.hex },
+            "reference vs golden vector",
+          );
+          assert.deepEqual(rust.result.counters, v.expected.counters, "reference counters vs golden vector");
+        }
+      });
+    }
+  });
+
+  describe(`${release}: mixed hand-over between the reference and us`, () => {
+    const mixed: { seq: Sequence; first: "rust" | "ts" }[] = [];
+    for (const seq of SEQUENCES) {
+      if (seq.vector !== undefined) continue;
+      mixed.push({ seq, first: "rust" });
+      mixed.push({ seq, first: "ts" });
+    }
+    for (const { seq, first } of mixed) {
+      const pieces = splitAtReopen(seq.ops);
+      const order = pieces.map((_, i) => ((i % 2 === 0) === (first === "rust") ? "rust" : "ts"));
+      test(`${seq.name}: ${order.join(" -> ")} -> both read`, async () => {
+        assert.ok(pieces.length >= 2, "at least one hand-over");
+        const rustPure = await rustRun(profile, seq);
+        const tsPure = await tsRun(profile, seq);
+        const dir = await freshDir(`mixed-${release}-${first}-${seq.name}`);
+        await seedFiles(dir, seq);
+        let done: Op[] = [];
+        for (const [i, piece] of pieces.entries()) {
+          const committed = modelCommitted(done);
+          const who = order[i];
+          const pureInstance = tsPure.result.instances[i];
+          assert.ok(pureInstance !== undefined);
+          if (who === "rust") {
+            const atOpen = await rustDump(dir, seq.partition, options);
+            assert.deepEqual(
+              atOpen.entries,
+              committed,
+              `piece ${i}: the reference opens the committed state`,
+            );
+            const result = await rustReplay(dir, seq.partition, piece, options);
+            assert.deepEqual(
+              result.counters,
+              {
+                sync_rewrites: pureInstance.sync_rewrites,
+                sync_overwrites: pureInstance.sync_overwrites,
+                keys: pureInstance.keys,
+                storage_write_bytes: pureInstance.write_bytes,
+              },
+              `piece ${i} (reference): counters equal instance ${i} of our pure run`,
+            );
+          } else {
+            const result = await tsReplay(dir, seq.partition, piece, profile);
+            assert.deepEqual(result.entriesAtOpen[0], committed, `piece ${i}: we open the committed state`);
+            assert.deepEqual(
+              result.entriesAtOpen[0],
+              tsPure.result.entriesAtOpen[i],
+              `piece ${i}: same state at open as our pure run`,
+            );
+            const counters = result.instances[0];
+            assert.deepEqual(
+              counters,
+              pureInstance,
+              `piece ${i} (ours): counters equal instance ${i} of our pure run`,
+            );
+          }
+          done = [...done, ...piece, { op: "reopen" }];
+        }
+        const files = await readFiles(dir, seq.partition);
+        assertSameFiles(files, rustPure.files, "mixed files vs the pure reference run");
+        assertSameFiles(files, tsPure.files, "mixed files vs our pure run");
+        assert.deepEqual(await tsDump(dir, seq.partition), seq.expected, "we read the final state");
+        assert.deepEqual(
+          (await rustDump(dir, seq.partition, options)).entries,
+          seq.expected,
+          "the reference reads it",
+        );
+      });
+    }
+  });
+}
+
+describe("the settings must match the writer's release", () => {
+  // Syncs with nothing to write, after a rewrite of both blobs and after an overwrite of both.
+  const ops: Op[] = [
+    { op: "put", key: 1, value: "one" },
+    { op: "put", key: 2, value: "two" },
+    { op: "sync" },
+    { op: "sync" },
+    { op: "sync" },
+    { op: "put", key: 1, value: "uno" },
+    { op: "sync" },
+    { op: "sync" },
+    { op: "sync" },
+  ];
+  for (const profile of PROFILES) {
+    test(`${profile.name}: our files equal the reference's only under its layout and no-change sync`, async () => {
+      const rustDir = await freshDir(`settings-rust-${profile.name}`);
+      await rustReplay(rustDir, "settings", ops, driverOptions(profile));
+      const expected = await readFiles(rustDir, "settings");
+      for (const blobLayout of ["v0", "v1"] as const) {
+        for (const noChangeSync of ["bump", "skip"] as const) {
+          const dir = await freshDir(`settings-ts-${profile.name}-${blobLayout}-${noChangeSync}`);
+          await tsReplay(dir, "settings", ops, { blobLayout, noChangeSync });
+          const files = await readFiles(dir, "settings");
+          const matching = blobLayout === profile.blobLayout && noChangeSync === profile.noChangeSync;
+          const what = `${blobLayout} + ${noChangeSync}`;
+          if (matching) assertSameFiles(files, expected, what);
+          else assert.notDeepEqual(files, expected, `${what} must differ from ${profile.name}'s files`);
+        }
       }
-      const files = await readFiles(dir, seq.partition);
-      assertSameFiles(files, rustPure.files, "mixed files vs the pure reference run");
-      assertSameFiles(files, tsPure.files, "mixed files vs our pure run");
-      assert.deepEqual(await tsDump(dir, seq.partition), seq.expected, "we read the final state");
-      assert.deepEqual((await rustDump(dir, seq.partition)).entries, seq.expected, "the reference reads it");
     });
   }
 });

@@ -8,6 +8,12 @@ import { crc32c } from "../../server/store/checksum.js";
 import { fixedKeys, parseKeyCodec, readVarint, variableKeys, writeVarint } from "../../server/store/codec.js";
 import { isStoreError, type StoreErrorKind } from "../../server/store/errors.js";
 import { type Metadata, openMetadata } from "../../server/store/metadata.js";
+import {
+  BLOB_LAYOUTS,
+  type BlobLayout,
+  dataOffset,
+  headerRegion,
+} from "../../server/store/storage/blob-header.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
 import { u64, utf8 } from "../support/store-helpers.js";
 
@@ -16,10 +22,15 @@ const RIGHT = utf8("right");
 
 const is = (kind: StoreErrorKind) => (err: unknown) => isStoreError(err, kind);
 
-async function syncedStore(memory: MemoryStorage, maxValueBytes?: number): Promise<Metadata> {
+async function syncedStore(
+  memory: MemoryStorage,
+  maxValueBytes?: number,
+  blobLayout?: BlobLayout,
+): Promise<Metadata> {
   const store = await openMetadata(memory, {
     partition: "test",
     keyCodec: fixedKeys(8),
+    ...(blobLayout === undefined ? {} : { blobLayout }),
     ...(maxValueBytes === undefined ? {} : { maxValueBytes }),
   });
   store.put(u64(1), utf8("one"));
@@ -132,29 +143,43 @@ test("a damaged header fails the open with a typed error and modifies nothing", 
 });
 
 test("corrupt or truncated files fall back to the other blob, losing nothing synced", async () => {
-  for (const damage of ["flip a value byte", "cut the CRC", "cut below the header", "cut to the header"]) {
-    const memory = new MemoryStorage();
-    const store = await syncedStore(memory); // right v1 {1: one}
-    store.put(u64(2), utf8("two"));
-    await store.sync(); // left v2 {1: one, 2: two}
-    await store.close();
-    const left = Buffer.from(memory.fileBytes("test", LEFT) ?? []);
-    const damaged =
-      damage === "flip a value byte"
-        ? Buffer.concat([left.subarray(0, 20), Buffer.from([(left[20] as number) ^ 1]), left.subarray(21)])
-        : damage === "cut the CRC"
-          ? left.subarray(0, left.length - 2)
-          : damage === "cut below the header"
-            ? left.subarray(0, 5)
-            : left.subarray(0, 8);
-    memory.setFileBytes("test", LEFT, damaged);
-    const reopened = await openMetadata(memory, { partition: "test", keyCodec: fixedKeys(8) });
-    assert.deepEqual(reopened.get(u64(1)), utf8("one"), damage);
-    assert.equal(reopened.get(u64(2)), undefined, damage);
-    // The damaged blob was cut to a bare header; the next sync rewrites it.
-    assert.equal(Buffer.from(memory.fileBytes("test", LEFT) ?? []).toString("hex"), "4357494300000000");
-    reopened.put(u64(3), utf8("three"));
-    assert.equal(await reopened.sync(), 2n);
+  for (const layout of BLOB_LAYOUTS) {
+    const header = dataOffset(layout);
+    for (const damage of ["flip a value byte", "cut the CRC", "cut below the header", "cut to the header"]) {
+      const what = `${layout}: ${damage}`;
+      const memory = new MemoryStorage();
+      const store = await syncedStore(memory, undefined, layout); // right v1 {1: one}
+      store.put(u64(2), utf8("two"));
+      await store.sync(); // left v2 {1: one, 2: two}
+      await store.close();
+      const left = Buffer.from(memory.fileBytes("test", LEFT) ?? []);
+      const flip = header + 12;
+      const damaged =
+        damage === "flip a value byte"
+          ? Buffer.concat([
+              left.subarray(0, flip),
+              Buffer.from([(left[flip] as number) ^ 1]),
+              left.subarray(flip + 1),
+            ])
+          : damage === "cut the CRC"
+            ? left.subarray(0, left.length - 2)
+            : damage === "cut below the header"
+              ? left.subarray(0, 5)
+              : left.subarray(0, header);
+      memory.setFileBytes("test", LEFT, damaged);
+      const reopened = await openMetadata(memory, { partition: "test", keyCodec: fixedKeys(8) });
+      assert.deepEqual(reopened.get(u64(1)), utf8("one"), what);
+      assert.equal(reopened.get(u64(2)), undefined, what);
+      // The damaged blob was cut to a bare header of its layout; the next sync rewrites it.
+      assert.deepEqual(
+        Buffer.from(memory.fileBytes("test", LEFT) ?? []),
+        Buffer.from(headerRegion(layout)),
+        what,
+      );
+      assert.equal(reopened.blobLayout, layout, what);
+      reopened.put(u64(3), utf8("three"));
+      assert.equal(await reopened.sync(), 2n);
+    }
   }
 });
 

@@ -1,5 +1,5 @@
 /**
- * CRC32C: the check values of FORMAT.md §4, and in-place patches equal to a full recompute for
+ * CRC32C: the check values of docs/FORMAT.md §4, and in-place patches equal to a full recompute for
  * random messages and changes (seeded; TEST_SEED repeats a run).
  */
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 /**
- * I/O failures inside a sync (FORMAT.md §11). Each hazard of the reference gets a test that
+ * I/O failures inside a sync (docs/FORMAT.md §11). Each hazard of the reference gets a test that
  * fails on the reference behaviour (prologue effects kept after a failed sync) and passes with
  * the handling of §11.3: the failed target is cut to empty, the cursor goes back, the next sync
  * rewrites the target, and a failed version never surfaces.

@@ -5,6 +5,9 @@
  *
  * Where the reference labels a reopened instance "second", "third", this port reads the same
  * partition label: the counters of a partition restart at zero at each open, as per instance.
+ *
+ * The store is configured as that release writes: V0 blobs, no-change syncs bump the version.
+ * The tests added or changed by 2026.10.0 are in metadata-2026-10.test.ts.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -22,7 +25,7 @@ const LEFT = utf8("left");
 const RIGHT = utf8("right");
 
 function init(storage: Storage, registry: Registry, partition = "test"): Promise<Metadata> {
-  return openMetadata(storage, { partition, keyCodec: fixedKeys(8), registry });
+  return openMetadata(storage, { partition, keyCodec: fixedKeys(8), registry, blobLayout: "v0" });
 }
 
 async function keysGauge(registry: Registry): Promise<number> {

@@ -119,7 +119,8 @@ async function produce(vector: Vector, backend: Backend): Promise<void> {
   }
   const registry = new Registry();
   const audited = new AuditedStorage(new MeteredStorage(backend.storage, registry));
-  const open = () => openMetadata(audited, { partition, keyCodec: fixedKeys(8), registry });
+  // The vectors are files of commonware-storage 2026.4.0: V0 blobs, no-change syncs bump.
+  const open = () => openMetadata(audited, { partition, keyCodec: fixedKeys(8), registry, blobLayout: "v0" });
   let store: Metadata = await open();
 
   for (const side of ["left", "right"] as const) {
@@ -256,7 +257,11 @@ for (const name of NAMES) {
 
 test("filesystem layout: one directory per partition, files named by hex", async () => {
   const backend = await filesystemBackend();
-  const store = await openMetadata(backend.storage, { partition: "layout", keyCodec: fixedKeys(8) });
+  const store = await openMetadata(backend.storage, {
+    partition: "layout",
+    keyCodec: fixedKeys(8),
+    blobLayout: "v0",
+  });
   await store.close();
   const root = (backend.storage as FilesystemStorage).root;
   for (const file of Object.values(FILE_NAMES)) {

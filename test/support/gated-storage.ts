@@ -25,6 +25,7 @@ import {
   type Blob,
   type BlobWrite,
   type OpenedBlob,
+  type OpenOptions,
   type Storage,
   StorageWrapper,
 } from "../../server/store/storage/storage.js";
@@ -98,9 +99,9 @@ export class GatedStorage extends StorageWrapper {
   }
 
   /** Storage.open: the wrapped blob with a gated `sync`. */
-  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
-    const opened = await this.inner.open(partition, name);
-    return { blob: new GatedBlob(opened.blob, partition, this), length: opened.length };
+  async open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob> {
+    const opened = await this.inner.open(partition, name, options);
+    return { ...opened, blob: new GatedBlob(opened.blob, partition, this) };
   }
 
   /** @internal Called by a blob: waits at the gate, then runs `sync`. */

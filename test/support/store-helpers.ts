@@ -3,7 +3,13 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import type { Registry } from "prom-client";
-import { type Blob, type OpenedBlob, type Storage, writeEach } from "../../server/store/storage/storage.js";
+import {
+  type Blob,
+  type OpenedBlob,
+  type OpenOptions,
+  type Storage,
+  writeEach,
+} from "../../server/store/storage/storage.js";
 
 /** The 8-byte big-endian encoding of `n`, as commonware's U64 key. */
 export function u64(n: number | bigint): Buffer {
@@ -69,8 +75,8 @@ export class AuditedStorage implements Storage {
     this.hash.update("\n");
   }
 
-  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
-    const opened = await this.inner.open(partition, name);
+  async open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob> {
+    const opened = await this.inner.open(partition, name, options);
     this.record("open", partition, name, opened.length);
     const label = `${partition}/${Buffer.from(name).toString()}`;
     this.log.push({ op: "open", blob: label, length: opened.length });
@@ -100,7 +106,7 @@ export class AuditedStorage implements Storage {
       length: () => inner.length(),
       close: () => inner.close(),
     };
-    return { blob, length: opened.length };
+    return { ...opened, blob };
   }
 
   remove(partition: string, name?: Uint8Array): Promise<void> {

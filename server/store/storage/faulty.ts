@@ -3,21 +3,40 @@
  *
  * Faults are either scheduled (`inject`: fail the nth next write/sync/resize/read/open, tear a
  * write so that only a prefix of its bytes reaches the blob) or random (`random` + rates, from a
- * seeded generator, so runs repeat). `crash()` forwards to the wrapped MemoryStorage, which
+ * seeded generator, so runs repeat). The steps of a blob's creation inside `open` (cut, header
+ * write, sync; see headered-blob.ts) are ops of their own, `create-truncate`, `create-write` and
+ * `create-sync`, so a test can fail or crash each one without counting it among the blob's writes. `crash()` forwards to the wrapped MemoryStorage, which
  * drops what was not synced, and kills every handle opened before it; a scheduled fault can
  * crash at its own point, in the middle of a sync.
  *
  * Invariants:
- * - A failed operation throws `StoreError("Io")` with "injected" in its message.
+ * - A failed operation throws `StoreError("Io")` with "injected" in its message; with `errno`,
+ *   its cause carries that code, as a failed system call's error does (e.g. ENOSPC).
  * - A torn write applies exactly `tearBytes` leading bytes, then fails; any other failed write,
  *   resize or sync changes nothing in the wrapped storage.
  */
 import { StoreError } from "../errors.js";
+import type { RawFile } from "./headered-blob.js";
 import type { CrashOptions, MemoryStorage } from "./memory.js";
-import { type Blob, type BlobWrite, type OpenedBlob, StorageWrapper, writeEach } from "./storage.js";
+import {
+  type Blob,
+  type BlobWrite,
+  type OpenedBlob,
+  type OpenOptions,
+  StorageWrapper,
+  writeEach,
+} from "./storage.js";
 
 /** Operations a fault can hit. */
-export type FaultOp = "open" | "read" | "write" | "resize" | "sync";
+export type FaultOp =
+  | "open"
+  | "read"
+  | "write"
+  | "resize"
+  | "sync"
+  | "create-truncate"
+  | "create-write"
+  | "create-sync";
 
 /** One scheduled fault. */
 export interface Fault {
@@ -28,6 +47,8 @@ export interface Fault {
   tearBytes?: number;
   /** Crash the wrapped storage at this point (after the tear), as a power cut would. */
   crash?: CrashOptions;
+  /** Error code of the failure's cause, as a system call reports it (e.g. "ENOSPC"). */
+  errno?: string;
 }
 
 /** Random faults. */
@@ -45,6 +66,14 @@ interface Pending {
   after: number;
   tearBytes: number | undefined;
   crash: CrashOptions | undefined;
+  errno: string | undefined;
+}
+
+/** How a call fails: bytes to tear (-1: nothing written), a crash after, the error code. */
+interface Firing {
+  tear: number;
+  crash: CrashOptions | undefined;
+  errno?: string | undefined;
 }
 
 /** Storage wrapper that injects failures; see the module comment. */
@@ -61,6 +90,7 @@ export class FaultyStorage extends StorageWrapper {
       after: fault.after ?? 0,
       tearBytes: fault.tearBytes,
       crash: fault.crash,
+      errno: fault.errno,
     });
   }
 
@@ -82,17 +112,21 @@ export class FaultyStorage extends StorageWrapper {
     memory.crash.call(this.inner, options);
   }
 
-  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
+  async open(partition: string, name: Uint8Array, options: OpenOptions = {}): Promise<OpenedBlob> {
     this.check("open");
-    const opened = await this.inner.open(partition, name);
-    return { blob: new FaultyBlob(opened.blob, this), length: opened.length };
+    const outer = options.creationFile;
+    const opened = await this.inner.open(partition, name, {
+      ...options,
+      creationFile: (file) => new FaultyCreationFile(outer?.(file) ?? file, this),
+    });
+    return { ...opened, blob: new FaultyBlob(opened.blob, this) };
   }
 
   /**
    * @internal Decides whether this call of `op` fails. Returns undefined to let it through, or
    * how it fails: the number of bytes to tear (-1: nothing written) and whether to crash after.
    */
-  decide(op: FaultOp, size = 0): { tear: number; crash: CrashOptions | undefined } | undefined {
+  decide(op: FaultOp, size = 0): Firing | undefined {
     let fire: Pending | undefined;
     for (const fault of this.scheduled) {
       if (fault.op !== op) continue;
@@ -106,10 +140,14 @@ export class FaultyStorage extends StorageWrapper {
     if (fire !== undefined) {
       this.scheduled.splice(this.scheduled.indexOf(fire), 1);
       this.faultsFired++;
-      return { tear: fire.tearBytes === undefined ? -1 : Math.min(fire.tearBytes, size), crash: fire.crash };
+      return {
+        tear: fire.tearBytes === undefined ? -1 : Math.min(fire.tearBytes, size),
+        crash: fire.crash,
+        errno: fire.errno,
+      };
     }
     const random = this.randomFaults;
-    if (random !== undefined && op !== "open" && op !== "read") {
+    if (random !== undefined && (op === "write" || op === "resize" || op === "sync")) {
       if (random.random() < (random.failureRate ?? 0)) {
         this.faultsFired++;
         if (op === "write" && random.random() < (random.tearRate ?? 0.5)) {
@@ -122,9 +160,9 @@ export class FaultyStorage extends StorageWrapper {
   }
 
   /** @internal Fails the call when a fault fires, crashing first if the fault says so. */
-  fail(op: FaultOp, fault: { crash: CrashOptions | undefined }): never {
+  fail(op: FaultOp, fault: Firing): never {
     if (fault.crash !== undefined) this.crash(fault.crash);
-    throw injected(op);
+    throw injected(op, fault.errno);
   }
 
   private check(op: FaultOp): void {
@@ -178,6 +216,51 @@ class FaultyBlob implements Blob {
   }
 }
 
-function injected(op: FaultOp): StoreError {
-  return new StoreError("Io", `i/o error: injected ${op} failure`);
+/** The raw file of a blob being created, with the creation steps as fault points. */
+class FaultyCreationFile implements RawFile {
+  constructor(
+    private readonly inner: RawFile,
+    private readonly faults: FaultyStorage,
+  ) {}
+
+  length(): number {
+    return this.inner.length();
+  }
+
+  read(position: number, length: number): Promise<Uint8Array> {
+    return this.inner.read(position, length);
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    const fault = this.faults.decide("create-write", data.length);
+    if (fault === undefined) return this.inner.write(position, data);
+    if (fault.tear > 0) await this.inner.write(position, data.subarray(0, fault.tear));
+    this.faults.fail("create-write", fault);
+  }
+
+  writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    return writeEach(this, writes);
+  }
+
+  async truncate(length: number): Promise<void> {
+    const fault = this.faults.decide("create-truncate");
+    if (fault !== undefined) this.faults.fail("create-truncate", fault);
+    return this.inner.truncate(length);
+  }
+
+  async sync(): Promise<void> {
+    const fault = this.faults.decide("create-sync");
+    if (fault !== undefined) this.faults.fail("create-sync", fault);
+    return this.inner.sync();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+function injected(op: FaultOp, errno: string | undefined): StoreError {
+  if (errno === undefined) return new StoreError("Io", `i/o error: injected ${op} failure`);
+  const cause = Object.assign(new Error(`${errno}: injected ${op} failure`), { code: errno });
+  return new StoreError("Io", `i/o error: injected ${op} failure: ${errno}`, { cause });
 }

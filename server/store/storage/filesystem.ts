@@ -1,17 +1,18 @@
 /**
  * FilesystemStorage: the default backend, with the same files as commonware-runtime's storage.
  *
- * Layout: `<root>/<partition>/<lowercase hex of the blob name>`, each file starting with the
- * 8-byte runtime header. A partition written here opens in a Rust node using
- * commonware-storage 2026.4.0 with the same storage root, and the other way round.
+ * Layout: `<root>/<partition>/<lowercase hex of the blob name>`, each file starting with its
+ * header region (V0 or V1, see blob-header.ts). A partition written here opens in a Rust node
+ * using commonware-storage 2026.10.0 with the same storage root (2026.4.0: V0 blobs only), and
+ * the other way round.
  *
  * Durability:
  * - `Blob.sync` is an fdatasync of the file: its data and the metadata needed to read them back
  *   (the size after a resize), not its timestamps. An overwrite sync thus flushes only the pages
  *   it wrote. (commonware-runtime fsyncs; the bytes on disk are the same.)
- * - Creating a file fsyncs it and its partition directory, and the root when the partition
- *   directory was new; removing a file fsyncs the partition directory; removing a partition
- *   fsyncs the root. Each is durable when its promise resolves.
+ * - Creating a blob fsyncs its partition directory and the root before the header is written,
+ *   then the file; removing a file fsyncs the partition directory; removing a partition fsyncs
+ *   the root. Each is durable when its promise resolves.
  *
  * Writes of up to 64 KiB are issued synchronously: they only copy into the page cache, which takes
  * microseconds, less than the round trip through libuv's thread pool that an asynchronous write
@@ -27,6 +28,7 @@ import { writeSync } from "node:fs";
 import { constants, type FileHandle, mkdir, open, readdir, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { asIoError, StoreError } from "../errors.js";
+import { DEFAULT_BLOB_LAYOUT } from "./blob-header.js";
 import { openHeadered, type RawFile } from "./headered-blob.js";
 import {
   type BlobWrite,
@@ -34,6 +36,7 @@ import {
   describeBlob,
   isValidPartitionName,
   type OpenedBlob,
+  type OpenOptions,
   type Storage,
   validatePartitionName,
 } from "./storage.js";
@@ -42,23 +45,25 @@ import {
 export class FilesystemStorage implements Storage {
   constructor(readonly root: string) {}
 
-  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
+  async open(partition: string, name: Uint8Array, options: OpenOptions = {}): Promise<OpenedBlob> {
     validatePartitionName(partition);
     const where = describeBlob(partition, name);
     const directory = join(this.root, partition);
     const path = join(directory, blobFileName(name));
     let handle: FileHandle;
     try {
-      const directoryExisted = await exists(directory);
-      if (!directoryExisted) await mkdir(directory, { recursive: true });
+      if (!(await exists(directory))) await mkdir(directory, { recursive: true });
       handle = await open(path, constants.O_RDWR | constants.O_CREAT);
       const { size } = await handle.stat();
-      if (size === 0) {
-        await handle.sync();
-        await syncDirectory(directory);
-        if (!directoryExisted) await syncDirectory(this.root);
-      }
-      return await openHeadered(new FileRaw(handle, size), where);
+      return await openHeadered(new FileRaw(handle, size), where, {
+        layout: options.layout ?? DEFAULT_BLOB_LAYOUT,
+        // The file's name and its partition must be durable before a header says the blob exists.
+        beforeCreate: async () => {
+          await syncDirectory(directory);
+          await syncDirectory(this.root);
+        },
+        ...(options.creationFile === undefined ? {} : { creationFile: options.creationFile }),
+      });
     } catch (err) {
       throw asIoError(err, `open ${where}`);
     }

@@ -1,24 +1,24 @@
 /**
- * HeaderedBlob: the logical view of a blob file whose first 8 bytes are the runtime header.
+ * HeaderedBlob: the logical view of a blob file behind its header region (see blob-header.ts).
  *
  * Backends implement `RawFile` (physical offsets, whole file) and hand it to `openHeadered`,
  * which applies the header rules once for every backend:
- * - physical length 0..7: set the length to 8, write a fresh header, sync; logical length 0;
- * - physical length >= 8: check magic and versions (typed errors, nothing modified).
+ * - a header resolves: logical length = physical length - data offset of its layout;
+ * - no header yet, or an interrupted creation: the blob is created in the requested layout:
+ *   `beforeCreate` (a backend's directory syncs), cut to 0 bytes if it held any, write the whole
+ *   header region, sync; logical length 0;
+ * - anything else: a typed error, nothing modified.
+ *
+ * Creation never sizes the file before writing the header, so a crash or a full disk at any
+ * step leaves a file that resolves as "create again" (blob-header.ts), never a broken blob.
  *
  * Invariants:
- * - Logical offset o is physical offset o + 8; the header is never written after creation.
+ * - Logical offset o is physical offset o + dataOffset; the header is never written after creation.
  * - Reads past the logical end throw `StoreError("Io")`.
  */
 import { asIoError, StoreError } from "../errors.js";
-import {
-  type Blob,
-  type BlobWrite,
-  checkHeader,
-  freshHeader,
-  HEADER_BYTES,
-  type OpenedBlob,
-} from "./storage.js";
+import { type BlobLayout, dataOffset, headerRegion, resolveHeader, resolveLength } from "./blob-header.js";
+import type { Blob, BlobWrite, OpenedBlob } from "./storage.js";
 
 /** A blob file seen with physical offsets, as a backend provides it. */
 export interface RawFile {
@@ -33,28 +33,53 @@ export interface RawFile {
   close(): Promise<void>;
 }
 
+/** How `openHeadered` creates a blob that has no header yet. */
+export interface CreateOptions {
+  /** Layout of a created blob. */
+  layout: BlobLayout;
+  /** Runs before a header is written, e.g. to make the file's directory entry durable. */
+  beforeCreate?: () => Promise<void>;
+  /** @internal Wraps the file for the creation steps only (fault injection in tests). */
+  creationFile?: (file: RawFile) => RawFile;
+}
+
 /** Applies the header rules to `file` and returns its logical view. */
-export async function openHeadered(file: RawFile, where: string): Promise<OpenedBlob> {
+export async function openHeadered(
+  file: RawFile,
+  where: string,
+  options: CreateOptions,
+): Promise<OpenedBlob> {
+  let layout: BlobLayout;
+  let created = false;
   try {
-    if (file.length() < HEADER_BYTES) {
-      await file.truncate(HEADER_BYTES);
-      await file.write(0, freshHeader());
-      await file.sync();
+    const rawLength = file.length();
+    const raw = await file.read(0, resolveLength(rawLength));
+    const resolved = resolveHeader(raw, rawLength, where);
+    if (resolved !== undefined) {
+      layout = resolved.layout;
     } else {
-      checkHeader(await file.read(0, HEADER_BYTES), where);
+      layout = options.layout;
+      await options.beforeCreate?.();
+      const creating = options.creationFile?.(file) ?? file;
+      // Cut first, so that a torn header write cannot splice old bytes into a valid header.
+      if (rawLength > 0) await creating.truncate(0);
+      await creating.write(0, headerRegion(layout));
+      await creating.sync();
+      created = true;
     }
   } catch (err) {
     await file.close().catch(() => undefined);
     throw asIoError(err, `open ${where}`);
   }
-  const blob = new HeaderedBlob(file, where);
-  return { blob, length: blob.length() };
+  const blob = new HeaderedBlob(file, where, dataOffset(layout));
+  return { blob, length: blob.length(), layout, created };
 }
 
 class HeaderedBlob implements Blob {
   constructor(
     private readonly file: RawFile,
     private readonly where: string,
+    private readonly offset: number,
   ) {}
 
   async read(offset: number, length: number): Promise<Uint8Array> {
@@ -65,7 +90,7 @@ class HeaderedBlob implements Blob {
       );
     }
     try {
-      return await this.file.read(offset + HEADER_BYTES, length);
+      return await this.file.read(offset + this.offset, length);
     } catch (err) {
       throw asIoError(err, `read ${this.where}`);
     }
@@ -73,7 +98,7 @@ class HeaderedBlob implements Blob {
 
   async write(offset: number, data: Uint8Array): Promise<void> {
     try {
-      await this.file.write(offset + HEADER_BYTES, data);
+      await this.file.write(offset + this.offset, data);
     } catch (err) {
       throw asIoError(err, `write ${this.where}`);
     }
@@ -81,7 +106,7 @@ class HeaderedBlob implements Blob {
 
   async writeAll(writes: readonly BlobWrite[]): Promise<void> {
     try {
-      await this.file.writeAll(writes.map(([offset, data]) => [offset + HEADER_BYTES, data] as const));
+      await this.file.writeAll(writes.map(([offset, data]) => [offset + this.offset, data] as const));
     } catch (err) {
       throw asIoError(err, `write ${this.where}`);
     }
@@ -89,7 +114,7 @@ class HeaderedBlob implements Blob {
 
   async resize(length: number): Promise<void> {
     try {
-      await this.file.truncate(length + HEADER_BYTES);
+      await this.file.truncate(length + this.offset);
     } catch (err) {
       throw asIoError(err, `resize ${this.where}`);
     }
@@ -104,7 +129,7 @@ class HeaderedBlob implements Blob {
   }
 
   length(): number {
-    return Math.max(0, this.file.length() - HEADER_BYTES);
+    return Math.max(0, this.file.length() - this.offset);
   }
 
   async close(): Promise<void> {

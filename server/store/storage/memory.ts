@@ -13,11 +13,13 @@
  * - A handle opened before a crash fails every later call: the process that held it is gone.
  */
 import { StoreError } from "../errors.js";
+import { DEFAULT_BLOB_LAYOUT } from "./blob-header.js";
 import { openHeadered, type RawFile } from "./headered-blob.js";
 import {
   blobFileName,
   describeBlob,
   type OpenedBlob,
+  type OpenOptions,
   type Storage,
   validatePartitionName,
 } from "./storage.js";
@@ -78,7 +80,7 @@ export class MemoryStorage implements Storage {
   private readonly partitions = new Map<string, Map<string, MemoryFile>>();
   private epoch = 0;
 
-  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
+  async open(partition: string, name: Uint8Array, options: OpenOptions = {}): Promise<OpenedBlob> {
     validatePartitionName(partition);
     let files = this.partitions.get(partition);
     if (files === undefined) {
@@ -91,7 +93,10 @@ export class MemoryStorage implements Storage {
       file = new MemoryFile();
       files.set(fileName, file);
     }
-    return openHeadered(this.handle(file), describeBlob(partition, name));
+    return openHeadered(this.handle(file), describeBlob(partition, name), {
+      layout: options.layout ?? DEFAULT_BLOB_LAYOUT,
+      ...(options.creationFile === undefined ? {} : { creationFile: options.creationFile }),
+    });
   }
 
   async remove(partition: string, name?: Uint8Array): Promise<void> {

@@ -8,7 +8,14 @@
  */
 import type { Registry } from "prom-client";
 import { createStorageMetrics, type StorageMetrics } from "../metrics.js";
-import { type Blob, type BlobWrite, type OpenedBlob, type Storage, StorageWrapper } from "./storage.js";
+import {
+  type Blob,
+  type BlobWrite,
+  type OpenedBlob,
+  type OpenOptions,
+  type Storage,
+  StorageWrapper,
+} from "./storage.js";
 
 /** Plain totals of a MeteredStorage, over all partitions. */
 export interface MeteredTotals {
@@ -31,12 +38,9 @@ export class MeteredStorage extends StorageWrapper {
     super(inner);
   }
 
-  async open(partition: string, name: Uint8Array): Promise<OpenedBlob> {
-    const opened = await this.inner.open(partition, name);
-    return {
-      blob: new MeteredBlob(opened.blob, this.totals, this.metricsFor(partition)),
-      length: opened.length,
-    };
+  async open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob> {
+    const opened = await this.inner.open(partition, name, options);
+    return { ...opened, blob: new MeteredBlob(opened.blob, this.totals, this.metricsFor(partition)) };
   }
 
   private metricsFor(partition: string): StorageMetrics | undefined {

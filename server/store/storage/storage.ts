@@ -3,12 +3,14 @@
  *
  * Model (the same as commonware-runtime's blob storage):
  * - A storage holds partitions; a partition holds blobs named by arbitrary bytes.
- * - Every blob starts with an 8-byte header that the storage owns: magic "CWIC", a u16 runtime
- *   version (0) and a u16 blob version (0). Offsets and lengths seen through `Blob` are logical:
- *   they exclude the header, so logical offset o is physical offset o + 8.
- * - Opening a blob whose physical length is below 8 (missing, new or damaged) gives it a fresh
- *   header and a logical length of 0; a wrong magic, runtime version or blob version is a typed
- *   error and nothing is modified.
+ * - Every blob starts with a header region that the storage owns, in one of two layouts
+ *   (blob-header.ts, docs/FORMAT.md §2): V0, 8 bytes ("CWIC"), or V1, one 4096-byte page
+ *   ("CWIK", with a CRC). Offsets and lengths seen through `Blob` are logical: they exclude the
+ *   header region, so logical offset o is physical offset o + 8 (V0) or o + 4096 (V1).
+ * - Opening a blob with no header yet (missing, new, shorter than 8 bytes, or left by an
+ *   interrupted creation) creates it in the layout asked for (`OpenOptions.layout`, default V1)
+ *   with a logical length of 0; an existing blob keeps its layout. Any other bad header is a
+ *   typed error and nothing is modified.
  * - `Blob.write` and `Blob.resize` change the live bytes; only `Blob.sync` makes them durable.
  *   Creating a blob (open) and removing a blob or partition are durable when they resolve.
  *
@@ -18,19 +20,22 @@
  *   name can escape the storage root.
  *
  * Usage:
- *   const { blob, length } = await storage.open("meta", BLOB_LEFT);
+ *   const { blob, length, layout } = await storage.open("meta", BLOB_LEFT, { layout: "v0" });
  *   await blob.write(0, bytes); await blob.sync();
  */
 import { StoreError } from "../errors.js";
+import type { BlobLayout } from "./blob-header.js";
+import type { RawFile } from "./headered-blob.js";
 
-/** Length of the runtime header at the start of every blob file. */
-export const HEADER_BYTES = 8;
-/** Magic bytes "CWIC" at the start of every blob file. */
-export const HEADER_MAGIC = Uint8Array.of(0x43, 0x57, 0x49, 0x43);
-/** Runtime header format version written and accepted. */
-export const RUNTIME_VERSION = 0;
-/** Application blob version written and accepted (metadata blobs use 0). */
-export const BLOB_VERSION = 0;
+export type { BlobLayout } from "./blob-header.js";
+
+/** Options of `Storage.open`. */
+export interface OpenOptions {
+  /** Layout of the blob if it has to be created (default "v1"); an existing blob keeps its own. */
+  layout?: BlobLayout;
+  /** @internal Wraps the raw file for the creation steps only (fault injection in tests). */
+  creationFile?: (file: RawFile) => RawFile;
+}
 
 /** One write of a batch: logical offset and bytes. */
 export type BlobWrite = readonly [offset: number, data: Uint8Array];
@@ -57,20 +62,25 @@ export interface Blob {
   close(): Promise<void>;
 }
 
-/** A blob handle together with its logical length at open. */
+/** A blob handle together with its logical length and its layout at open. */
 export interface OpenedBlob {
   blob: Blob;
   length: number;
+  /** Layout of the blob's header region (the one it had, or the one it was created in). */
+  layout: BlobLayout;
+  /** True when this open created the blob (it had no header, or an interrupted creation's). */
+  created: boolean;
 }
 
 /** Partitions of named blobs. */
 export interface Storage {
   /**
    * Opens blob `name` of `partition`, creating the partition and the blob if missing (never
-   * truncating). A created blob is durable, header included, when this resolves.
+   * truncating data). A created blob is durable, header included, when this resolves; a blob
+   * left without a whole header by an interrupted creation is created again.
    * @throws StoreError InvalidPartitionName, BlobCorrupt, BlobVersionMismatch, Io
    */
-  open(partition: string, name: Uint8Array): Promise<OpenedBlob>;
+  open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob>;
   /**
    * Removes one blob (`name` given) or the whole partition with everything in it. Durable when it
    * resolves. @throws StoreError BlobMissing, PartitionMissing, InvalidPartitionName, Io
@@ -89,7 +99,7 @@ export interface Storage {
 export abstract class StorageWrapper implements Storage {
   constructor(readonly inner: Storage) {}
 
-  abstract open(partition: string, name: Uint8Array): Promise<OpenedBlob>;
+  abstract open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob>;
 
   remove(partition: string, name?: Uint8Array): Promise<void> {
     return this.inner.remove(partition, name);
@@ -117,43 +127,6 @@ export function validatePartitionName(name: string): void {
     throw new StoreError(
       "InvalidPartitionName",
       `invalid partition name ${JSON.stringify(name)}: use 1 or more ASCII letters, digits, '-' or '_'`,
-    );
-  }
-}
-
-/** The 8 header bytes of a fresh blob. */
-export function freshHeader(): Uint8Array {
-  const header = new Uint8Array(HEADER_BYTES);
-  header.set(HEADER_MAGIC, 0);
-  const view = new DataView(header.buffer);
-  view.setUint16(4, RUNTIME_VERSION);
-  view.setUint16(6, BLOB_VERSION);
-  return header;
-}
-
-/**
- * Checks a header read from a blob of physical length >= 8.
- * @throws StoreError BlobCorrupt (magic, runtime version) or BlobVersionMismatch
- */
-export function checkHeader(header: Uint8Array, where: string): void {
-  for (let i = 0; i < HEADER_MAGIC.length; i++) {
-    if (header[i] !== HEADER_MAGIC[i]) {
-      throw new StoreError("BlobCorrupt", `blob corrupt: ${where}: invalid magic`);
-    }
-  }
-  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
-  const runtimeVersion = view.getUint16(4);
-  if (runtimeVersion !== RUNTIME_VERSION) {
-    throw new StoreError(
-      "BlobCorrupt",
-      `blob corrupt: ${where}: unsupported runtime version ${runtimeVersion}`,
-    );
-  }
-  const blobVersion = view.getUint16(6);
-  if (blobVersion !== BLOB_VERSION) {
-    throw new StoreError(
-      "BlobVersionMismatch",
-      `blob version mismatch: ${where}: expected ${BLOB_VERSION}..=${BLOB_VERSION}, found ${blobVersion}`,
     );
   }
 }

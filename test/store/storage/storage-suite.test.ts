@@ -7,7 +7,9 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { Registry } from "prom-client";
+import { crc32c } from "../../../server/store/checksum.js";
 import { isStoreError } from "../../../server/store/errors.js";
+import { BLOB_LAYOUTS, headerRegion } from "../../../server/store/storage/blob-header.js";
 import { FaultyStorage } from "../../../server/store/storage/faulty.js";
 import { FilesystemStorage } from "../../../server/store/storage/filesystem.js";
 import { MemoryStorage } from "../../../server/store/storage/memory.js";
@@ -15,8 +17,16 @@ import { MeteredStorage } from "../../../server/store/storage/metered.js";
 import { blobFileName, type Storage } from "../../../server/store/storage/storage.js";
 import { tempDir } from "../../support/temp-dir.js";
 
-const HEADER = "4357494300000000";
 const NAME = Buffer.from("left");
+
+/** A whole V1 header region with blob version `version` (and a valid CRC), changed by `edit`. */
+function v1Header(version: number, edit: (region: Buffer) => void = () => undefined): Buffer {
+  const region = Buffer.from(headerRegion("v1"));
+  region.writeUInt16BE(version, 6);
+  region.writeUInt32BE(crc32c(region.subarray(0, 8)), 8);
+  edit(region);
+  return region;
+}
 
 interface Backend {
   storage: Storage;
@@ -71,75 +81,112 @@ const backends: [string, () => Promise<Backend>][] = [
 
 for (const [label, make] of backends) {
   describe(`storage suite: ${label}`, () => {
-    test("open creates a blob holding only the header", async () => {
-      const backend = await make();
-      const { blob, length } = await backend.storage.open("p", NAME);
-      assert.equal(length, 0);
-      assert.equal(blob.length(), 0);
-      assert.equal((await backend.fileBytes("p", NAME))?.toString("hex"), HEADER);
-      await blob.close();
-    });
+    for (const layout of BLOB_LAYOUTS) {
+      const HEADER = Buffer.from(headerRegion(layout)).toString("hex");
+      test(`${layout}: open creates a blob holding only the header`, async () => {
+        const backend = await make();
+        const { blob, length } = await backend.storage.open("p", NAME, { layout });
+        assert.equal(length, 0);
+        assert.equal(blob.length(), 0);
+        assert.equal((await backend.fileBytes("p", NAME))?.toString("hex"), HEADER);
+        await blob.close();
+        const again = await backend.storage.open("p", NAME, { layout: layout === "v0" ? "v1" : "v0" });
+        assert.equal(again.layout, layout);
+        await again.blob.close();
+      });
 
-    test("write, read, resize and sync work on logical offsets", async () => {
-      const backend = await make();
-      const { blob } = await backend.storage.open("p", NAME);
-      await blob.write(0, Buffer.from("hello world"));
-      await blob.write(6, Buffer.from("WORLD"));
-      assert.equal(blob.length(), 11);
-      assert.equal(Buffer.from(await blob.read(0, 11)).toString(), "hello WORLD");
-      await blob.write(15, Buffer.from("!"));
-      assert.deepEqual(Buffer.from(await blob.read(11, 5)), Buffer.from([0, 0, 0, 0, 0x21]));
-      await blob.resize(5);
-      assert.equal(blob.length(), 5);
-      await blob.resize(7);
-      assert.deepEqual(Buffer.from(await blob.read(0, 7)), Buffer.from("hello\0\0"));
-      await blob.sync();
-      assert.equal(
-        (await backend.fileBytes("p", NAME))?.toString("hex"),
-        `${HEADER}${Buffer.from("hello\0\0").toString("hex")}`,
-      );
-      await assert.rejects(blob.read(5, 3), (err: unknown) => isStoreError(err, "Io"));
-      await blob.close();
+      test(`${layout}: write, read, resize and sync work on logical offsets`, async () => {
+        const backend = await make();
+        const { blob } = await backend.storage.open("p", NAME, { layout });
+        await blob.write(0, Buffer.from("hello world"));
+        await blob.write(6, Buffer.from("WORLD"));
+        assert.equal(blob.length(), 11);
+        assert.equal(Buffer.from(await blob.read(0, 11)).toString(), "hello WORLD");
+        await blob.write(15, Buffer.from("!"));
+        assert.deepEqual(Buffer.from(await blob.read(11, 5)), Buffer.from([0, 0, 0, 0, 0x21]));
+        await blob.resize(5);
+        assert.equal(blob.length(), 5);
+        await blob.resize(7);
+        assert.deepEqual(Buffer.from(await blob.read(0, 7)), Buffer.from("hello\0\0"));
+        await blob.sync();
+        assert.equal(
+          (await backend.fileBytes("p", NAME))?.toString("hex"),
+          `${HEADER}${Buffer.from("hello\0\0").toString("hex")}`,
+        );
+        await assert.rejects(blob.read(5, 3), (err: unknown) => isStoreError(err, "Io"));
+        await blob.close();
 
-      const reopened = await backend.storage.open("p", NAME);
-      assert.equal(reopened.length, 7);
-      await reopened.blob.close();
-    });
+        const reopened = await backend.storage.open("p", NAME, { layout });
+        assert.equal(reopened.length, 7);
+        await reopened.blob.close();
+      });
 
-    test("writeAll applies every write of a batch in order, as write does", async () => {
-      const backend = await make();
-      const { blob } = await backend.storage.open("p", NAME);
-      await blob.write(0, Buffer.from("0123456789"));
-      await blob.writeAll([
-        [2, Buffer.from("ab")],
-        [8, Buffer.from("XYZ")],
-        [3, Buffer.from("c")],
-        [14, Buffer.from("!")],
-      ]);
-      assert.equal(blob.length(), 15);
-      await blob.sync();
-      assert.equal(
-        (await backend.fileBytes("p", NAME))?.toString("hex"),
-        `${HEADER}${Buffer.from("01ac4567XYZ\0\0\0!").toString("hex")}`,
-      );
-      await blob.writeAll([]);
-      assert.equal(blob.length(), 15);
-      await blob.close();
-    });
+      test(`${layout}: writeAll applies every write of a batch in order, as write does`, async () => {
+        const backend = await make();
+        const { blob } = await backend.storage.open("p", NAME, { layout });
+        await blob.write(0, Buffer.from("0123456789"));
+        await blob.writeAll([
+          [2, Buffer.from("ab")],
+          [8, Buffer.from("XYZ")],
+          [3, Buffer.from("c")],
+          [14, Buffer.from("!")],
+        ]);
+        assert.equal(blob.length(), 15);
+        await blob.sync();
+        assert.equal(
+          (await backend.fileBytes("p", NAME))?.toString("hex"),
+          `${HEADER}${Buffer.from("01ac4567XYZ\0\0\0!").toString("hex")}`,
+        );
+        await blob.writeAll([]);
+        assert.equal(blob.length(), 15);
+        await blob.close();
+      });
 
-    test("a file shorter than the header gets a fresh header", async () => {
+      test(`${layout}: a file shorter than 8 bytes gets a fresh header`, async () => {
+        const backend = await make();
+        await backend.seedFile("p", NAME, Buffer.from([0x43, 0x57, 0x49]));
+        const { blob, length } = await backend.storage.open("p", NAME, { layout });
+        assert.equal(length, 0);
+        assert.equal((await backend.fileBytes("p", NAME))?.toString("hex"), HEADER);
+        await blob.close();
+      });
+    }
+
+    test("an existing blob keeps its layout whatever layout the open asks for", async () => {
       const backend = await make();
-      await backend.seedFile("p", NAME, Buffer.from([0x43, 0x57, 0x49]));
-      const { blob, length } = await backend.storage.open("p", NAME);
-      assert.equal(length, 0);
-      assert.equal((await backend.fileBytes("p", NAME))?.toString("hex"), HEADER);
-      await blob.close();
+      for (const [created, asked] of [
+        ["v0", "v1"],
+        ["v1", "v0"],
+      ] as const) {
+        const name = Buffer.from(created);
+        const first = await backend.storage.open("p", name, { layout: created });
+        await first.blob.write(0, Buffer.from("data"));
+        await first.blob.sync();
+        await first.blob.close();
+        const again = await backend.storage.open("p", name, { layout: asked });
+        assert.equal(again.layout, created);
+        assert.equal(Buffer.from(await again.blob.read(0, again.length)).toString(), "data");
+        await again.blob.close();
+      }
     });
 
     for (const [what, header, kind] of [
       ["bad magic", "4357494400000000aa", "BlobCorrupt"],
-      ["runtime version 1", "4357494300010000aa", "BlobCorrupt"],
+      ["V0 magic, layout version 1", "4357494300010000aa", "BlobCorrupt"],
       ["blob version 1", "4357494300000001aa", "BlobVersionMismatch"],
+      ["V1 magic, layout version 0", "4357494b00000000aa", "BlobCorrupt"],
+      [
+        "V1, a CRC that does not match",
+        v1Header(0, (r) => r.writeUInt8((r.readUInt8(9) + 1) % 256 || 1, 9)).toString("hex"),
+        "BlobCorrupt",
+      ],
+      ["V1, nonzero padding", v1Header(0, (r) => r.fill(1, 100, 101)).toString("hex"), "BlobCorrupt"],
+      ["V1, blob version 1", v1Header(1).toString("hex"), "BlobVersionMismatch"],
+      [
+        "V1, data past a torn header",
+        `${v1Header(0).subarray(0, 10).toString("hex")}${"00".repeat(4086)}01`,
+        "BlobCorrupt",
+      ],
     ] as const) {
       test(`a header with ${what} is refused and left as it is`, async () => {
         const backend = await make();
@@ -198,7 +245,7 @@ for (const [label, make] of backends) {
 
 test("memory crash drops unsynced writes and kills old handles", async () => {
   const memory = new MemoryStorage();
-  const { blob } = await memory.open("p", NAME);
+  const { blob } = await memory.open("p", NAME, { layout: "v0" });
   await blob.write(0, Buffer.from("durable"));
   await blob.sync();
   await blob.write(0, Buffer.from("DURABLE and more"));
