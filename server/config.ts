@@ -25,6 +25,10 @@
  *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition: calls
  *                                                                             waiting for an answer)
  *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
+ *   --max-streams N               METADATA_MAX_STREAMS             1000     (server-wide open Keys and
+ *                                                                             Write streams)
+ *   --stream-buffer-bytes N       METADATA_STREAM_BUFFER_BYTES     67108864 (server-wide streamed bytes
+ *                                                                             not yet taken by clients)
  *   --max-open-partitions N       METADATA_MAX_OPEN_PARTITIONS     256      (least recently used idle
  *                                                                             ones are closed beyond it)
  *   --max-partitions N            METADATA_MAX_PARTITIONS          10000    (creating more is refused)
@@ -83,6 +87,8 @@ export interface ServerConfig {
   maxConcurrentStreams: number;
   maxOpenPartitions: number;
   maxPartitions: number;
+  maxStreams: number;
+  streamBufferBytes: number;
   writeStreamMaxInFlight: number;
   writeStreamMaxInFlightBytes: number;
   maxMessageBytes: number;
@@ -131,6 +137,8 @@ const FLAGS: Record<string, FlagSpec> = {
   "batch-max-delay-ms": { env: "METADATA_BATCH_MAX_DELAY_MS" },
   "max-queued-operations": { env: "METADATA_MAX_QUEUED_OPERATIONS" },
   "max-concurrent-streams": { env: "METADATA_MAX_CONCURRENT_STREAMS" },
+  "max-streams": { env: "METADATA_MAX_STREAMS" },
+  "stream-buffer-bytes": { env: "METADATA_STREAM_BUFFER_BYTES" },
   "max-open-partitions": { env: "METADATA_MAX_OPEN_PARTITIONS" },
   "max-partitions": { env: "METADATA_MAX_PARTITIONS" },
   "write-stream-max-in-flight": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT" },
@@ -309,6 +317,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     batchMaxDelayMs: int("batch-max-delay-ms", 0, 0, 60_000),
     maxQueuedOperations: int("max-queued-operations", 100_000, 1, 100_000_000),
     maxConcurrentStreams: int("max-concurrent-streams", 128, 1, 1_000_000),
+    maxStreams: int("max-streams", 1000, 1, 10_000_000),
+    streamBufferBytes: int("stream-buffer-bytes", 64 * 1024 * 1024, 1024, 2 ** 40),
     maxOpenPartitions: int("max-open-partitions", 256, 1, 1_000_000),
     maxPartitions: int("max-partitions", 10_000, 1, 100_000_000),
     writeStreamMaxInFlight: int("write-stream-max-in-flight", 1024, 1, 1_000_000),

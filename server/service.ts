@@ -116,6 +116,8 @@ async function startLocked(
   const engine = new Engine(partitions);
   const rpc = await RpcServer.start(config.listen, engine, registry, {
     maxConcurrentStreams: config.maxConcurrentStreams,
+    maxStreams: config.maxStreams,
+    streamBufferBytes: config.streamBufferBytes,
     writeStreamMaxInFlight: config.writeStreamMaxInFlight,
     writeStreamMaxInFlightBytes: config.writeStreamMaxInFlightBytes,
     maxMessageBytes: config.maxMessageBytes,

@@ -4,8 +4,11 @@
  *
  * Invariants:
  * - Handlers never throw: every error is answered through `toStatus`, the one status table.
- * - Keys streams from one committed snapshot, in chunks, writing only while the transport accepts
- *   more (flow control), so a slow reader never makes the server buffer the whole listing.
+ * - Keys streams from one committed snapshot, in chunks of at most 64 KiB, one chunk at a time
+ *   through the transport (flow control) and within the server-wide stream buffer, so a reader
+ *   that does not read holds at most one chunk of the server's memory.
+ * - Streaming calls (Keys, Write) are admitted up to the server-wide --max-streams; beyond, they are
+ *   refused with RESOURCE_EXHAUSTED naming the limit.
  * - Write (the bidirectional stream) is served by write-stream.ts through the same engine calls.
  * - Every call is authenticated and authorized (AccessControl) before anything else: before its
  *   partition name is validated and before the engine sees it, so a refused call changes nothing
@@ -14,7 +17,6 @@
  *   requests is authorized on its own partition (a refused request is answered with its status
  *   and the stream goes on).
  */
-import { once } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import type { ServerWritableStream, sendUnaryData } from "@grpc/grpc-js";
 import { Registry } from "prom-client";
@@ -39,6 +41,7 @@ import type { Access } from "../auth/policy.js";
 import type { Engine } from "../engine/operations.js";
 import type { ServiceImpl } from "./service-definition.js";
 import { type ErrorLog, type StatusError, toStatus } from "./status.js";
+import { type Reservation, StreamLimits } from "./stream-limits.js";
 import {
   commitInput,
   commitResponse,
@@ -53,19 +56,33 @@ import { serveWriteStream, type WriteStreamOptions } from "./write-stream.js";
 
 /** Most keys in one Keys response message. */
 const KEYS_CHUNK_MAX_KEYS = 1000;
-/** Most key and value bytes in one Keys response message. */
-const KEYS_CHUNK_MAX_BYTES = 256 * 1024;
-
 /**
- * Builds the handlers of MetadataService over `engine`, checking every call with `access`
- * (everything allowed when absent).
+ * Most key and value bytes in one Keys response message: one chunk is what a reader that does not
+ * read holds of the server's memory (see streamKeys).
  */
+const KEYS_CHUNK_MAX_BYTES = 64 * 1024;
+
+/** What the handlers need besides the engine. */
+export interface MetadataServiceOptions {
+  /** Limits of each Write stream. */
+  writeStream: WriteStreamOptions;
+  /** Server-wide limits on streaming calls (none when absent). */
+  streams?: StreamLimits;
+  /** Checks every call (everything allowed when absent). */
+  access?: AccessControl;
+  /** Where internal errors are logged (stderr by default). */
+  log?: ErrorLog;
+}
+
+/** Builds the handlers of MetadataService over `engine`; see MetadataServiceOptions. */
 export function createMetadataService(
   engine: Engine,
-  writeStream: WriteStreamOptions,
-  log: ErrorLog = console.error,
-  access: AccessControl = AccessControl.open({ registry: new Registry() }),
+  options: MetadataServiceOptions,
 ): ServiceImpl<typeof MetadataService> {
+  const log = options.log ?? console.error;
+  const access = options.access ?? AccessControl.open({ registry: new Registry() });
+  const streams = options.streams ?? new StreamLimits(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  const writeStream = options.writeStream;
   const fail = (err: unknown): StatusError => toStatus(err, log);
 
   /** Checks `need` on the request's partition for `principal`. @throws AuthError, StoreError */
@@ -145,12 +162,17 @@ export function createMetadataService(
     },
 
     keys(call) {
+      let end: (() => void) | undefined;
       Promise.resolve()
-        .then(() => allowed(call, "Keys", call.request.partition, "read"))
-        .then(() => streamKeys(engine, call))
+        .then(() => {
+          allowed(call, "Keys", call.request.partition, "read");
+          end = streams.admit();
+          return streamKeys(engine, call, streams);
+        })
         .catch((err: unknown) => {
           if (!call.cancelled) call.emit("error", fail(err));
-        });
+        })
+        .finally(() => end?.());
     },
 
     sync(call, callback) {
@@ -194,6 +216,14 @@ export function createMetadataService(
         call.emit("error", fail(principal));
         return;
       }
+      let end: () => void;
+      try {
+        end = streams.admit();
+      } catch (err) {
+        call.emit("error", fail(err));
+        return;
+      }
+      for (const event of ["close", "cancelled", "error", "finish"]) call.once(event, end);
       serveWriteStream(engine, call, writeStream, log, (partition) =>
         authorize(call, principal, "Write", partition, "write"),
       );
@@ -201,51 +231,73 @@ export function createMetadataService(
   };
 }
 
-/** Resolves when `call` can take more writes, or when the reader has gone away. */
-async function writable(call: ServerWritableStream<KeysRequest, KeysResponse>): Promise<void> {
-  const stop = new AbortController();
-  try {
-    await Promise.race([
-      once(call, "drain", { signal: stop.signal }),
-      once(call, "cancelled", { signal: stop.signal }),
-      once(call, "close", { signal: stop.signal }),
-    ]);
-  } finally {
-    stop.abort();
-  }
-}
-
-/** Streams a partition's committed keys (and values) in chunks, honouring flow control. */
+/**
+ * Streams a partition's committed keys (and values) in chunks, honouring flow control: a chunk is
+ * written only once the transport has taken the previous one, and once the server-wide buffer
+ * (`streams`) has room for it; its room is given back when the transport takes it. A reader that
+ * does not read thus holds one chunk of the buffer, never more.
+ */
 async function streamKeys(
   engine: Engine,
   call: ServerWritableStream<KeysRequest, KeysResponse>,
+  streams: StreamLimits,
 ): Promise<void> {
   const request = call.request;
   const view = await engine.snapshot(request);
   const limit = request.limit === 0 ? Number.POSITIVE_INFINITY : request.limit;
+  let held: Reservation | undefined;
+  let readerGone!: () => void;
+  const gone = new Promise<void>((resolve) => {
+    readerGone = resolve;
+  });
+  const stop = new AbortController();
+  const abandon = () => {
+    stop.abort(new Error("the reader went away"));
+    held?.release();
+    readerGone();
+  };
+  call.once("cancelled", abandon);
+  call.once("close", abandon);
+  /** The previous chunk has been taken by the transport (or the reader went away). */
+  let taken: Promise<void> = Promise.resolve();
   let sent = 0;
   let keys: Uint8Array[] = [];
   let values: Uint8Array[] = [];
   let bytes = 0;
   const flush = async (): Promise<void> => {
     const message = create(KeysResponseSchema, { keys, values, version: view.version });
+    const size = bytes + 16 * keys.length;
     keys = [];
     values = [];
     bytes = 0;
-    if (!call.write(message)) await writable(call);
+    await Promise.race([taken, gone]);
+    if (stop.signal.aborted) return;
+    const reservation = await streams.reserve(size, stop.signal);
+    held = reservation;
+    taken = new Promise<void>((resolve) => {
+      call.write(message, () => {
+        reservation.release();
+        resolve();
+      });
+    });
   };
-  for (const [key, value] of view.entries(rangeOf(request))) {
-    if (call.cancelled || sent >= limit) break;
-    keys.push(key);
-    bytes += key.length;
-    if (request.includeValues) {
-      values.push(value);
-      bytes += value.length;
+  try {
+    for (const [key, value] of view.entries(rangeOf(request))) {
+      if (call.cancelled || stop.signal.aborted || sent >= limit) break;
+      keys.push(key);
+      bytes += key.length;
+      if (request.includeValues) {
+        values.push(value);
+        bytes += value.length;
+      }
+      sent++;
+      if (keys.length >= KEYS_CHUNK_MAX_KEYS || bytes >= KEYS_CHUNK_MAX_BYTES) await flush();
     }
-    sent++;
-    if (keys.length >= KEYS_CHUNK_MAX_KEYS || bytes >= KEYS_CHUNK_MAX_BYTES) await flush();
+    if (call.cancelled || stop.signal.aborted) return;
+    if (keys.length > 0 || sent === 0) await flush();
+    if (!stop.signal.aborted) call.end();
+  } catch (err) {
+    if (stop.signal.aborted) return;
+    throw err;
   }
-  if (call.cancelled) return;
-  if (keys.length > 0 || sent === 0) await flush();
-  call.end();
 }

@@ -15,7 +15,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
-import { Histogram, type Registry } from "prom-client";
+import { Gauge, Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import type { AccessControl } from "../auth/access-control.js";
 import type { Engine } from "../engine/operations.js";
@@ -23,6 +23,7 @@ import { createMetadataService } from "./metadata-service.js";
 import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
 import { invalidArgument } from "./status.js";
+import { StreamLimits } from "./stream-limits.js";
 import type { WriteStreamHandle } from "./write-stream.js";
 
 /** Options of the gRPC server (defaults and units: server/config.ts). */
@@ -31,6 +32,10 @@ export interface RpcServerOptions {
   maxConcurrentStreams: number;
   /** Largest request message accepted. */
   maxMessageBytes: number;
+  /** Most streaming calls (Keys, Write) open at once, server-wide. */
+  maxStreams: number;
+  /** Most bytes of streamed responses handed to the transport and not yet flushed, server-wide. */
+  streamBufferBytes: number;
   /** Most requests read and not yet answered on one Write stream. */
   writeStreamMaxInFlight: number;
   /** Most key and value bytes of requests read and not yet answered on one Write stream. */
@@ -108,16 +113,15 @@ export class RpcServer {
       "grpc.max_send_message_length": options.maxMessageBytes,
       interceptors: [metricsInterceptor(observe, unaryPaths)],
     });
-    const service = createMetadataService(
-      engine,
-      {
+    const service = createMetadataService(engine, {
+      writeStream: {
         maxInFlight: options.writeStreamMaxInFlight,
         maxInFlightBytes: options.writeStreamMaxInFlightBytes,
         open: writeStreams,
       },
-      undefined,
-      options.access,
-    );
+      streams: streamLimits(registry, options.maxStreams, options.streamBufferBytes),
+      ...(options.access === undefined ? {} : { access: options.access }),
+    });
     addService(server, MetadataService, service, {
       observeUnary: observe,
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
@@ -172,6 +176,34 @@ export class RpcServer {
     });
     await this.engine.partitions.close();
   }
+}
+
+/** Stream limits reported as `metadata_streams_open` and `metadata_stream_buffered_bytes`. */
+function streamLimits(registry: Registry, maxStreams: number, maxBufferedBytes: number): StreamLimits {
+  const limits = new StreamLimits(maxStreams, maxBufferedBytes);
+  for (const [name, help, read] of [
+    [
+      "metadata_streams_open",
+      "Streaming calls (Keys, Write) open now; at most --max-streams.",
+      () => limits.open,
+    ],
+    [
+      "metadata_stream_buffered_bytes",
+      "Bytes of streamed responses handed to the transport and not yet taken; at most --stream-buffer-bytes.",
+      () => limits.buffered,
+    ],
+  ] as const) {
+    registry.removeSingleMetric(name);
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
+  return limits;
 }
 
 /** Starts observing one call of `path`; the returned function ends it with its status code. */
