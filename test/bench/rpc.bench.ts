@@ -1,22 +1,29 @@
 /**
  * RPC benchmark (`npm run bench:rpc [-- --quick] [-- --json]`): our MetadataService next to etcd
  * 3.4, a no-op grpc-js server and a no-op Put on bare node:http2, driven in the same run by the
- * same Go load generator over loopback. It prints figures; it is not a test, and a MISS does not fail it.
+ * same Go load generator over loopback, and ours with bearer tokens next to ours without. It
+ * prints figures; it is not a test, and a MISS does not fail it.
  *
  * What runs:
  * - Setup: `go build` of test/bench/loadgen into $XDG_CACHE_HOME (default ~/.cache)/
- *   commonware-metadata-bench, scripts/install-etcd.sh (Debian's etcd-server, once), then four
+ *   commonware-metadata-bench, scripts/install-etcd.sh (Debian's etcd-server, once), then five
  *   servers on free 127.0.0.1 ports: etcd (single node, data dir in a temp dir), the grpc-js no-op
  *   server (test/bench/noop-server.ts: Put and each request of a Write stream answered at once),
- *   the same Put on bare node:http2 (test/bench/http2-noop-server.ts: no gRPC library) and ours
- *   (`node --import tsx server/main.ts --data-dir <tmp> --listen ... --metrics-listen ...`),
- *   loaded only once its gRPC port accepts and /healthz answers 200. All four are stopped and the
- *   temp dir removed at the end.
+ *   the same Put on bare node:http2 (test/bench/http2-noop-server.ts: no gRPC library), ours
+ *   (`node --import tsx server/main.ts --data-dir <tmp> --listen ... --metrics-listen ...`) and
+ *   a second instance of ours ("ours-auth": its own data dir, the same flags plus `--auth-tokens
+ *   <tmp>/auth-tokens.json`, a file holding only the SHA-256 of one random token granted write on
+ *   every partition `*`; the load generator sends that token with `-token`), each of ours loaded
+ *   only once its gRPC port accepts and /healthz answers 200. All five are stopped and the temp
+ *   dir removed at the end.
  * - Cells (one load generator process each, 4 HTTP/2 connections, a warm-up then a fixed
  *   window), in this order:
  *   - durable Put at 1, 8, 64 and 256 callers against ours, etcd (KV/Put) and both no-op
  *     servers, with the order of ours and etcd alternating from one level to the next to spread
  *     drift;
+ *   - the cost of a token check: durable Put at 64 into partition bench-auth (populated on each
+ *     instance), against ours without auth and ours-auth with the token, back to back in the
+ *     order off, on, on, off, so that a linear drift of the machine weighs the same on both sides;
  *   - streamed durable Put (the Write stream, one Put per request) at 16 streams x 16 requests in
  *     flight and 64 x 4, against ours and the grpc-js no-op: the same overwrites of a populated
  *     partition as the unary Put cells;
@@ -36,32 +43,39 @@
  *   sum/count deltas, metadata_group_commit_mutations, metadata_storage_writes_total and
  *   _write_bytes_total of the cell's partition, metadata_keys; etcd: WAL fsyncs, with mutations
  *   per fsync derived from the calls).
- * - Bare I/O, after the last cell, for each durable cell of ours that synced: the same number of
- *   writes and bytes as its average sync, then one fdatasync, into a file of its partition's size
- *   (see probeBareIo), so that the sync duration can be read against the I/O it holds.
+ * - Bare I/O, after the last cell, for each durable cell of ours that synced (not the token check
+ *   cells, whose syncs are those of Put at 64): the same number of writes and bytes as its
+ *   average sync, then one fdatasync, into a file of its partition's size (see probeBareIo), so
+ *   that the sync duration can be read against the I/O it holds.
  *
  * How to read it:
  * - Ratios are ours / reference on throughput: above 1 we are faster.
- * - Targets (issue 8), each a ratio within the run, printed as PASS or MISS with the ratios:
+ * - Targets (issues 8 and 11), each a ratio within the run, printed as PASS or MISS with the
+ *   ratios:
  *   - streamed durable Put, both shapes: >= 1.5x etcd's unary Put at 64 and >= 1.0x etcd's unary
  *     Put at 256, in durable mutations/s;
  *   - unary durable Put at 64 and 256: >= 0.75x the grpc-js no-op Put, and p99 at most 1.5x the
  *     no-op's p99 (shown as "p99/noop's", our p99 over the no-op's);
  *   - Commit of 100 at 8: >= 0.8x etcd's Txn of 100 in mutations/s;
  *   - Get at 64 and Put at 1: no slower than recorded in BENCHMARKS.md before the Write stream,
- *     i.e. >= 0.9x of those ratios to etcd (RECORDED).
+ *     i.e. >= 0.9x of those ratios to etcd (RECORDED);
+ *   - (issue 11) Put at 64 with auth >= 0.95x without: the sum of ops/s of the two cells with the
+ *     token over the sum of the two without (both windows are equally long), shown on the last
+ *     of the four cells, with each pass's ratio on a line under the table.
  * - The machine has 2 cores shared by the server, the load generator and the other servers (idle
  *   then), and is noisy: each cell runs once, and cells that differ by less than ~20% are not
  *   different. Rerun before drawing conclusions from a single MISS.
  *
- * Flags: `--quick` (short windows, about a minute and a half in all), `--json` (one JSON document
- * on stdout instead of the table; progress always goes to stderr), `--no-ours` (etcd and no-op
- * only, to check the harness), `--server-entry=<file>` (another server entry point taking the
- * same flags), `--key-bytes=16`. The default run takes about 5 minutes, plus about a minute the
- * first time, when `go build` starts from an empty build cache. Exits non-zero when a server fails
- * to start or a cell fails; a watchdog stops everything after 9 minutes (4 with --quick).
+ * Flags: `--quick` (short windows, under two minutes in all), `--json` (one JSON document on
+ * stdout instead of the table; progress always goes to stderr), `--no-ours` (etcd and no-op only,
+ * to check the harness), `--server-entry=<file>` (another server entry point taking the same
+ * flags, `--auth-tokens` included), `--key-bytes=16`. The default run takes about 6 minutes,
+ * plus about a minute the first time, when `go build` starts from an empty build cache. Exits
+ * non-zero when a server fails to start or a cell fails; a watchdog stops everything after 9
+ * minutes (4 with --quick).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import {
   closeSync,
   fdatasyncSync,
@@ -70,6 +84,7 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -130,8 +145,23 @@ const BLOB_FILES = ["6c656674", "7269676874"] as const;
  * revisions, and no compaction runs during it, so this never raises the NOSPACE alarm.
  */
 const ETCD_QUOTA_BYTES = 2 * 1024 ** 3;
+/**
+ * The token check (issue 11): durable Puts at this many callers into this partition of each of
+ * ours, without auth and with a token, in this order of passes; the sum with the token must reach
+ * this fraction of the sum without.
+ */
+const AUTH_CALLERS = 64;
+const AUTH_PARTITION = "bench-auth";
+const AUTH_ORDER = [
+  { auth: false, pass: 1 },
+  { auth: true, pass: 1 },
+  { auth: true, pass: 2 },
+  { auth: false, pass: 2 },
+] as const;
+const AUTH_MIN_RATIO = 0.95;
 
-type TargetName = "ours" | "etcd" | "noop" | "http2";
+/** "ours-auth": a second instance of ours, started with --auth-tokens (see startOurs). */
+type TargetName = "ours" | "ours-auth" | "etcd" | "noop" | "http2";
 
 interface Timing {
   warmupS: number;
@@ -167,6 +197,11 @@ interface Cell {
   batch: number;
   /** Mutations (or keys) per call, for the mutations/sync figure; 0 for reads. */
   mutationsPerCall: number;
+  /**
+   * Token check cells only: which of the two back-to-back passes (see AUTH_ORDER). Such cells are
+   * found by findCell and references only when asked for by pass, never in place of the others.
+   */
+  authPass?: 1 | 2;
 }
 
 /** The JSON the load generator prints (see loadgen/main.go). */
@@ -218,6 +253,8 @@ interface Server {
   metricsUrl?: string;
   /** Ours: its --data-dir, where each partition is a directory of two blob files. */
   dataDir?: string;
+  /** Ours-auth: the bearer token the load generator sends (granted write on every partition). */
+  token?: string;
   /** Last lines of its stdout and stderr. */
   output: string[];
   exited: boolean;
@@ -271,11 +308,12 @@ function planCells(options: Options): Cell[] {
   const add = (
     cell: Omit<Cell, "id" | "keyspace" | "batch" | "durability" | "inflight"> & Partial<Cell>,
   ): void => {
-    if (cell.target === "ours" && !options.ours) return;
+    if ((cell.target === "ours" || cell.target === "ours-auth") && !options.ours) return;
     const inflight = cell.inflight ?? 1;
     const shape = inflight > 1 ? `${cell.concurrency}x${inflight}` : String(cell.concurrency);
+    const pass = cell.authPass === undefined ? "" : `:auth-pass${cell.authPass}`;
     cells.push({
-      id: `${cell.target}:${cell.workload}:${cell.durability ?? "durable"}:${shape}`,
+      id: `${cell.target}:${cell.workload}:${cell.durability ?? "durable"}:${shape}${pass}`,
       keyspace: KEYSPACE,
       batch: BATCH,
       durability: "durable",
@@ -299,6 +337,18 @@ function planCells(options: Options): Cell[] {
     add({ target: "noop", workload: "noop", concurrency, partition: "noop", mutationsPerCall: 0 });
     add({ target: "http2", workload: "noop", concurrency, partition: "noop", mutationsPerCall: 0 });
   });
+  // The token check, early, while ours holds little more than the auth instance: the same Puts
+  // without and with auth, back to back, off-on-on-off.
+  for (const { auth, pass } of AUTH_ORDER) {
+    add({
+      target: auth ? "ours-auth" : "ours",
+      workload: "put",
+      concurrency: AUTH_CALLERS,
+      partition: AUTH_PARTITION,
+      mutationsPerCall: 1,
+      authPass: pass,
+    });
+  }
   // Streamed durable Puts: the same overwrites of a populated partition as the unary Put cells.
   for (const { streams, inflight } of STREAM_SHAPES) {
     add({
@@ -531,9 +581,29 @@ async function startNoop(target: "noop" | "http2", entry: string, name: string):
   return failStart(server, server.exited ? "exited" : "did not listen within 30 s");
 }
 
-async function startOurs(entry: string, dataDir: string): Promise<Server> {
+/**
+ * Writes a tokens file (server/auth/policy.ts) into `dir` granting one fresh random token write
+ * on every partition; the file holds only the token's SHA-256, the token is returned.
+ */
+function writeTokensFile(dir: string): { tokensFile: string; token: string } {
+  const token = randomBytes(32).toString("base64url");
+  const sha256 = createHash("sha256").update(token).digest("hex");
+  const tokensFile = join(dir, "auth-tokens.json");
+  const policy = {
+    tokens: [{ name: "bench-writer", sha256, grants: [{ partitions: "*", access: "write" }] }],
+  };
+  writeFileSync(tokensFile, `${JSON.stringify(policy)}\n`, { mode: 0o600 });
+  return { tokensFile, token };
+}
+
+/** Starts ours; with `auth`, as "ours-auth" requiring the bearer tokens of `auth.tokensFile`. */
+async function startOurs(
+  entry: string,
+  dataDir: string,
+  auth?: { tokensFile: string; token: string },
+): Promise<Server> {
   const [grpcPort, metricsPort] = [await freePort(), await freePort()];
-  const server = startProcess("ours", process.execPath, [
+  const server = startProcess(auth === undefined ? "ours" : "ours-auth", process.execPath, [
     "--import",
     "tsx",
     entry,
@@ -543,10 +613,12 @@ async function startOurs(entry: string, dataDir: string): Promise<Server> {
     `127.0.0.1:${grpcPort}`,
     "--metrics-listen",
     `127.0.0.1:${metricsPort}`,
+    ...(auth === undefined ? [] : ["--auth-tokens", auth.tokensFile]),
   ]);
   server.address = `127.0.0.1:${grpcPort}`;
   server.metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   server.dataDir = dataDir;
+  if (auth !== undefined) server.token = auth.token;
   const alive = (): boolean => !server.exited;
   if (!(await waitForPort(grpcPort, 30_000, alive))) {
     failStart(server, server.exited ? "exited" : `did not accept on ${server.address} within 30 s`);
@@ -632,7 +704,7 @@ async function readMetrics(server: Server, cell: Cell, sample: Sample): Promise<
   const set = (key: Exclude<keyof Sample, "cpuS">, value: number | undefined): void => {
     if (value !== undefined) sample[key] = value;
   };
-  if (server.name === "ours") {
+  if (server.name === "ours" || server.name === "ours-auth") {
     const labels = { partition: cell.partition };
     set("syncs", metricSum(text, "metadata_storage_syncs_total", labels));
     set("groupSum", metricSum(text, "metadata_group_commit_mutations_sum", labels));
@@ -758,6 +830,7 @@ async function runCell(loadgen: string, server: Server, cell: Cell, populate: bo
     `-partition=${cell.partition}`,
     `-populate=${populate}`,
     "-handshake",
+    ...(server.token === undefined ? [] : [`-token=${server.token}`]),
   ];
   const child = spawn(loadgen, args, { stdio: ["pipe", "pipe", "pipe"] });
   children.add(child);
@@ -869,14 +942,18 @@ type Check = [name: string, value: number | undefined, limit: number, bound?: "a
 const checkMet = ([, value, limit, bound]: Check): boolean =>
   bound === "at most" ? (value as number) <= limit : (value as number) >= limit;
 
+/**
+ * Whether `cell` matches all of `match`; a token check cell (authPass) matches only a `match`
+ * naming its pass, so that it never stands in for the Put cells of the same shape.
+ */
+const matches = (cell: Cell, match: Partial<Cell>): boolean =>
+  cell.authPass === match.authPass &&
+  Object.entries(match).every(([key, value]) => cell[key as keyof Cell] === value);
+
 /** The result of the successful cell matching all of `match`, if any. */
 function findCell(results: readonly CellResult[], match: Partial<Cell>): LoadgenResult | undefined {
-  return results.find(
-    (r) =>
-      r.error === undefined &&
-      r.loadgen !== undefined &&
-      Object.entries(match).every(([key, value]) => r.cell[key as keyof Cell] === value),
-  )?.loadgen;
+  return results.find((r) => r.error === undefined && r.loadgen !== undefined && matches(r.cell, match))
+    ?.loadgen;
 }
 
 const ratioIfKnown = (a: number | undefined, b: number | undefined): number | undefined =>
@@ -935,7 +1012,39 @@ function judge(results: readonly CellResult[]): Map<string, Verdict> {
   add("ours:put:durable:1", `>=${NOISE_FLOOR}x of ${RECORDED.put1VsEtcd}x etcd`, [
     ["etcd", put1, NOISE_FLOOR * RECORDED.put1VsEtcd],
   ]);
+  // Shown on the last cell of the token check, once both passes of both sides are in.
+  const auth = authSums(results);
+  add(
+    `ours:put:durable:${AUTH_CALLERS}:auth-pass2`,
+    `Put@${AUTH_CALLERS} auth >=${AUTH_MIN_RATIO}x without`,
+    [["on/off", ratioIfKnown(auth.on, auth.off), AUTH_MIN_RATIO]],
+  );
   return verdicts;
+}
+
+/**
+ * The token check: ops/s of the durable Put cells into AUTH_PARTITION, summed over both passes,
+ * with auth (ours-auth) and without (ours), and the ratio of each pass; a sum is undefined when
+ * one of its cells is missing or failed.
+ */
+function authSums(results: readonly CellResult[]): {
+  on?: number;
+  off?: number;
+  passes: (number | undefined)[];
+} {
+  const ops = (target: TargetName, authPass: 1 | 2) =>
+    findCell(results, { target, workload: "put", durability: "durable", concurrency: AUTH_CALLERS, authPass })
+      ?.ops_per_s;
+  const sum = (values: (number | undefined)[]): number | undefined =>
+    values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, b) => a + (b as number), 0);
+  const passes = ([1, 2] as const).map((pass) => ({ on: ops("ours-auth", pass), off: ops("ours", pass) }));
+  const on = sum(passes.map((p) => p.on));
+  const off = sum(passes.map((p) => p.off));
+  return {
+    ...(on === undefined ? {} : { on }),
+    ...(off === undefined ? {} : { off }),
+    passes: passes.map((p) => ratioIfKnown(p.on, p.off)),
+  };
 }
 
 /**
@@ -944,13 +1053,10 @@ function judge(results: readonly CellResult[]): Map<string, Verdict> {
  * of the same shape.
  */
 function references(results: readonly CellResult[], r: CellResult) {
-  if (r.cell.target !== "ours") return {};
+  // A token check cell is read against its pair (the target line), not against etcd or the no-op.
+  if (r.cell.target !== "ours" || r.cell.authPass !== undefined) return {};
   const pick = (match: Partial<Cell>) =>
-    results.find(
-      (x) =>
-        x.loadgen !== undefined &&
-        Object.entries(match).every(([key, value]) => x.cell[key as keyof Cell] === value),
-    )?.loadgen;
+    results.find((x) => x.loadgen !== undefined && matches(x.cell, match))?.loadgen;
   const { concurrency, inflight } = r.cell;
   switch (r.cell.workload) {
     case "put":
@@ -973,7 +1079,10 @@ function references(results: readonly CellResult[], r: CellResult) {
 }
 
 function label(cell: Cell): string {
-  const who = cell.target === "ours" ? "ours" : cell.target;
+  const who = cell.target;
+  if (cell.authPass !== undefined) {
+    return `ours Put ${cell.durability} auth ${who === "ours-auth" ? "on" : "off"} #${cell.authPass}`;
+  }
   switch (cell.workload) {
     case "put":
       return `${who} Put ${cell.durability}`;
@@ -1108,6 +1217,7 @@ interface Report {
     inflight: number;
     durability: string;
     partition: string;
+    authPass?: 1 | 2;
   } & Omit<CellResult, "cell">)[];
   targets: Verdict[];
   totalSeconds: number;
@@ -1158,13 +1268,16 @@ async function main(): Promise<number> {
   const noop = await startNoop("noop", NOOP_ENTRY, "noop-server");
   const http2 = await startNoop("http2", HTTP2_NOOP_ENTRY, "http2-noop-server");
   const ours = options.ours ? await startOurs(options.serverEntry, join(tempRoot, "ours")) : undefined;
+  const oursAuth = options.ours
+    ? await startOurs(options.serverEntry, join(tempRoot, "ours-auth"), writeTokensFile(tempRoot))
+    : undefined;
   const startS = (Date.now() - t) / 1000;
   progress(
     `etcd ${etcd.address}, noop ${noop.address}, http2 ${http2.address}` +
-      (ours ? `, ours ${ours.address}` : " (ours skipped)"),
+      (ours && oursAuth ? `, ours ${ours.address}, ours-auth ${oursAuth.address}` : " (ours skipped)"),
   );
 
-  const servers: Record<TargetName, Server | undefined> = { ours, etcd, noop, http2 };
+  const servers: Record<TargetName, Server | undefined> = { ours, "ours-auth": oursAuth, etcd, noop, http2 };
   const populated = new Set<string>();
   const results: CellResult[] = [];
   const cells = planCells(options);
@@ -1192,7 +1305,9 @@ async function main(): Promise<number> {
   const probeSamples = options.quick ? PROBE_SAMPLES.quick : PROBE_SAMPLES.full;
   for (const r of results) {
     if (stopping) break;
-    if (r.cell.target !== "ours" || r.cell.durability !== "durable") continue;
+    // The token check cells measure the RPC path; their syncs are those of the Put cells.
+    if (r.cell.target !== "ours" || r.cell.durability !== "durable" || r.cell.authPass !== undefined)
+      continue;
     if (r.writesPerSync === undefined || r.bytesPerSync === undefined || r.partitionBytes === undefined)
       continue;
     r.bareIo = probeBareIo(
@@ -1207,7 +1322,8 @@ async function main(): Promise<number> {
 
   const verdicts = judge(results);
   const totalS = (Date.now() - started) / 1000;
-  const serverFailed = ours?.exited === true;
+  const failed = [ours, oursAuth].filter((s): s is Server => s?.exited === true);
+  const serverFailed = failed.length > 0;
   const report: Report = {
     kind: "rpc-bench",
     quick: options.quick,
@@ -1224,6 +1340,7 @@ async function main(): Promise<number> {
       inflight: r.cell.inflight,
       durability: r.cell.durability,
       partition: r.cell.partition,
+      ...(r.cell.authPass === undefined ? {} : { authPass: r.cell.authPass }),
       ...(r.loadgen === undefined ? {} : { loadgen: r.loadgen }),
       ...(r.error === undefined ? {} : { error: r.error }),
       ...(r.serverCpuUsPerCall === undefined ? {} : { serverCpuUsPerCall: r.serverCpuUsPerCall }),
@@ -1275,14 +1392,24 @@ async function main(): Promise<number> {
           formatRatio(get.ops_per_s / serializable.ops_per_s),
       );
     }
+    const auth = authSums(results);
+    if (auth.on !== undefined && auth.off !== undefined) {
+      lines.push(
+        `Put at ${AUTH_CALLERS} with a token vs without (off, on, on, off; sums): ` +
+          `${formatCount(Math.round(auth.on))} / ${formatCount(Math.round(auth.off))} ops/s = ` +
+          `${formatRatio(auth.on / auth.off)} (per pass ${auth.passes.map(formatRatio).join(", ")})`,
+      );
+    }
     const met = [...verdicts.values()].filter((v) => v.result === "PASS").length;
     lines.push(`targets met: ${met} of ${verdicts.size}; total ${totalS.toFixed(0)} s`);
     const errors = results.filter((r) => r.error !== undefined);
     for (const r of errors) lines.push(`error in ${label(r.cell)} x${shape(r.cell)}: ${r.error}`);
     process.stdout.write(`${lines.join("\n")}\n`);
   }
-  if (serverFailed && ours !== undefined) {
-    progress(`our server exited during the run; its output:\n${ours.output.slice(-60).join("\n")}`);
+  for (const server of failed) {
+    progress(
+      `${server.name} server exited during the run; its output:\n${server.output.slice(-60).join("\n")}`,
+    );
   }
   clearTimeout(watchdog);
   return results.some((r) => r.error !== undefined) || serverFailed ? 1 : 0;
