@@ -1,6 +1,7 @@
 /**
- * One suite every storage backend must pass: memory, filesystem, and the faulty and metered
- * wrappers (with no fault scheduled they must behave exactly like what they wrap).
+ * One suite every storage backend must pass: memory, filesystem, etcd (against a real etcd started
+ * here; skipped with the reason when etcd is not installed), and the faulty and metered wrappers
+ * (with no fault scheduled they must behave exactly like what they wrap).
  */
 import assert from "node:assert/strict";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
@@ -10,11 +11,19 @@ import { Registry } from "prom-client";
 import { crc32c } from "../../../server/store/checksum.js";
 import { isStoreError } from "../../../server/store/errors.js";
 import { BLOB_LAYOUTS, headerRegion } from "../../../server/store/storage/blob-header.js";
+import { EtcdStorage } from "../../../server/store/storage/etcd.js";
 import { FaultyStorage } from "../../../server/store/storage/faulty.js";
 import { FilesystemStorage } from "../../../server/store/storage/filesystem.js";
 import { MemoryStorage } from "../../../server/store/storage/memory.js";
 import { MeteredStorage } from "../../../server/store/storage/metered.js";
 import { blobFileName, type Storage } from "../../../server/store/storage/storage.js";
+import {
+  type EtcdCluster,
+  etcdBlobBytes,
+  etcdMissing,
+  etcdSeedBlob,
+  startEtcdCluster,
+} from "../../support/etcd-cluster.js";
 import { tempDir } from "../../support/temp-dir.js";
 
 const NAME = Buffer.from("left");
@@ -71,16 +80,41 @@ async function filesystemBackend(wrap: (s: FilesystemStorage) => Storage = (s) =
   };
 }
 
+let etcd: EtcdCluster | undefined;
+let etcdPrefixes = 0;
+const ETCD_MISSING = etcdMissing();
+
+/** EtcdStorage on a fresh prefix of one etcd started for this file; small pages, so blobs span several. */
+async function etcdBackend(): Promise<Backend> {
+  if (etcd === undefined) {
+    etcd = await startEtcdCluster(1);
+    const cluster = etcd;
+    cleanups.push(() => cluster.stop());
+  }
+  const client = etcd.client();
+  const prefix = `suite${etcdPrefixes++}`;
+  const pageBytes = 64;
+  const storage = new EtcdStorage({ client, prefix, pageBytes });
+  return {
+    storage,
+    fileBytes: (p, n) => etcdBlobBytes(client, storage.blobBase(p, n), pageBytes),
+    seedFile: (p, n, b) => etcdSeedBlob(client, prefix, p, storage.blobBase(p, n), pageBytes, b),
+    listing: async () => (await client.getAll().prefix(`${prefix}/`).keys()).sort(),
+  };
+}
+
 const backends: [string, () => Promise<Backend>][] = [
   ["memory", async () => memoryBackend()],
   ["filesystem", () => filesystemBackend()],
   ["faulty(memory)", async () => memoryBackend((s) => new FaultyStorage(s))],
   ["metered(memory)", async () => memoryBackend((s) => new MeteredStorage(s, new Registry()))],
   ["metered(filesystem)", () => filesystemBackend((s) => new MeteredStorage(s, new Registry()))],
+  ["etcd", etcdBackend],
 ];
 
 for (const [label, make] of backends) {
-  describe(`storage suite: ${label}`, () => {
+  const skip = label === "etcd" && ETCD_MISSING !== undefined ? ETCD_MISSING : false;
+  describe(`storage suite: ${label}`, { skip }, () => {
     for (const layout of BLOB_LAYOUTS) {
       const HEADER = Buffer.from(headerRegion(layout)).toString("hex");
       test(`${layout}: open creates a blob holding only the header`, async () => {

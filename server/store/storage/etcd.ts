@@ -1,0 +1,533 @@
+/**
+ * EtcdStorage: blobs kept in an etcd cluster, so a partition survives the loss of a machine.
+ *
+ * Keys (every key starts with the configured prefix P, which has no trailing '/'):
+ *   P/.partitions/<partition>                   marker of an existing partition (empty value)
+ *   P/<partition>/<hex name>/length             "<physical length>:<sync nonce>" or "incomplete:<nonce>"
+ *   P/<partition>/<hex name>/page/<%08x index>  bytes [i * pageBytes, min((i + 1) * pageBytes, length))
+ * Partition names hold no '.', so the marker folder never collides with a partition.
+ *
+ * A handle keeps the whole blob in memory (loaded at open from one etcd revision); writes and
+ * resizes change that copy and mark the pages they touch dirty; `sync` sends the dirty pages, the
+ * new length and a delete of every page past the end in one etcd transaction.
+ *
+ * Limits: etcd refuses a transaction with more than `--max-txn-ops` (128) operations or a request
+ * over `--max-request-bytes` (1.5 MiB). A sync that does not fit is split: its first transaction
+ * sets the length to "incomplete", the last one sets the real length. A blob whose length reads
+ * "incomplete" (a writer died between the two) opens with physical length 0, i.e. empty, which
+ * the metadata store's two-blob recovery treats as a torn blob: the other blob, which the store
+ * never touches while this one is written, holds the last completed sync. So a multi-transaction
+ * sync is either complete or detected as torn, never a silent mix of old and new pages.
+ *
+ * Invariants:
+ * - Every write transaction compares the length key's mod revision with the one this handle last
+ *   saw, and the fence (when configured) with the ownership key's create revision: a handle whose
+ *   blob was written by anyone else, or whose server lost ownership, can never commit again.
+ * - When a transaction's outcome is unknown (a transport error after it was sent, or a compare
+ *   failure after a retry), the length key is read back: its nonce says whether this sync landed.
+ * - Creating a blob (its first sync, made by `openHeadered` at open) also creates the partition
+ *   marker, in the same transaction. Removing is one transaction, durable when it resolves.
+ * - An acknowledged sync is in a majority of etcd members (etcd commits through Raft).
+ *
+ * Usage:
+ *   const storage = new EtcdStorage({ client: new Etcd3({ hosts: ["127.0.0.1:2379"] }), prefix: "meta" });
+ */
+import { randomBytes } from "node:crypto";
+import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse } from "etcd3";
+import { asIoError, StoreError } from "../errors.js";
+import { DEFAULT_BLOB_LAYOUT } from "./blob-header.js";
+import { openHeadered, type RawFile } from "./headered-blob.js";
+import {
+  type BlobWrite,
+  blobFileName,
+  describeBlob,
+  type OpenedBlob,
+  type OpenOptions,
+  type Storage,
+  validatePartitionName,
+} from "./storage.js";
+
+/** Ownership to check in every write transaction: the key must exist with this create revision. */
+export interface EtcdFence {
+  key: string;
+  createRevision: string;
+}
+
+/** Options of `EtcdStorage`. */
+export interface EtcdStorageOptions {
+  /** Connected etcd client; the storage never closes it. */
+  client: Etcd3;
+  /** Key prefix, non-empty, no trailing '/'. */
+  prefix: string;
+  /** Bytes per page (default 4096). Fixed for a prefix: changing it makes existing blobs unreadable. */
+  pageBytes?: number;
+  /** Most operations in one transaction (default 128, etcd's `--max-txn-ops` default). */
+  maxTxnOps?: number;
+  /** Most page bytes in one transaction (default 1 MiB, under etcd's 1.5 MiB request limit). */
+  maxTxnBytes?: number;
+  /** Ownership checked by every write; a write after the fence fails throws `StoreError("Io")`. */
+  fence?: () => EtcdFence | undefined;
+  /** @internal Called before each write transaction is sent; a throw there models a crash. */
+  beforeTransaction?: () => void;
+}
+
+/** Default page size in bytes. */
+export const ETCD_PAGE_BYTES = 4096;
+const DEFAULT_MAX_TXN_OPS = 128;
+const DEFAULT_MAX_TXN_BYTES = 1024 * 1024;
+/** Operations of the last transaction besides pages: length put, tail delete, partition marker. */
+const RESERVED_OPS = 3;
+const INCOMPLETE = "incomplete";
+/** Keys read per range request at open (kept well under gRPC's 4 MiB message limit). */
+const RANGE_BYTES = 2 * 1024 * 1024;
+
+/** Storage in etcd; see the module comment. */
+export class EtcdStorage implements Storage {
+  readonly prefix: string;
+  readonly pageBytes: number;
+  private readonly client: Etcd3;
+  private readonly maxTxnOps: number;
+  private readonly maxTxnBytes: number;
+
+  constructor(private readonly options: EtcdStorageOptions) {
+    if (options.prefix === "" || options.prefix.endsWith("/")) {
+      throw new StoreError("InvalidConfig", `invalid etcd prefix ${JSON.stringify(options.prefix)}`);
+    }
+    this.client = options.client;
+    this.prefix = options.prefix;
+    this.pageBytes = options.pageBytes ?? ETCD_PAGE_BYTES;
+    this.maxTxnOps = options.maxTxnOps ?? DEFAULT_MAX_TXN_OPS;
+    this.maxTxnBytes = options.maxTxnBytes ?? DEFAULT_MAX_TXN_BYTES;
+    if (!Number.isInteger(this.pageBytes) || this.pageBytes < 1 || this.pageBytes > this.maxTxnBytes) {
+      throw new StoreError("InvalidConfig", `invalid etcd page size: ${this.pageBytes} bytes`);
+    }
+    if (this.maxTxnOps < RESERVED_OPS + 1) {
+      throw new StoreError("InvalidConfig", `etcd max txn ops too small: ${this.maxTxnOps}`);
+    }
+  }
+
+  async open(partition: string, name: Uint8Array, options: OpenOptions = {}): Promise<OpenedBlob> {
+    validatePartitionName(partition);
+    const where = describeBlob(partition, name);
+    const base = this.blobBase(partition, name);
+    let kvs: IKeyValue[];
+    try {
+      kvs = await this.rangeAll(Buffer.from(base));
+    } catch (err) {
+      throw asIoError(err, `open ${where}`);
+    }
+    const file = new EtcdFile(this, base, this.partitionKey(partition), where);
+    file.load(kvs);
+    return openHeadered(file, where, {
+      layout: options.layout ?? DEFAULT_BLOB_LAYOUT,
+      ...(options.creationFile === undefined ? {} : { creationFile: options.creationFile }),
+    });
+  }
+
+  async remove(partition: string, name?: Uint8Array): Promise<void> {
+    validatePartitionName(partition);
+    const marker = this.partitionKey(partition);
+    if (name === undefined) {
+      const prefix = Buffer.from(`${this.prefix}/${partition}/`);
+      const response = await this.txn(
+        `remove partition ${partition}`,
+        [exists(marker)],
+        [
+          { request_delete_range: { key: prefix, range_end: prefixEnd(prefix) } },
+          { request_delete_range: { key: Buffer.from(marker) } },
+        ],
+      );
+      if (!response.succeeded) {
+        await this.explainFailure(`remove partition ${partition}`);
+        throw new StoreError("PartitionMissing", `partition missing: ${partition}`);
+      }
+      return;
+    }
+    const where = describeBlob(partition, name);
+    const base = Buffer.from(this.blobBase(partition, name));
+    const response = await this.txn(
+      `remove ${where}`,
+      [exists(`${this.blobBase(partition, name)}length`)],
+      [{ request_delete_range: { key: base, range_end: prefixEnd(base) } }],
+    );
+    if (!response.succeeded) {
+      await this.explainFailure(`remove ${where}`);
+      throw new StoreError("BlobMissing", `blob missing: ${where}`);
+    }
+  }
+
+  async scan(partition: string): Promise<Uint8Array[]> {
+    validatePartitionName(partition);
+    const prefix = `${this.prefix}/${partition}/`;
+    let names: Uint8Array[];
+    try {
+      const marker = await this.client.get(this.partitionKey(partition)).exists();
+      if (!marker) throw new StoreError("PartitionMissing", `partition missing: ${partition}`);
+      const keys = await this.client.getAll().prefix(prefix).keys();
+      names = [];
+      for (const key of keys) {
+        const rest = key.slice(prefix.length);
+        const match = /^((?:[0-9a-f]{2})*)\/(length|page\/[0-9a-f]{8})$/.exec(rest);
+        if (match === null) {
+          throw new StoreError("PartitionCorrupt", `partition corrupt: ${partition}: unexpected key ${rest}`);
+        }
+        if (match[2] === "length") names.push(Buffer.from(match[1] ?? "", "hex"));
+      }
+    } catch (err) {
+      throw asIoError(err, `scan ${partition}`);
+    }
+    return names.sort(Buffer.compare);
+  }
+
+  async listPartitions(): Promise<string[]> {
+    const prefix = `${this.prefix}/.partitions/`;
+    try {
+      const keys = await this.client.getAll().prefix(prefix).keys();
+      return keys.map((key) => key.slice(prefix.length)).sort();
+    } catch (err) {
+      throw asIoError(err, "list partitions");
+    }
+  }
+
+  /** @internal Key of a blob's page `index`. */
+  pageKey(base: string, index: number): string {
+    return `${base}page/${index.toString(16).padStart(8, "0")}`;
+  }
+
+  /** @internal Key prefix of blob `name` of `partition`, ending in '/'. */
+  blobBase(partition: string, name: Uint8Array): string {
+    return `${this.prefix}/${partition}/${blobFileName(name)}/`;
+  }
+
+  /** @internal The limits a sync splits its pages by. */
+  limits(): { maxPageOps: number; maxTxnBytes: number } {
+    return { maxPageOps: this.maxTxnOps - RESERVED_OPS, maxTxnBytes: this.maxTxnBytes };
+  }
+
+  /** @internal One write transaction with the fence added to `compare`. Errors are `Io`. */
+  async txn(what: string, compare: ICompare[], success: IRequestOp[]): Promise<ITxnResponse> {
+    const fence = this.options.fence?.();
+    const compares =
+      fence === undefined
+        ? compare
+        : [
+            ...compare,
+            {
+              key: Buffer.from(fence.key),
+              target: "Create" as const,
+              result: "Equal" as const,
+              create_revision: fence.createRevision,
+            },
+          ];
+    try {
+      this.options.beforeTransaction?.();
+      return await this.client.kv.txn({ compare: compares, success, failure: [] });
+    } catch (err) {
+      throw asIoError(err, what);
+    }
+  }
+
+  /** @internal Throws when the fence no longer holds, naming it; returns otherwise. */
+  async explainFailure(what: string): Promise<void> {
+    const fence = this.options.fence?.();
+    if (fence === undefined) return;
+    let current: IKeyValue | undefined;
+    try {
+      current = (await this.client.kv.range({ key: Buffer.from(fence.key) })).kvs[0];
+    } catch (err) {
+      throw asIoError(err, what);
+    }
+    if (current?.create_revision !== fence.createRevision) {
+      throw new StoreError("Io", `i/o error: ${what}: this server no longer owns its partitions`);
+    }
+  }
+
+  /** @internal Value of one key with its mod revision, or undefined when missing. */
+  async readKey(key: string): Promise<IKeyValue | undefined> {
+    return (await this.client.kv.range({ key: Buffer.from(key) })).kvs[0];
+  }
+
+  /** Every key under `prefix` at one revision, in pages of at most RANGE_BYTES. */
+  private async rangeAll(prefix: Buffer): Promise<IKeyValue[]> {
+    const end = prefixEnd(prefix);
+    const limit = Math.max(1, Math.floor(RANGE_BYTES / this.pageBytes));
+    const out: IKeyValue[] = [];
+    let key = prefix;
+    let revision: string | undefined;
+    for (;;) {
+      const response = await this.client.kv.range({
+        key,
+        range_end: end,
+        limit,
+        ...(revision === undefined ? {} : { revision }),
+      });
+      revision ??= response.header.revision;
+      out.push(...response.kvs);
+      const last = response.kvs.at(-1);
+      if (!response.more || last === undefined) return out;
+      key = Buffer.concat([last.key, Buffer.of(0)]);
+    }
+  }
+
+  private partitionKey(partition: string): string {
+    return `${this.prefix}/.partitions/${partition}`;
+  }
+}
+
+/** A compare that holds when `key` exists. */
+function exists(key: string): ICompare {
+  return { key: Buffer.from(key), target: "Version", result: "Greater", version: 0 };
+}
+
+/** The end of the range of keys starting with `prefix` (etcd's prefix convention). */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if ((end[i] ?? 0) < 0xff) {
+      end[i] = (end[i] ?? 0) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.of(0);
+}
+
+class EtcdFile implements RawFile {
+  private data = Buffer.alloc(0);
+  private size = 0;
+  /** Length as of the last sync (or load). */
+  private durableSize = 0;
+  /** Mod revision of the length key as last seen; "0" when the key does not exist. */
+  private lengthRevision = "0";
+  /** Value of the length key as last seen (restored to fence off an unknown outcome). */
+  private lengthValue: Buffer | undefined;
+  private readonly dirty = new Set<number>();
+  private closed = false;
+
+  constructor(
+    private readonly storage: EtcdStorage,
+    private readonly base: string,
+    private readonly partitionMarker: string,
+    private readonly where: string,
+  ) {}
+
+  /** Takes the blob's keys read at one revision. */
+  load(kvs: readonly IKeyValue[]): void {
+    const lengthKey = `${this.base}length`;
+    const pages = new Map<string, Buffer>();
+    let lengthKv: IKeyValue | undefined;
+    for (const kv of kvs) {
+      const key = kv.key.toString();
+      if (key === lengthKey) lengthKv = kv;
+      else pages.set(key, kv.value);
+    }
+    if (lengthKv === undefined) return;
+    this.lengthRevision = lengthKv.mod_revision;
+    this.lengthValue = lengthKv.value;
+    const [text] = lengthKv.value.toString().split(":");
+    if (text === INCOMPLETE) {
+      // A torn multi-transaction sync: the blob reads as empty and its stale pages are deleted
+      // by the next sync (every sync deletes the pages past the end).
+      return;
+    }
+    const length = Number(text);
+    if (text === undefined || !/^\d+$/.test(text) || !Number.isSafeInteger(length)) {
+      throw new StoreError("BlobCorrupt", `blob corrupt: ${this.where}: invalid length ${text ?? ""}`);
+    }
+    const pageBytes = this.storage.pageBytes;
+    this.data = Buffer.alloc(length);
+    for (let i = 0; i * pageBytes < length; i++) {
+      const page = pages.get(this.storage.pageKey(this.base, i));
+      const expected = Math.min(pageBytes, length - i * pageBytes);
+      if (page === undefined || page.length < expected) {
+        throw new StoreError("BlobCorrupt", `blob corrupt: ${this.where}: page ${i} missing or short`);
+      }
+      page.copy(this.data, i * pageBytes, 0, expected);
+    }
+    this.size = length;
+    this.durableSize = length;
+  }
+
+  length(): number {
+    return this.size;
+  }
+
+  async read(position: number, length: number): Promise<Uint8Array> {
+    this.alive();
+    if (position + length > this.size) throw new StoreError("Io", "i/o error: read past the end");
+    return Uint8Array.prototype.slice.call(this.data, position, position + length);
+  }
+
+  async write(position: number, data: Uint8Array): Promise<void> {
+    this.alive();
+    this.apply(position, data);
+  }
+
+  async writeAll(writes: readonly BlobWrite[]): Promise<void> {
+    this.alive();
+    for (const [position, data] of writes) this.apply(position, data);
+  }
+
+  async truncate(length: number): Promise<void> {
+    this.alive();
+    if (length > this.size) {
+      this.ensureCapacity(length);
+      this.data.fill(0, this.size, length);
+      this.markDirty(this.size, length);
+    }
+    this.size = length;
+  }
+
+  async sync(): Promise<void> {
+    this.alive();
+    const pageBytes = this.storage.pageBytes;
+    const pageCount = Math.ceil(this.size / pageBytes);
+    // A changed length rewrites the last page, which holds only the bytes below the length.
+    if (this.size !== this.durableSize && pageCount > 0) this.dirty.add(pageCount - 1);
+    if (this.dirty.size === 0 && this.size === this.durableSize && this.lengthRevision !== "0") return;
+
+    const pages = [...this.dirty].filter((i) => i < pageCount).sort((a, b) => a - b);
+    const batches = splitPages(pages, this.storage.limits(), pageBytes);
+    const creating = this.lengthRevision === "0";
+    const nonce = randomBytes(8).toString("hex");
+    const lengthKey = Buffer.from(`${this.base}length`);
+    const finalValue = Buffer.from(`${this.size}:${nonce}`);
+    const tailStart = Buffer.from(this.storage.pageKey(this.base, pageCount));
+    const tailEnd = prefixEnd(Buffer.from(`${this.base}page/`));
+
+    for (let b = 0; b < batches.length; b++) {
+      const first = b === 0;
+      const last = b === batches.length - 1;
+      const success: IRequestOp[] = (batches[b] ?? []).map((i) => ({
+        request_put: { key: Buffer.from(this.storage.pageKey(this.base, i)), value: this.page(i) },
+      }));
+      let lengthValue: Buffer | undefined;
+      if (last) {
+        lengthValue = finalValue;
+        success.push({ request_delete_range: { key: tailStart, range_end: tailEnd } });
+      } else if (first) {
+        lengthValue = Buffer.from(`${INCOMPLETE}:${nonce}`);
+      }
+      // The first transaction creates the blob, so it also creates the partition marker.
+      if (first && creating) {
+        success.push({ request_put: { key: Buffer.from(this.partitionMarker), value: Buffer.alloc(0) } });
+      }
+      if (lengthValue !== undefined) success.push({ request_put: { key: lengthKey, value: lengthValue } });
+      const compare: ICompare = {
+        key: lengthKey,
+        target: "Mod",
+        result: "Equal",
+        mod_revision: this.lengthRevision,
+      };
+      let response: ITxnResponse;
+      try {
+        response = await this.storage.txn(`sync ${this.where}`, [compare], success);
+      } catch (err) {
+        if (lengthValue !== undefined && (await this.landed(lengthValue))) continue;
+        await this.fenceOff();
+        throw err;
+      }
+      if (!response.succeeded) {
+        // A retried transaction that had landed fails its compare the second time round.
+        if (lengthValue !== undefined && (await this.landed(lengthValue))) continue;
+        await this.storage.explainFailure(`sync ${this.where}`);
+        throw new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`);
+      }
+      if (lengthValue !== undefined) {
+        this.lengthRevision = response.header.revision;
+        this.lengthValue = lengthValue;
+      }
+    }
+    this.dirty.clear();
+    this.durableSize = this.size;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  /** True when the length key holds `value` (this sync's nonce): the transaction landed. */
+  private async landed(value: Buffer): Promise<boolean> {
+    let current: IKeyValue | undefined;
+    try {
+      current = await this.storage.readKey(`${this.base}length`);
+    } catch {
+      return false;
+    }
+    if (current === undefined || !current.value.equals(value)) return false;
+    this.lengthRevision = current.mod_revision;
+    this.lengthValue = value;
+    return true;
+  }
+
+  /**
+   * After an unknown outcome, rewrites the length key with its last known value, so a
+   * transaction of this sync still in flight fails its compare instead of landing later.
+   */
+  private async fenceOff(): Promise<void> {
+    if (this.lengthValue === undefined) return;
+    await this.storage
+      .txn(
+        `sync ${this.where}`,
+        [
+          {
+            key: Buffer.from(`${this.base}length`),
+            target: "Mod",
+            result: "Equal",
+            mod_revision: this.lengthRevision,
+          },
+        ],
+        [{ request_put: { key: Buffer.from(`${this.base}length`), value: this.lengthValue } }],
+      )
+      .catch(() => undefined);
+  }
+
+  private page(index: number): Buffer {
+    const pageBytes = this.storage.pageBytes;
+    const start = index * pageBytes;
+    return Buffer.from(this.data.subarray(start, Math.min(start + pageBytes, this.size)));
+  }
+
+  private apply(position: number, data: Uint8Array): void {
+    const end = position + data.length;
+    this.ensureCapacity(end);
+    if (position > this.size) {
+      this.data.fill(0, this.size, position);
+      this.markDirty(this.size, position);
+    }
+    this.data.set(data, position);
+    this.markDirty(position, end);
+    this.size = Math.max(this.size, end);
+  }
+
+  private markDirty(start: number, end: number): void {
+    const pageBytes = this.storage.pageBytes;
+    for (let i = Math.floor(start / pageBytes); i * pageBytes < end; i++) this.dirty.add(i);
+  }
+
+  private ensureCapacity(length: number): void {
+    if (length <= this.data.length) return;
+    const grown = Buffer.alloc(Math.max(length, this.data.length * 2, 64));
+    this.data.copy(grown, 0, 0, this.size);
+    this.data = grown;
+  }
+
+  private alive(): void {
+    if (this.closed) throw new StoreError("Io", `i/o error: ${this.where}: blob closed`);
+  }
+}
+
+/**
+ * Splits dirty pages into transactions within the limits; always at least one (possibly empty)
+ * batch, so a length change alone still commits.
+ */
+function splitPages(
+  pages: readonly number[],
+  limits: { maxPageOps: number; maxTxnBytes: number },
+  pageBytes: number,
+): number[][] {
+  const perTxn = Math.max(1, Math.min(limits.maxPageOps, Math.floor(limits.maxTxnBytes / pageBytes)));
+  const batches: number[][] = [];
+  for (let i = 0; i < pages.length; i += perTxn) batches.push(pages.slice(i, i + perTxn));
+  if (batches.length === 0) batches.push([]);
+  return batches;
+}

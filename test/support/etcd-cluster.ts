@@ -1,0 +1,177 @@
+/**
+ * Real etcd clusters for tests: 1 or 3 members on free 127.0.0.1 ports, data in a temp dir.
+ *
+ * etcd comes from Debian's `etcd-server` (scripts/install-etcd.sh, run by CI). When no `etcd`
+ * binary is on PATH, `etcdMissing()` returns the reason and suites skip with it.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import { Etcd3 } from "etcd3";
+import { tempDir } from "./temp-dir.js";
+
+/** Why etcd tests cannot run here, or undefined when an `etcd` binary is on PATH. */
+export function etcdMissing(): string | undefined {
+  const probe = spawnSync("etcd", ["--version"], { encoding: "utf8" });
+  if (probe.error !== undefined || probe.status !== 0) {
+    return "etcd is not installed (run scripts/install-etcd.sh as root: Debian's etcd-server)";
+  }
+  return undefined;
+}
+
+/** One member process. */
+export interface EtcdMember {
+  name: string;
+  /** host:port of its client URL. */
+  endpoint: string;
+  child: ChildProcess;
+  output: string[];
+  exited: boolean;
+}
+
+/** A running cluster; `stop()` kills every member and removes the data. */
+export interface EtcdCluster {
+  members: EtcdMember[];
+  /** Every member's client endpoint, host:port. */
+  endpoints: string[];
+  /** A client to every member (closed by `stop`). */
+  client(): Etcd3;
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `size` members and resolves once the cluster answers a linearizable read. */
+export async function startEtcdCluster(size = 1): Promise<EtcdCluster> {
+  const dir = await tempDir("etcd-test-");
+  const specs: { name: string; client: number; peer: number }[] = [];
+  for (let i = 0; i < size; i++)
+    specs.push({ name: `m${i}`, client: await freePort(), peer: await freePort() });
+  const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(",");
+  const members: EtcdMember[] = specs.map((spec) => {
+    const clientUrl = `http://127.0.0.1:${spec.client}`;
+    const peerUrl = `http://127.0.0.1:${spec.peer}`;
+    const child = spawn(
+      "etcd",
+      [
+        `--name=${spec.name}`,
+        `--data-dir=${dir.path}/${spec.name}`,
+        `--listen-client-urls=${clientUrl}`,
+        `--advertise-client-urls=${clientUrl}`,
+        `--listen-peer-urls=${peerUrl}`,
+        `--initial-advertise-peer-urls=${peerUrl}`,
+        `--initial-cluster=${initialCluster}`,
+        "--initial-cluster-state=new",
+        "--logger=zap",
+        "--log-outputs=stderr",
+        "--log-level=warn",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const member: EtcdMember = {
+      name: spec.name,
+      endpoint: `127.0.0.1:${spec.client}`,
+      child,
+      output: [],
+      exited: false,
+    };
+    const keep = (line: string): void => {
+      member.output.push(line);
+      if (member.output.length > 100) member.output.shift();
+    };
+    if (child.stdout !== null) createInterface({ input: child.stdout }).on("line", keep);
+    if (child.stderr !== null) createInterface({ input: child.stderr }).on("line", keep);
+    child.on("exit", () => {
+      member.exited = true;
+    });
+    return member;
+  });
+  const endpoints = members.map((m) => m.endpoint);
+  const clients: Etcd3[] = [];
+  const cluster: EtcdCluster = {
+    members,
+    endpoints,
+    client: () => {
+      const client = new Etcd3({ hosts: endpoints.map((e) => `http://${e}`) });
+      clients.push(client);
+      return client;
+    },
+    stop: async () => {
+      for (const client of clients) client.close();
+      await Promise.all(
+        members.map(
+          (m) =>
+            new Promise<void>((resolve) => {
+              if (m.exited) return resolve();
+              m.child.once("exit", () => resolve());
+              m.child.kill("SIGKILL");
+            }),
+        ),
+      );
+      await dir.remove();
+    },
+  };
+  const probe = cluster.client();
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await probe.get("probe").string();
+      return cluster;
+    } catch (err) {
+      if (Date.now() > deadline || members.some((m) => m.exited)) {
+        const output = members.flatMap((m) => m.output.slice(-20).map((l) => `${m.name}: ${l}`));
+        await cluster.stop();
+        throw new Error(`etcd did not start: ${String(err)}\n${output.join("\n")}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** Physical bytes of a blob as EtcdStorage keeps them, or undefined when it has no length key. */
+export async function etcdBlobBytes(
+  client: Etcd3,
+  base: string,
+  pageBytes: number,
+): Promise<Buffer | undefined> {
+  const length = await client.get(`${base}length`).string();
+  if (length === null) return undefined;
+  const size = Number(length.split(":")[0]);
+  if (!Number.isSafeInteger(size)) return Buffer.alloc(0);
+  const pages = await client.getAll().prefix(`${base}page/`).buffers();
+  const out = Buffer.alloc(size);
+  for (const [key, page] of Object.entries(pages)) {
+    const index = Number.parseInt(key.slice(-8), 16);
+    page.copy(out, index * pageBytes, 0, Math.max(0, Math.min(page.length, size - index * pageBytes)));
+  }
+  return out;
+}
+
+/** Writes a blob's physical bytes straight into etcd, as a damaged or foreign blob. */
+export async function etcdSeedBlob(
+  client: Etcd3,
+  prefix: string,
+  partition: string,
+  base: string,
+  pageBytes: number,
+  bytes: Uint8Array,
+): Promise<void> {
+  await client.delete().prefix(base);
+  for (let i = 0; i * pageBytes < bytes.length; i++) {
+    await client
+      .put(`${base}page/${i.toString(16).padStart(8, "0")}`)
+      .value(Buffer.from(bytes.subarray(i * pageBytes, (i + 1) * pageBytes)));
+  }
+  await client.put(`${base}length`).value(`${bytes.length}:seed`);
+  await client.put(`${prefix}/.partitions/${partition}`).value("");
+}
