@@ -1,6 +1,6 @@
 /**
- * Golden vectors (test/fixtures/vectors, from the format spec), checked both ways on the memory
- * and the filesystem backend:
+ * Golden vectors (test/fixtures/vectors, from the format spec), checked both ways on the memory,
+ * the filesystem and the etcd backend (a real etcd started here; skipped when not installed):
  * - produce: replay the ops from the initial files and compare every planned write of every
  *   sync, the exact bytes of both files, the counters and the internal state;
  * - decode: open the expected final files in a fresh store and read the expected entries.
@@ -12,10 +12,18 @@ import { after, describe, test } from "node:test";
 import { Registry } from "prom-client";
 import { fixedKeys } from "../../server/store/codec.js";
 import { type Metadata, openMetadata } from "../../server/store/metadata.js";
+import { EtcdStorage } from "../../server/store/storage/etcd.js";
 import { FilesystemStorage } from "../../server/store/storage/filesystem.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
 import { MeteredStorage } from "../../server/store/storage/metered.js";
 import type { Storage } from "../../server/store/storage/storage.js";
+import {
+  type EtcdCluster,
+  etcdBlobBytes,
+  etcdMissing,
+  etcdSeedBlob,
+  startEtcdCluster,
+} from "../support/etcd-cluster.js";
 import { AuditedStorage, metricValue, syncCounters, u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
 
@@ -108,6 +116,30 @@ async function filesystemBackend(): Promise<Backend> {
       await mkdir(join(dir.path, partition), { recursive: true });
       await writeFile(path(partition, side), Buffer.from(hex, "hex"));
     },
+  };
+}
+
+let etcd: EtcdCluster | undefined;
+let etcdPrefixes = 0;
+const ETCD_MISSING = etcdMissing();
+after(async () => {
+  await etcd?.stop();
+});
+
+async function etcdBackend(): Promise<Backend> {
+  etcd ??= await startEtcdCluster(1);
+  const client = etcd.client();
+  const prefix = `vectors${etcdPrefixes++}`;
+  // Small pages, so a blob spans several and overwrites touch some of them only.
+  const pageBytes = 16;
+  const storage = new EtcdStorage({ client, prefix, pageBytes });
+  const base = (partition: string, side: "left" | "right") => storage.blobBase(partition, Buffer.from(side));
+  return {
+    storage,
+    readFile: async (partition, side) =>
+      ((await etcdBlobBytes(client, base(partition, side), pageBytes)) ?? Buffer.alloc(0)).toString("hex"),
+    writeFile: (partition, side, hex) =>
+      etcdSeedBlob(client, prefix, partition, base(partition, side), pageBytes, Buffer.from(hex, "hex")),
   };
 }
 
@@ -252,6 +284,9 @@ for (const name of NAMES) {
     test("produce on filesystem", async () => produce(await loadVector(name), await filesystemBackend()));
     test("decode on memory", async () => decode(await loadVector(name), memoryBackend()));
     test("decode on filesystem", async () => decode(await loadVector(name), await filesystemBackend()));
+    const skip = ETCD_MISSING ?? false;
+    test("produce on etcd", { skip }, async () => produce(await loadVector(name), await etcdBackend()));
+    test("decode on etcd", { skip }, async () => decode(await loadVector(name), await etcdBackend()));
   });
 }
 

@@ -69,6 +69,8 @@ export interface EtcdStorageOptions {
   fence?: () => EtcdFence | undefined;
   /** @internal Called before each write transaction is sent; a throw there models a crash. */
   beforeTransaction?: () => void;
+  /** @internal Called after each write transaction answered; a throw there models a lost answer. */
+  afterTransaction?: () => void;
 }
 
 /** Default page size in bytes. */
@@ -221,7 +223,9 @@ export class EtcdStorage implements Storage {
           ];
     try {
       this.options.beforeTransaction?.();
-      return await this.client.kv.txn({ compare: compares, success, failure: [] });
+      const response = await this.client.kv.txn({ compare: compares, success, failure: [] });
+      this.options.afterTransaction?.();
+      return response;
     } catch (err) {
       throw asIoError(err, what);
     }
