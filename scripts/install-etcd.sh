@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs etcd 3.4 from Debian's `etcd-server` package, for `npm run bench:rpc` (the comparison
-# server of test/bench/rpc.bench.ts). Only Debian's package archive is used.
+# server of test/bench/rpc.bench.ts) and the tests of the etcd storage backend (CI runs it).
+# Only Debian's package archive is used.
 #
 # Idempotent: when an `etcd` binary is already on PATH nothing is installed. `apt-get update` runs
 # at most once, and only when apt does not know the package yet. The package's systemd unit is
-# not started (no init here); the benchmark starts its own single-node etcd on 127.0.0.1.
+# not started (no init here); the benchmark and the tests start their own etcd on 127.0.0.1.
 # Prints the etcd version on stdout as its last line. Needs root (apt-get) on first run.
 set -euo pipefail
 

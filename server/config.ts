@@ -50,6 +50,10 @@
  *   --metrics-token-file FILE     METADATA_METRICS_TOKEN_FILE      none     (hex SHA-256 of the bearer
  *                                                                             token /metrics requires;
  *                                                                             reloaded on SIGHUP)
+ *   --storage filesystem|etcd     METADATA_STORAGE                 filesystem (--data-dir, or an etcd
+ *                                                                             cluster: see below)
+ *   --etcd-endpoints H:P,...      METADATA_ETCD_ENDPOINTS          none     (required with --storage etcd)
+ *   --etcd-prefix P               METADATA_ETCD_PREFIX             metadata (keys under P/; no trailing '/')
  *
  * Invariants:
  * - `parseConfig` either returns a complete, valid configuration or throws a `ConfigError`
@@ -106,6 +110,16 @@ export interface ServerConfig {
   metricsTls: { certFile: string; keyFile: string } | undefined;
   /** File holding the hex SHA-256 of the bearer token /metrics requires; /metrics open when absent. */
   metricsTokenFile: string | undefined;
+  /** Blobs in an etcd cluster instead of files under `dataDir` (`--storage etcd`); absent: files. */
+  etcd: EtcdConfig | undefined;
+}
+
+/** Where the etcd backend keeps its blobs. */
+export interface EtcdConfig {
+  /** Client endpoints, host:port each. */
+  endpoints: string[];
+  /** Key prefix, without a trailing '/'. */
+  prefix: string;
 }
 
 /** A bad flag or environment value. */
@@ -154,6 +168,9 @@ const FLAGS: Record<string, FlagSpec> = {
   "metrics-tls-cert": { env: "METADATA_METRICS_TLS_CERT" },
   "metrics-tls-key": { env: "METADATA_METRICS_TLS_KEY" },
   "metrics-token-file": { env: "METADATA_METRICS_TOKEN_FILE" },
+  storage: { env: "METADATA_STORAGE" },
+  "etcd-endpoints": { env: "METADATA_ETCD_ENDPOINTS" },
+  "etcd-prefix": { env: "METADATA_ETCD_PREFIX" },
 };
 
 /** Text of `--help`. */
@@ -300,6 +317,30 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     }
   }
 
+  const storage = get("storage", "filesystem");
+  if (storage !== "filesystem" && storage !== "etcd") {
+    throw new ConfigError(`--storage: ${JSON.stringify(storage)} is not one of filesystem, etcd`);
+  }
+  const etcdEndpoints = get("etcd-endpoints", "");
+  const etcdPrefix = get("etcd-prefix", "metadata");
+  let etcd: EtcdConfig | undefined;
+  if (storage === "etcd") {
+    const endpoints = etcdEndpoints
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "");
+    if (endpoints.length === 0) throw new ConfigError("--storage etcd needs --etcd-endpoints HOST:PORT,...");
+    for (const endpoint of endpoints) hostPort("etcd-endpoints", endpoint);
+    if (etcdPrefix === "" || etcdPrefix.endsWith("/")) {
+      throw new ConfigError(
+        `--etcd-prefix: ${JSON.stringify(etcdPrefix)} must be non-empty, without a trailing '/'`,
+      );
+    }
+    etcd = { endpoints, prefix: etcdPrefix };
+  } else if (given.has("etcd-endpoints") || given.has("etcd-prefix")) {
+    throw new ConfigError("--etcd-endpoints and --etcd-prefix go with --storage etcd");
+  }
+
   return {
     dataDir: get("data-dir", "./data"),
     listen: listen.text,
@@ -332,6 +373,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     reflection: switchFlag("reflection", true, ["on", "true", "1"], ["off", "false", "0"]),
     metricsTls: metricsTlsCert === "" ? undefined : { certFile: metricsTlsCert, keyFile: metricsTlsKey },
     metricsTokenFile: metricsTokenFile === "" ? undefined : metricsTokenFile,
+    etcd,
   };
 }
 

@@ -31,8 +31,12 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
     service.metricsPort === undefined
       ? "off"
       : `http://${config.metricsListen?.host}:${service.metricsPort}/metrics`;
+  const data =
+    config.etcd === undefined
+      ? config.dataDir
+      : `etcd ${config.etcd.endpoints.join(",")} prefix ${config.etcd.prefix}/`;
   console.log(
-    `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${config.dataDir}, metrics ${metrics})`,
+    `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${data}, metrics ${metrics})`,
   );
   let signalled = false;
   const stop = (signal: NodeJS.Signals) => {

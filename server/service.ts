@@ -1,12 +1,14 @@
 /**
- * Service: assembles a running server from a ServerConfig: filesystem storage (metered) under
- * the data directory, the partitions with group commit, the gRPC server and the HTTP endpoint,
- * all reporting to one prom-client registry.
+ * Service: assembles a running server from a ServerConfig: filesystem storage under the data
+ * directory or etcd storage (`--storage etcd`), metered, the partitions with group commit, the
+ * gRPC server and the HTTP endpoint, all reporting to one prom-client registry.
  *
  * Invariants:
  * - With the filesystem (no `storage` given), the data directory is locked for this process
  *   before anything is opened (data-dir-lock.ts): a second server on it refuses to start. The
  *   lock is released once everything is closed, or when starting fails.
+ * - With etcd, no data directory is used or locked; the etcd client is closed once everything
+ *   else is.
  * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
  *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
  * - A tokens file or metrics token file that does not load stops the start; `reload()` (SIGHUP)
@@ -16,6 +18,7 @@
  */
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
+import { Etcd3 } from "etcd3";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { AccessControl } from "./auth/access-control.js";
 import { loadTokenHashFile } from "./auth/policy.js";
@@ -26,6 +29,7 @@ import { Engine } from "./engine/operations.js";
 import { Partitions } from "./engine/partitions.js";
 import { type HttpServer, startHttpServer } from "./http/http-server.js";
 import { RpcServer } from "./rpc/server.js";
+import { EtcdStorage } from "./store/storage/etcd.js";
 import { FilesystemStorage } from "./store/storage/filesystem.js";
 import { MeteredStorage } from "./store/storage/metered.js";
 import type { Storage } from "./store/storage/storage.js";
@@ -51,9 +55,23 @@ export interface RunningService {
  * `config.dataDir` (tests pass a faulty or gated storage).
  */
 export async function startService(config: ServerConfig, storage?: Storage): Promise<RunningService> {
+  if (storage === undefined && config.etcd !== undefined) {
+    const etcd = new Etcd3({ hosts: config.etcd.endpoints.map((endpoint) => `http://${endpoint}`) });
+    try {
+      return await startLocked(
+        config,
+        new EtcdStorage({ client: etcd, prefix: config.etcd.prefix }),
+        undefined,
+        [async () => etcd.close()],
+      );
+    } catch (err) {
+      etcd.close();
+      throw err;
+    }
+  }
   const lock = storage === undefined ? await lockDataDir(config.dataDir) : undefined;
   try {
-    return await startLocked(config, storage, lock);
+    return await startLocked(config, storage, lock, []);
   } catch (err) {
     await lock?.release();
     throw err;
@@ -64,6 +82,7 @@ async function startLocked(
   config: ServerConfig,
   storage: Storage | undefined,
   lock: DataDirLock | undefined,
+  closers: (() => Promise<void>)[],
 ): Promise<RunningService> {
   if (lock !== undefined && !lock.held) {
     console.error(
@@ -173,6 +192,7 @@ async function startLocked(
       stopping ??= (async () => {
         await rpc.shutdown(config.shutdownGraceMs);
         await http?.close();
+        for (const close of closers) await close();
         await lock?.release();
       })();
       return stopping;
