@@ -54,6 +54,10 @@
  *                                                                             cluster: see below)
  *   --etcd-endpoints H:P,...      METADATA_ETCD_ENDPOINTS          none     (required with --storage etcd)
  *   --etcd-prefix P               METADATA_ETCD_PREFIX             metadata (keys under P/; no trailing '/')
+ *   --etcd-lease-ttl-seconds N    METADATA_ETCD_LEASE_TTL_SECONDS  10       (ownership lease: how long a dead
+ *                                                                             owner holds the partitions)
+ *   --advertise-address H:P       METADATA_ADVERTISE_ADDRESS       the listen address, bound port
+ *                                                                            (how standbys name the owner)
  *
  * Invariants:
  * - `parseConfig` either returns a complete, valid configuration or throws a `ConfigError`
@@ -110,6 +114,8 @@ export interface ServerConfig {
   metricsTls: { certFile: string; keyFile: string } | undefined;
   /** File holding the hex SHA-256 of the bearer token /metrics requires; /metrics open when absent. */
   metricsTokenFile: string | undefined;
+  /** How clients reach this server, host:port; undefined: the listen address with the bound port. */
+  advertiseAddress: string | undefined;
   /** Blobs in an etcd cluster instead of files under `dataDir` (`--storage etcd`); absent: files. */
   etcd: EtcdConfig | undefined;
 }
@@ -120,6 +126,8 @@ export interface EtcdConfig {
   endpoints: string[];
   /** Key prefix, without a trailing '/'. */
   prefix: string;
+  /** Time to live of the ownership lease, in seconds. */
+  leaseTtlSeconds: number;
 }
 
 /** A bad flag or environment value. */
@@ -171,6 +179,8 @@ const FLAGS: Record<string, FlagSpec> = {
   storage: { env: "METADATA_STORAGE" },
   "etcd-endpoints": { env: "METADATA_ETCD_ENDPOINTS" },
   "etcd-prefix": { env: "METADATA_ETCD_PREFIX" },
+  "etcd-lease-ttl-seconds": { env: "METADATA_ETCD_LEASE_TTL_SECONDS" },
+  "advertise-address": { env: "METADATA_ADVERTISE_ADDRESS" },
 };
 
 /** Text of `--help`. */
@@ -336,10 +346,14 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
         `--etcd-prefix: ${JSON.stringify(etcdPrefix)} must be non-empty, without a trailing '/'`,
       );
     }
-    etcd = { endpoints, prefix: etcdPrefix };
-  } else if (given.has("etcd-endpoints") || given.has("etcd-prefix")) {
-    throw new ConfigError("--etcd-endpoints and --etcd-prefix go with --storage etcd");
+    etcd = { endpoints, prefix: etcdPrefix, leaseTtlSeconds: int("etcd-lease-ttl-seconds", 10, 2, 3600) };
+  } else if (given.has("etcd-endpoints") || given.has("etcd-prefix") || given.has("etcd-lease-ttl-seconds")) {
+    throw new ConfigError(
+      "--etcd-endpoints, --etcd-prefix and --etcd-lease-ttl-seconds go with --storage etcd",
+    );
   }
+  const advertise = get("advertise-address", "");
+  if (advertise !== "") hostPort("advertise-address", advertise);
 
   return {
     dataDir: get("data-dir", "./data"),
@@ -373,6 +387,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     reflection: switchFlag("reflection", true, ["on", "true", "1"], ["off", "false", "0"]),
     metricsTls: metricsTlsCert === "" ? undefined : { certFile: metricsTlsCert, keyFile: metricsTlsKey },
     metricsTokenFile: metricsTokenFile === "" ? undefined : metricsTokenFile,
+    advertiseAddress: advertise === "" ? undefined : advertise,
     etcd,
   };
 }

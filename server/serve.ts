@@ -5,7 +5,8 @@
  * Invariants: a bad flag prints the problem and exits 2; the first signal stops taking calls,
  * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails); a second
  * signal exits at once with 1. SIGHUP reloads the tokens file and the metrics token file
- * (a bad file keeps the previous one; connections and calls carry on).
+ * (a bad file keeps the previous one; connections and calls carry on). On etcd storage, a server
+ * that loses ownership of its partitions exits with 3.
  */
 import { ConfigError, parseConfig, USAGE } from "./config.js";
 import { startService } from "./service.js";
@@ -38,6 +39,13 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
   console.log(
     `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${data}, metrics ${metrics})`,
   );
+  if (service.ownershipLost !== undefined) {
+    void service.ownershipLost.then((reason) => {
+      // Its stores may be behind the new owner's: exit, for a supervisor to restart it as a standby.
+      console.error(`ownership lost (${reason}): exiting`);
+      process.exit(3);
+    });
+  }
   let signalled = false;
   const stop = (signal: NodeJS.Signals) => {
     if (signalled) {

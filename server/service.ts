@@ -7,8 +7,11 @@
  * - With the filesystem (no `storage` given), the data directory is locked for this process
  *   before anything is opened (data-dir-lock.ts): a second server on it refuses to start. The
  *   lock is released once everything is closed, or when starting fails.
- * - With etcd, no data directory is used or locked; the etcd client is closed once everything
- *   else is.
+ * - With etcd, no data directory is used or locked. The server campaigns for ownership of the
+ *   prefix once it listens (server/cluster/ownership.ts): a standby answers UNAVAILABLE naming
+ *   the owner and reports NOT_SERVING; only the owner serves, and only its syncs can commit.
+ *   `stop()` resigns after the last commit, so a standby takes over at once, then closes the
+ *   etcd client.
  * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
  *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
  * - A tokens file or metrics token file that does not load stops the start; `reload()` (SIGHUP)
@@ -22,7 +25,8 @@ import { Etcd3 } from "etcd3";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { AccessControl } from "./auth/access-control.js";
 import { loadTokenHashFile } from "./auth/policy.js";
-import type { ServerConfig } from "./config.js";
+import { Ownership } from "./cluster/ownership.js";
+import type { EtcdConfig, ServerConfig } from "./config.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
 import { createGroupCommitMetrics } from "./engine/group-commit.js";
 import { Engine } from "./engine/operations.js";
@@ -45,6 +49,10 @@ export interface RunningService {
   engine: Engine;
   /** Authentication and authorization of the gRPC calls. */
   access: AccessControl;
+  /** With etcd storage: this server's standing in the ownership election. */
+  ownership?: Ownership;
+  /** With etcd storage: resolves with the reason once this server lost ownership (it then refuses every call). */
+  ownershipLost?: Promise<string>;
   /** Reads the tokens file and the metrics token file again (SIGHUP); see the module comment. */
   reload(): void;
   stop(): Promise<void>;
@@ -55,25 +63,63 @@ export interface RunningService {
  * `config.dataDir` (tests pass a faulty or gated storage).
  */
 export async function startService(config: ServerConfig, storage?: Storage): Promise<RunningService> {
-  if (storage === undefined && config.etcd !== undefined) {
-    const etcd = new Etcd3({ hosts: config.etcd.endpoints.map((endpoint) => `http://${endpoint}`) });
-    try {
-      return await startLocked(
-        config,
-        new EtcdStorage({ client: etcd, prefix: config.etcd.prefix }),
-        undefined,
-        [async () => etcd.close()],
-      );
-    } catch (err) {
-      etcd.close();
-      throw err;
-    }
-  }
+  if (storage === undefined && config.etcd !== undefined) return startOnEtcd(config, config.etcd);
   const lock = storage === undefined ? await lockDataDir(config.dataDir) : undefined;
   try {
-    return await startLocked(config, storage, lock, []);
+    return await startLocked(config, storage, lock, undefined);
   } catch (err) {
     await lock?.release();
+    throw err;
+  }
+}
+
+/** What the etcd backend adds to a service: ownership gating calls, and its own teardown. */
+interface ClusterHooks {
+  ownership: Ownership;
+  lost: Promise<string>;
+  /** Starts campaigning once the gRPC server listens on `port`. */
+  started(rpc: RpcServer, port: number): Promise<void>;
+  /** After the stores are closed: resign and close the client. */
+  stop(): Promise<void>;
+}
+
+async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<RunningService> {
+  const client = new Etcd3({ hosts: etcd.endpoints.map((endpoint) => `http://${endpoint}`) });
+  let rpcServer: RpcServer | undefined;
+  let reportLost: (reason: string) => void = () => undefined;
+  const lost = new Promise<string>((resolve) => {
+    reportLost = resolve;
+  });
+  const ownership = new Ownership({
+    client,
+    prefix: etcd.prefix,
+    leaseTtlSeconds: etcd.leaseTtlSeconds,
+    onChange: (state, reason) => {
+      rpcServer?.updateHealth();
+      if (state === "owner") console.log("ownership: this server owns the partitions and serves them");
+      if (state === "lost") reportLost(reason ?? "unknown");
+    },
+  });
+  const storage = new EtcdStorage({ client, prefix: etcd.prefix, fence: () => ownership.fence() });
+  const hooks: ClusterHooks = {
+    ownership,
+    lost,
+    started: async (rpc, port) => {
+      rpcServer = rpc;
+      const identity = config.advertiseAddress ?? config.listen.replace(/:\d+$/, `:${port}`);
+      await ownership.start(identity);
+      rpc.updateHealth();
+    },
+    stop: async () => {
+      await ownership.stop();
+      client.close();
+    },
+  };
+  try {
+    return await startLocked(config, storage, undefined, hooks);
+  } catch (err) {
+    await ownership.stop();
+    client.close();
     throw err;
   }
 }
@@ -82,7 +128,7 @@ async function startLocked(
   config: ServerConfig,
   storage: Storage | undefined,
   lock: DataDirLock | undefined,
-  closers: (() => Promise<void>)[],
+  cluster: ClusterHooks | undefined,
 ): Promise<RunningService> {
   if (lock !== undefined && !lock.held) {
     console.error(
@@ -143,6 +189,7 @@ async function startLocked(
     reflection: config.reflection,
     access,
     ...(credentials === undefined ? {} : { credentials }),
+    ...(cluster === undefined ? {} : { refusal: () => cluster.ownership.refusal() }),
   });
   let http: HttpServer | undefined;
   try {
@@ -165,6 +212,7 @@ async function startLocked(
         },
       );
     }
+    await cluster?.started(rpc, rpc.port);
   } catch (err) {
     await rpc.shutdown(0);
     throw err;
@@ -177,6 +225,7 @@ async function startLocked(
     partitions,
     engine,
     access,
+    ...(cluster === undefined ? {} : { ownership: cluster.ownership, ownershipLost: cluster.lost }),
     reload: () => {
       if (config.authTokensFile !== undefined) access.reload();
       if (config.metricsTokenFile !== undefined) {
@@ -192,7 +241,7 @@ async function startLocked(
       stopping ??= (async () => {
         await rpc.shutdown(config.shutdownGraceMs);
         await http?.close();
-        for (const close of closers) await close();
+        await cluster?.stop();
         await lock?.release();
       })();
       return stopping;

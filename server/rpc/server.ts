@@ -12,6 +12,9 @@
  *   shutdown never completes when a client dropped its connection just before (a session already
  *   destroyed but not yet reported closed), so once every call has been answered the connections
  *   get SETTLE_MS to close by themselves and are then closed.
+ * - Health (both "" and the MetadataService name) is SERVING only while `refusal()` (a standby or
+ *   a server that lost ownership, see server/cluster/ownership.ts) has nothing to say; meanwhile
+ *   every MetadataService call answers UNAVAILABLE with its message. Health and reflection stay open.
  */
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
@@ -46,6 +49,12 @@ export interface RpcServerOptions {
   reflection?: boolean;
   /** Authentication and authorization of MetadataService calls; none when absent. */
   access?: AccessControl;
+  /**
+   * Why MetadataService calls are refused right now (a standby: "... the owner is host:port"), or
+   * undefined to serve them. Refused calls answer UNAVAILABLE with that message before any
+   * handler runs, and health reports NOT_SERVING; call `updateHealth()` when the answer changes.
+   */
+  refusal?: () => string | undefined;
 }
 
 const SERVICE_NAME = MetadataService.typeName;
@@ -90,6 +99,7 @@ export class RpcServer {
     private readonly writeStreams: Set<WriteStreamHandle>,
     /** The port bound. */
     readonly port: number,
+    private readonly refusal: () => string | undefined,
   ) {}
 
   /** Builds the server and binds it to `address` ("host:port"; port 0 picks a free one). */
@@ -111,7 +121,10 @@ export class RpcServer {
       "grpc.max_concurrent_streams": options.maxConcurrentStreams,
       "grpc.max_receive_message_length": options.maxMessageBytes,
       "grpc.max_send_message_length": options.maxMessageBytes,
-      interceptors: [metricsInterceptor(observe, unaryPaths)],
+      interceptors: [
+        ...(options.refusal === undefined ? [] : [refusalInterceptor(options.refusal)]),
+        metricsInterceptor(observe, unaryPaths),
+      ],
     });
     const service = createMetadataService(engine, {
       writeStream: {
@@ -126,19 +139,28 @@ export class RpcServer {
       observeUnary: observe,
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
     });
-    const health = new HealthImplementation({ "": "SERVING", [SERVICE_NAME]: "SERVING" });
+    const refusal = options.refusal ?? (() => undefined);
+    const initial = refusal() === undefined ? "SERVING" : "NOT_SERVING";
+    const health = new HealthImplementation({ "": initial, [SERVICE_NAME]: initial });
     health.addToServer(server);
     if (options.reflection ?? true) createReflectionService().addToServer(server);
     const credentials = options.credentials ?? grpc.ServerCredentials.createInsecure();
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
-    return new RpcServer(server, health, engine, calls, writeStreams, port);
+    return new RpcServer(server, health, engine, calls, writeStreams, port, refusal);
   }
 
-  /** True until shutdown starts. */
+  /** True until shutdown starts, while MetadataService calls are not refused (`refusal`). */
   get serving(): boolean {
-    return this.health !== undefined && !this.stopping;
+    return this.health !== undefined && !this.stopping && this.refusal() === undefined;
+  }
+
+  /** Sets health to SERVING or NOT_SERVING after `refusal` changed its answer. */
+  updateHealth(): void {
+    const status = this.serving ? "SERVING" : "NOT_SERVING";
+    this.health.setStatus("", status);
+    this.health.setStatus(SERVICE_NAME, status);
   }
 
   private stopping = false;
@@ -240,6 +262,33 @@ function callObserver(registry: Registry, calls: ActiveCalls): ObserveCall {
       );
       end();
     };
+  };
+}
+
+/**
+ * Server interceptor answering MetadataService calls UNAVAILABLE with `refusal()`'s message, when
+ * it has one, as soon as their metadata arrives: no handler runs, nothing is read or changed.
+ */
+function refusalInterceptor(refusal: () => string | undefined): grpc.ServerInterceptor {
+  const prefix = `/${SERVICE_NAME}/`;
+  return (descriptor, call) => {
+    if (!descriptor.path.startsWith(prefix)) return call as grpc.ServerInterceptingCall;
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) => {
+        next({
+          onReceiveMetadata: (metadata, nextMetadata) => {
+            const reason = refusal();
+            if (reason === undefined) nextMetadata(metadata);
+            else
+              call.sendStatus({
+                code: grpc.status.UNAVAILABLE,
+                details: reason,
+                metadata: new grpc.Metadata(),
+              });
+          },
+        });
+      },
+    });
   };
 }
 

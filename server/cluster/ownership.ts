@@ -1,0 +1,137 @@
+/**
+ * Ownership: which server serves the partitions of an etcd prefix, decided by an etcd election.
+ *
+ * Every server of a prefix campaigns in the election `<prefix>/.owner/election/server/` (etcd's
+ * election recipe, through the etcd3 client: a key per candidate, attached to the candidate's
+ * lease, the oldest key wins). The winner is the owner; the others are standbys, which wait for
+ * the keys before theirs to go, i.e. for the owner's lease to expire (SIGKILL, pause, partition)
+ * or be revoked (a graceful stop), and then take over.
+ *
+ * Invariants:
+ * - `fence()` names the owner's campaign key and its create revision. EtcdStorage compares both
+ *   in every write transaction, so once that key is gone (lease expired) or replaced, this
+ *   server can never commit again, even if it has not noticed yet (paused by SIGSTOP).
+ * - The state goes standby -> owner -> lost, never back: a server that lost ownership has
+ *   in-memory stores that another owner may have overtaken, so it stops serving and its
+ *   process exits (server/serve.ts) for a supervisor to restart it as a fresh standby.
+ * - A standby, or a server that lost ownership, gets a fence that fails every compare: only the
+ *   owner ever writes.
+ * - `refusal()` is undefined only for the owner; otherwise it names the owner when known.
+ *
+ * Usage:
+ *   const ownership = new Ownership({ client, prefix, leaseTtlSeconds: 10 });
+ *   const storage = new EtcdStorage({ client, prefix, fence: () => ownership.fence() });
+ *   await ownership.start("10.0.0.1:50051"); // once the server listens
+ */
+import type { Campaign, ElectionObserver, Etcd3 } from "etcd3";
+import type { EtcdFence } from "../store/storage/etcd.js";
+
+/** Where a server stands. */
+export type OwnershipState = "standby" | "owner" | "lost";
+
+/** Options of `Ownership.start`. */
+export interface OwnershipOptions {
+  client: Etcd3;
+  /** The storage's etcd prefix (no trailing '/'). */
+  prefix: string;
+  /** Lease time to live in seconds: how long a dead owner keeps its partitions. */
+  leaseTtlSeconds: number;
+  /** Told every change of state, and why for `lost`. */
+  onChange?: (state: OwnershipState, reason?: string) => void;
+}
+
+/** This server's standing in the election; see the module comment. */
+export class Ownership {
+  private state: OwnershipState = "standby";
+  private currentFence: EtcdFence | undefined;
+  private owner: string | undefined;
+  private lostReason: string | undefined;
+
+  private identity: string | undefined;
+  private campaign: Campaign | undefined;
+  private observer: ElectionObserver | undefined;
+
+  /** A standby that has not started campaigning yet: it refuses calls and never writes. */
+  constructor(private readonly options: OwnershipOptions) {}
+
+  /**
+   * Starts campaigning as `identity` (how clients reach this server, host:port; standbys name the
+   * owner by it) and watching the owner. Resolves once both run, not once elected.
+   */
+  async start(identity: string): Promise<void> {
+    const options = this.options;
+    this.identity = identity;
+    const election = options.client
+      .namespace(`${options.prefix}/.owner/`)
+      .election("server", options.leaseTtlSeconds);
+    const observer = await election.observe();
+    this.observer = observer;
+    observer.on("change", (leader) => {
+      this.owner = leader;
+    });
+    observer.on("error", () => undefined);
+    this.owner = observer.leader();
+    const campaign = election.campaign(identity);
+    this.campaign = campaign;
+    campaign.on("elected", () => {
+      this.elected(campaign).catch((err: unknown) =>
+        this.lose(`reading the campaign key failed: ${String(err)}`),
+      );
+    });
+    campaign.on("error", (err: Error) => this.lose(`lease lost: ${err.message}`));
+  }
+
+  /** Current state. */
+  get current(): OwnershipState {
+    return this.state;
+  }
+
+  /**
+   * The ownership key and create revision to compare in every write. A standby or a server that
+   * lost ownership gets a fence no key can pass (create revision -1): it never writes.
+   */
+  fence(): EtcdFence {
+    if (this.state === "owner" && this.currentFence !== undefined) return this.currentFence;
+    return { key: `${this.options.prefix}/.owner/none`, createRevision: "-1" };
+  }
+
+  /** Why this server does not serve, naming the owner when known; undefined for the owner. */
+  refusal(): string | undefined {
+    if (this.state === "owner") return undefined;
+    const owner = this.owner === undefined || this.owner === this.identity ? "unknown" : this.owner;
+    if (this.state === "lost") {
+      return `this server lost ownership of its partitions (${this.lostReason ?? "unknown"}); the owner is ${owner}`;
+    }
+    return `this server is a standby; the owner is ${owner}`;
+  }
+
+  /** Resigns (revokes the lease, so a standby takes over at once) and stops watching. */
+  async stop(): Promise<void> {
+    // Not reported through onChange: stopping is not losing.
+    this.state = "lost";
+    this.lostReason ??= "stopped";
+    await this.campaign?.resign().catch(() => undefined);
+    await this.observer?.cancel().catch(() => undefined);
+  }
+
+  private async elected(campaign: Campaign): Promise<void> {
+    const key = await campaign.getCampaignKey();
+    const kv = (await this.options.client.get(key).exec()).kvs[0];
+    if (kv === undefined) throw new Error(`campaign key ${key} is gone`);
+    if (this.state !== "standby") return;
+    this.currentFence = { key, createRevision: kv.create_revision };
+    this.owner = this.identity;
+    this.set("owner");
+  }
+
+  private lose(reason: string): void {
+    if (this.state === "lost") return;
+    this.set("lost", reason);
+  }
+
+  private set(state: OwnershipState, reason?: string): void {
+    this.state = state;
+    if (reason !== undefined) this.lostReason = reason;
+    this.options.onChange?.(state, reason);
+  }
+}
