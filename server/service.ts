@@ -100,7 +100,15 @@ async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<Runn
       if (state === "lost") reportLost(reason ?? "unknown");
     },
   });
-  const storage = new EtcdStorage({ client, prefix: etcd.prefix, fence: () => ownership.fence() });
+  const storage = new EtcdStorage({
+    client,
+    prefix: etcd.prefix,
+    fence: () => ownership.fence(),
+    // A standby's fence fails by design; only an owner's failing means it was overtaken.
+    onFenceLost: (what) => {
+      if (ownership.current === "owner") ownership.lose(`${what}: the ownership key is gone`);
+    },
+  });
   const hooks: ClusterHooks = {
     ownership,
     lost,

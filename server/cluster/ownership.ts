@@ -124,7 +124,8 @@ export class Ownership {
     this.set("owner");
   }
 
-  private lose(reason: string): void {
+  /** Records that ownership is gone (a write found the fence broken, or the lease was lost). */
+  lose(reason: string): void {
     if (this.state === "lost") return;
     this.set("lost", reason);
   }

@@ -67,6 +67,8 @@ export interface EtcdStorageOptions {
   maxTxnBytes?: number;
   /** Ownership checked by every write; a write after the fence fails throws `StoreError("Io")`. */
   fence?: () => EtcdFence | undefined;
+  /** Told when a write failed because the fence no longer holds (ownership is gone). */
+  onFenceLost?: (what: string) => void;
   /** @internal Called before each write transaction is sent; a throw there models a crash. */
   beforeTransaction?: () => void;
   /** @internal Called after each write transaction answered; a throw there models a lost answer. */
@@ -242,6 +244,7 @@ export class EtcdStorage implements Storage {
       throw asIoError(err, what);
     }
     if (current?.create_revision !== fence.createRevision) {
+      this.options.onFenceLost?.(what);
       throw new StoreError("Io", `i/o error: ${what}: this server no longer owns its partitions`);
     }
   }
