@@ -2,3 +2,4 @@
 export * from "./gen/commonware/metadata/v1/metadata_pb.js";
 export * from "./metadata-client.js";
 export * from "./metadata-writer.js";
+export * from "./owner-resolver.js";

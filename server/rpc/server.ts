@@ -11,7 +11,8 @@
  * - Shutdown does not wait out the grace period once no call is active: grpc-js's graceful
  *   shutdown never completes when a client dropped its connection just before (a session already
  *   destroyed but not yet reported closed), so once every call has been answered the connections
- *   get SETTLE_MS to close by themselves and are then closed.
+ *   get SETTLE_MS to close by themselves and are then closed. Health watches (clients that route
+ *   by health keep one open per server) do not count as active calls.
  * - Health (both "" and the MetadataService name) is SERVING only while `refusal()` (a standby or
  *   a server that lost ownership, see server/cluster/ownership.ts) has nothing to say; meanwhile
  *   every MetadataService call answers UNAVAILABLE with its message. Health and reflection stay open.
@@ -58,6 +59,7 @@ export interface RpcServerOptions {
 }
 
 const SERVICE_NAME = MetadataService.typeName;
+const HEALTH_WATCH = "/grpc.health.v1.Health/Watch";
 
 /** Time the connections get to close by themselves once no call is active at shutdown. */
 const SETTLE_MS = 250;
@@ -251,7 +253,8 @@ function callObserver(registry: Registry, calls: ActiveCalls): ObserveCall {
   return (path) => {
     const method = path.slice(path.lastIndexOf("/") + 1);
     const started = process.hrtime.bigint();
-    const end = calls.begin();
+    // A health watch lasts as long as its client: shutdown must not wait for it to end.
+    const end = path === HEALTH_WATCH ? () => undefined : calls.begin();
     let ended = false;
     return (code) => {
       if (ended) return;
