@@ -14,6 +14,7 @@ import { after, before, describe, test } from "node:test";
 import { parseCommandLine } from "../../server/cli.js";
 import { ServerProcess } from "../e2e/server-process.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
+import { waitUntil } from "../support/rpc-helpers.js";
 import { u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
 
@@ -153,7 +154,29 @@ describe("cli load", () => {
     const chunks = Array.from({ length: 4 }, (_, c) =>
       Array.from({ length: 500 }, (_, i) => `p${c}-${i}\tv\n`).join(""),
     );
-    const run = await cli(server.address, ["load", "-", "--partition", "progress"], chunks, 500);
+    // The input goes on for more than a second after the CLI has started putting: wait for the
+    // first chunk's puts to be committed (so the CLI is running), then hold the rest back.
+    const committed = async (): Promise<number> => {
+      let count = 0;
+      for await (const _ of server.client.keys({ partition: "progress" })) count++;
+      return count;
+    };
+    const run = await cli(
+      server.address,
+      ["load", "-", "--partition", "progress"],
+      [
+        chunks[0] as string,
+        async () => {
+          await waitUntil(
+            async () => (await committed()) === 500,
+            "the first 500 puts to be committed",
+            30_000,
+          );
+          await new Promise((resolve) => setTimeout(resolve, 1500));
+        },
+        ...chunks.slice(1),
+      ],
+    );
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stderr, /^load: \d+ lines read, \d+ puts acknowledged, 0 failed \(\d+\/s\)$/m);
     assert.match(run.stdout, /^loaded: 2000 of 2000 puts acknowledged, 0 failed; /);
