@@ -1629,6 +1629,189 @@ func (*WriteResponse_Remove) isWriteResponse_Response() {}
 
 func (*WriteResponse_Commit) isWriteResponse_Response() {}
 
+// WatchRequest opens a Watch.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// partition names the store; empty means the server's default partition.
+	Partition string `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// prefix selects the keys watched (empty: every key).
+	Prefix []byte `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// start_version is the first version sent (0: from the next committed sync).
+	StartVersion uint64 `protobuf:"varint,3,opt,name=start_version,json=startVersion,proto3" json:"start_version,omitempty"`
+	// include_values sends the new value of every put (otherwise a put carries an empty value).
+	IncludeValues bool `protobuf:"varint,4,opt,name=include_values,json=includeValues,proto3" json:"include_values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_commonware_metadata_v1_metadata_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetStartVersion() uint64 {
+	if x != nil {
+		return x.StartVersion
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetIncludeValues() bool {
+	if x != nil {
+		return x.IncludeValues
+	}
+	return false
+}
+
+// WatchResponse holds the changes of one committed sync under the watched prefix.
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// version is the committed version of the sync.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// events are the changes of that sync in ascending key order, one per key.
+	Events        []*WatchEvent `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_commonware_metadata_v1_metadata_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WatchResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WatchResponse) GetEvents() []*WatchEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// WatchEvent is the change of one key.
+type WatchEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the key changed.
+	Key []byte `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// value is present for a put (empty unless include_values was set) and absent for a removal.
+	Value         []byte `protobuf:"bytes,2,opt,name=value,proto3,oneof" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_commonware_metadata_v1_metadata_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WatchEvent) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 // Put stores value under key.
 type Mutation_Put struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1642,7 +1825,7 @@ type Mutation_Put struct {
 
 func (x *Mutation_Put) Reset() {
 	*x = Mutation_Put{}
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[23]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1837,7 @@ func (x *Mutation_Put) String() string {
 func (*Mutation_Put) ProtoMessage() {}
 
 func (x *Mutation_Put) ProtoReflect() protoreflect.Message {
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[23]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1878,7 @@ type Mutation_Remove struct {
 
 func (x *Mutation_Remove) Reset() {
 	*x = Mutation_Remove{}
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[24]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1890,7 @@ func (x *Mutation_Remove) String() string {
 func (*Mutation_Remove) ProtoMessage() {}
 
 func (x *Mutation_Remove) ProtoReflect() protoreflect.Message {
-	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[24]
+	mi := &file_commonware_metadata_v1_metadata_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,12 +2028,25 @@ const file_commonware_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x06remove\x18\x04 \x01(\v2&.commonware.metadata.v1.RemoveResponseH\x00R\x06remove\x12@\n" +
 	"\x06commit\x18\x05 \x01(\v2&.commonware.metadata.v1.CommitResponseH\x00R\x06commitB\n" +
 	"\n" +
-	"\bresponse*Y\n" +
+	"\bresponse\"\x90\x01\n" +
+	"\fWatchRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12#\n" +
+	"\rstart_version\x18\x03 \x01(\x04R\fstartVersion\x12%\n" +
+	"\x0einclude_values\x18\x04 \x01(\bR\rincludeValues\"e\n" +
+	"\rWatchResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12:\n" +
+	"\x06events\x18\x02 \x03(\v2\".commonware.metadata.v1.WatchEventR\x06events\"C\n" +
+	"\n" +
+	"WatchEvent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x19\n" +
+	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
+	"\x06_value*Y\n" +
 	"\n" +
 	"Durability\x12\x1a\n" +
 	"\x16DURABILITY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DURABILITY_DURABLE\x10\x01\x12\x17\n" +
-	"\x13DURABILITY_BUFFERED\x10\x022\x85\a\n" +
+	"\x13DURABILITY_BUFFERED\x10\x022\xdd\a\n" +
 	"\x0fMetadataService\x12N\n" +
 	"\x03Put\x12\".commonware.metadata.v1.PutRequest\x1a#.commonware.metadata.v1.PutResponse\x12N\n" +
 	"\x03Get\x12\".commonware.metadata.v1.GetRequest\x1a#.commonware.metadata.v1.GetResponse\x12W\n" +
@@ -1861,7 +2057,8 @@ const file_commonware_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x05Clear\x12$.commonware.metadata.v1.ClearRequest\x1a%.commonware.metadata.v1.ClearResponse\x12W\n" +
 	"\x06Commit\x12%.commonware.metadata.v1.CommitRequest\x1a&.commonware.metadata.v1.CommitResponse\x12o\n" +
 	"\x0eListPartitions\x12-.commonware.metadata.v1.ListPartitionsRequest\x1a..commonware.metadata.v1.ListPartitionsResponse\x12X\n" +
-	"\x05Write\x12$.commonware.metadata.v1.WriteRequest\x1a%.commonware.metadata.v1.WriteResponse(\x010\x01BQZOgithub.com/commonware-metadata/clients/go/gen/commonware/metadata/v1;metadatav1b\x06proto3"
+	"\x05Write\x12$.commonware.metadata.v1.WriteRequest\x1a%.commonware.metadata.v1.WriteResponse(\x010\x01\x12V\n" +
+	"\x05Watch\x12$.commonware.metadata.v1.WatchRequest\x1a%.commonware.metadata.v1.WatchResponse0\x01BQZOgithub.com/commonware-metadata/clients/go/gen/commonware/metadata/v1;metadatav1b\x06proto3"
 
 var (
 	file_commonware_metadata_v1_metadata_proto_rawDescOnce sync.Once
@@ -1876,7 +2073,7 @@ func file_commonware_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 }
 
 var file_commonware_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_commonware_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_commonware_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_commonware_metadata_v1_metadata_proto_goTypes = []any{
 	(Durability)(0),                // 0: commonware.metadata.v1.Durability
 	(*PutRequest)(nil),             // 1: commonware.metadata.v1.PutRequest
@@ -1902,9 +2099,12 @@ var file_commonware_metadata_v1_metadata_proto_goTypes = []any{
 	(*ListPartitionsResponse)(nil), // 21: commonware.metadata.v1.ListPartitionsResponse
 	(*WriteRequest)(nil),           // 22: commonware.metadata.v1.WriteRequest
 	(*WriteResponse)(nil),          // 23: commonware.metadata.v1.WriteResponse
-	(*Mutation_Put)(nil),           // 24: commonware.metadata.v1.Mutation.Put
-	(*Mutation_Remove)(nil),        // 25: commonware.metadata.v1.Mutation.Remove
-	(*status.Status)(nil),          // 26: google.rpc.Status
+	(*WatchRequest)(nil),           // 24: commonware.metadata.v1.WatchRequest
+	(*WatchResponse)(nil),          // 25: commonware.metadata.v1.WatchResponse
+	(*WatchEvent)(nil),             // 26: commonware.metadata.v1.WatchEvent
+	(*Mutation_Put)(nil),           // 27: commonware.metadata.v1.Mutation.Put
+	(*Mutation_Remove)(nil),        // 28: commonware.metadata.v1.Mutation.Remove
+	(*status.Status)(nil),          // 29: google.rpc.Status
 }
 var file_commonware_metadata_v1_metadata_proto_depIdxs = []int32{
 	0,  // 0: commonware.metadata.v1.PutRequest.durability:type_name -> commonware.metadata.v1.Durability
@@ -1912,43 +2112,46 @@ var file_commonware_metadata_v1_metadata_proto_depIdxs = []int32{
 	7,  // 2: commonware.metadata.v1.RetainRequest.filter:type_name -> commonware.metadata.v1.KeyFilter
 	0,  // 3: commonware.metadata.v1.RetainRequest.durability:type_name -> commonware.metadata.v1.Durability
 	0,  // 4: commonware.metadata.v1.ClearRequest.durability:type_name -> commonware.metadata.v1.Durability
-	24, // 5: commonware.metadata.v1.Mutation.put:type_name -> commonware.metadata.v1.Mutation.Put
-	25, // 6: commonware.metadata.v1.Mutation.remove:type_name -> commonware.metadata.v1.Mutation.Remove
+	27, // 5: commonware.metadata.v1.Mutation.put:type_name -> commonware.metadata.v1.Mutation.Put
+	28, // 6: commonware.metadata.v1.Mutation.remove:type_name -> commonware.metadata.v1.Mutation.Remove
 	17, // 7: commonware.metadata.v1.CommitRequest.mutations:type_name -> commonware.metadata.v1.Mutation
 	16, // 8: commonware.metadata.v1.CommitRequest.preconditions:type_name -> commonware.metadata.v1.Precondition
 	0,  // 9: commonware.metadata.v1.CommitRequest.durability:type_name -> commonware.metadata.v1.Durability
 	1,  // 10: commonware.metadata.v1.WriteRequest.put:type_name -> commonware.metadata.v1.PutRequest
 	5,  // 11: commonware.metadata.v1.WriteRequest.remove:type_name -> commonware.metadata.v1.RemoveRequest
 	18, // 12: commonware.metadata.v1.WriteRequest.commit:type_name -> commonware.metadata.v1.CommitRequest
-	26, // 13: commonware.metadata.v1.WriteResponse.status:type_name -> google.rpc.Status
+	29, // 13: commonware.metadata.v1.WriteResponse.status:type_name -> google.rpc.Status
 	2,  // 14: commonware.metadata.v1.WriteResponse.put:type_name -> commonware.metadata.v1.PutResponse
 	6,  // 15: commonware.metadata.v1.WriteResponse.remove:type_name -> commonware.metadata.v1.RemoveResponse
 	19, // 16: commonware.metadata.v1.WriteResponse.commit:type_name -> commonware.metadata.v1.CommitResponse
-	1,  // 17: commonware.metadata.v1.MetadataService.Put:input_type -> commonware.metadata.v1.PutRequest
-	3,  // 18: commonware.metadata.v1.MetadataService.Get:input_type -> commonware.metadata.v1.GetRequest
-	5,  // 19: commonware.metadata.v1.MetadataService.Remove:input_type -> commonware.metadata.v1.RemoveRequest
-	8,  // 20: commonware.metadata.v1.MetadataService.Retain:input_type -> commonware.metadata.v1.RetainRequest
-	10, // 21: commonware.metadata.v1.MetadataService.Keys:input_type -> commonware.metadata.v1.KeysRequest
-	12, // 22: commonware.metadata.v1.MetadataService.Sync:input_type -> commonware.metadata.v1.SyncRequest
-	14, // 23: commonware.metadata.v1.MetadataService.Clear:input_type -> commonware.metadata.v1.ClearRequest
-	18, // 24: commonware.metadata.v1.MetadataService.Commit:input_type -> commonware.metadata.v1.CommitRequest
-	20, // 25: commonware.metadata.v1.MetadataService.ListPartitions:input_type -> commonware.metadata.v1.ListPartitionsRequest
-	22, // 26: commonware.metadata.v1.MetadataService.Write:input_type -> commonware.metadata.v1.WriteRequest
-	2,  // 27: commonware.metadata.v1.MetadataService.Put:output_type -> commonware.metadata.v1.PutResponse
-	4,  // 28: commonware.metadata.v1.MetadataService.Get:output_type -> commonware.metadata.v1.GetResponse
-	6,  // 29: commonware.metadata.v1.MetadataService.Remove:output_type -> commonware.metadata.v1.RemoveResponse
-	9,  // 30: commonware.metadata.v1.MetadataService.Retain:output_type -> commonware.metadata.v1.RetainResponse
-	11, // 31: commonware.metadata.v1.MetadataService.Keys:output_type -> commonware.metadata.v1.KeysResponse
-	13, // 32: commonware.metadata.v1.MetadataService.Sync:output_type -> commonware.metadata.v1.SyncResponse
-	15, // 33: commonware.metadata.v1.MetadataService.Clear:output_type -> commonware.metadata.v1.ClearResponse
-	19, // 34: commonware.metadata.v1.MetadataService.Commit:output_type -> commonware.metadata.v1.CommitResponse
-	21, // 35: commonware.metadata.v1.MetadataService.ListPartitions:output_type -> commonware.metadata.v1.ListPartitionsResponse
-	23, // 36: commonware.metadata.v1.MetadataService.Write:output_type -> commonware.metadata.v1.WriteResponse
-	27, // [27:37] is the sub-list for method output_type
-	17, // [17:27] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 17: commonware.metadata.v1.WatchResponse.events:type_name -> commonware.metadata.v1.WatchEvent
+	1,  // 18: commonware.metadata.v1.MetadataService.Put:input_type -> commonware.metadata.v1.PutRequest
+	3,  // 19: commonware.metadata.v1.MetadataService.Get:input_type -> commonware.metadata.v1.GetRequest
+	5,  // 20: commonware.metadata.v1.MetadataService.Remove:input_type -> commonware.metadata.v1.RemoveRequest
+	8,  // 21: commonware.metadata.v1.MetadataService.Retain:input_type -> commonware.metadata.v1.RetainRequest
+	10, // 22: commonware.metadata.v1.MetadataService.Keys:input_type -> commonware.metadata.v1.KeysRequest
+	12, // 23: commonware.metadata.v1.MetadataService.Sync:input_type -> commonware.metadata.v1.SyncRequest
+	14, // 24: commonware.metadata.v1.MetadataService.Clear:input_type -> commonware.metadata.v1.ClearRequest
+	18, // 25: commonware.metadata.v1.MetadataService.Commit:input_type -> commonware.metadata.v1.CommitRequest
+	20, // 26: commonware.metadata.v1.MetadataService.ListPartitions:input_type -> commonware.metadata.v1.ListPartitionsRequest
+	22, // 27: commonware.metadata.v1.MetadataService.Write:input_type -> commonware.metadata.v1.WriteRequest
+	24, // 28: commonware.metadata.v1.MetadataService.Watch:input_type -> commonware.metadata.v1.WatchRequest
+	2,  // 29: commonware.metadata.v1.MetadataService.Put:output_type -> commonware.metadata.v1.PutResponse
+	4,  // 30: commonware.metadata.v1.MetadataService.Get:output_type -> commonware.metadata.v1.GetResponse
+	6,  // 31: commonware.metadata.v1.MetadataService.Remove:output_type -> commonware.metadata.v1.RemoveResponse
+	9,  // 32: commonware.metadata.v1.MetadataService.Retain:output_type -> commonware.metadata.v1.RetainResponse
+	11, // 33: commonware.metadata.v1.MetadataService.Keys:output_type -> commonware.metadata.v1.KeysResponse
+	13, // 34: commonware.metadata.v1.MetadataService.Sync:output_type -> commonware.metadata.v1.SyncResponse
+	15, // 35: commonware.metadata.v1.MetadataService.Clear:output_type -> commonware.metadata.v1.ClearResponse
+	19, // 36: commonware.metadata.v1.MetadataService.Commit:output_type -> commonware.metadata.v1.CommitResponse
+	21, // 37: commonware.metadata.v1.MetadataService.ListPartitions:output_type -> commonware.metadata.v1.ListPartitionsResponse
+	23, // 38: commonware.metadata.v1.MetadataService.Write:output_type -> commonware.metadata.v1.WriteResponse
+	25, // 39: commonware.metadata.v1.MetadataService.Watch:output_type -> commonware.metadata.v1.WatchResponse
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_commonware_metadata_v1_metadata_proto_init() }
@@ -1978,13 +2181,14 @@ func file_commonware_metadata_v1_metadata_proto_init() {
 		(*WriteResponse_Remove)(nil),
 		(*WriteResponse_Commit)(nil),
 	}
+	file_commonware_metadata_v1_metadata_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_commonware_metadata_v1_metadata_proto_rawDesc), len(file_commonware_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

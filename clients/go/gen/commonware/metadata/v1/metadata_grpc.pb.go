@@ -29,6 +29,7 @@ const (
 	MetadataService_Commit_FullMethodName         = "/commonware.metadata.v1.MetadataService/Commit"
 	MetadataService_ListPartitions_FullMethodName = "/commonware.metadata.v1.MetadataService/ListPartitions"
 	MetadataService_Write_FullMethodName          = "/commonware.metadata.v1.MetadataService/Write"
+	MetadataService_Watch_FullMethodName          = "/commonware.metadata.v1.MetadataService/Watch"
 )
 
 // MetadataServiceClient is the client API for MetadataService service.
@@ -106,6 +107,23 @@ type MetadataServiceClient interface {
 	// bytes (its --write-stream-* limits), and stops reading while the client does not read its
 	// answers, so neither side buffers without bound.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WriteRequest, WriteResponse], error)
+	// Watch streams the committed changes of a partition: one WatchResponse per committed sync
+	// that changed a key under `prefix`, in version order, holding every such change of that sync.
+	// Only durable changes are sent: nothing of a failed sync ever is. A Clear or a Retain sends a
+	// removal for every key it removed. A Watch of a partition that does not exist waits for it,
+	// creating nothing, and sees every change from its creation on.
+	//
+	// Resuming: `start_version = 0` starts with the next committed sync; `start_version = v` sends
+	// every committed sync with version >= v, replayed from a bounded in-memory history of recent
+	// syncs, then live. After a Keys listing at version V, a Watch from V + 1 sees every later
+	// change exactly once.
+	//
+	// Errors: OUT_OF_RANGE when the history no longer holds `start_version`, or when this watcher
+	// fell so far behind that the changes it was still to be sent left the history; the message
+	// names the oldest version still available ("oldest available version N"), and the client
+	// resumes with a fresh listing. INVALID_ARGUMENT for a bad partition name; UNAVAILABLE when the
+	// server shuts down (resume from the last version received + 1).
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type metadataServiceClient struct {
@@ -228,6 +246,25 @@ func (c *metadataServiceClient) Write(ctx context.Context, opts ...grpc.CallOpti
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MetadataService_WriteClient = grpc.BidiStreamingClient[WriteRequest, WriteResponse]
 
+func (c *metadataServiceClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MetadataService_ServiceDesc.Streams[2], MetadataService_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MetadataService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // MetadataServiceServer is the server API for MetadataService service.
 // All implementations must embed UnimplementedMetadataServiceServer
 // for forward compatibility.
@@ -303,6 +340,23 @@ type MetadataServiceServer interface {
 	// bytes (its --write-stream-* limits), and stops reading while the client does not read its
 	// answers, so neither side buffers without bound.
 	Write(grpc.BidiStreamingServer[WriteRequest, WriteResponse]) error
+	// Watch streams the committed changes of a partition: one WatchResponse per committed sync
+	// that changed a key under `prefix`, in version order, holding every such change of that sync.
+	// Only durable changes are sent: nothing of a failed sync ever is. A Clear or a Retain sends a
+	// removal for every key it removed. A Watch of a partition that does not exist waits for it,
+	// creating nothing, and sees every change from its creation on.
+	//
+	// Resuming: `start_version = 0` starts with the next committed sync; `start_version = v` sends
+	// every committed sync with version >= v, replayed from a bounded in-memory history of recent
+	// syncs, then live. After a Keys listing at version V, a Watch from V + 1 sees every later
+	// change exactly once.
+	//
+	// Errors: OUT_OF_RANGE when the history no longer holds `start_version`, or when this watcher
+	// fell so far behind that the changes it was still to be sent left the history; the message
+	// names the oldest version still available ("oldest available version N"), and the client
+	// resumes with a fresh listing. INVALID_ARGUMENT for a bad partition name; UNAVAILABLE when the
+	// server shuts down (resume from the last version received + 1).
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedMetadataServiceServer()
 }
 
@@ -342,6 +396,9 @@ func (UnimplementedMetadataServiceServer) ListPartitions(context.Context, *ListP
 }
 func (UnimplementedMetadataServiceServer) Write(grpc.BidiStreamingServer[WriteRequest, WriteResponse]) error {
 	return status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedMetadataServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedMetadataServiceServer) mustEmbedUnimplementedMetadataServiceServer() {}
 func (UnimplementedMetadataServiceServer) testEmbeddedByValue()                         {}
@@ -526,6 +583,17 @@ func _MetadataService_Write_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type MetadataService_WriteServer = grpc.BidiStreamingServer[WriteRequest, WriteResponse]
 
+func _MetadataService_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MetadataServiceServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MetadataService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // MetadataService_ServiceDesc is the grpc.ServiceDesc for MetadataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -577,6 +645,11 @@ var MetadataService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _MetadataService_Write_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Watch",
+			Handler:       _MetadataService_Watch_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "commonware/metadata/v1/metadata.proto",

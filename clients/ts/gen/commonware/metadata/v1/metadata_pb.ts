@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file commonware/metadata/v1/metadata.proto.
  */
 export const file_commonware_metadata_v1_metadata: GenFile = /*@__PURE__*/
-  fileDesc("CiVjb21tb253YXJlL21ldGFkYXRhL3YxL21ldGFkYXRhLnByb3RvEhZjb21tb253YXJlLm1ldGFkYXRhLnYxInMKClB1dFJlcXVlc3QSEQoJcGFydGl0aW9uGAEgASgJEgsKA2tleRgCIAEoDBINCgV2YWx1ZRgDIAEoDBI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IkIKC1B1dFJlc3BvbnNlEhUKCHByZXZpb3VzGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEILCglfcHJldmlvdXMiLAoKR2V0UmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMIjwKC0dldFJlc3BvbnNlEhIKBXZhbHVlGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEIICgZfdmFsdWUiZwoNUmVtb3ZlUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMEjYKCmR1cmFiaWxpdHkYAyABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkiRQoOUmVtb3ZlUmVzcG9uc2USFQoIcHJldmlvdXMYASABKAxIAIgBARIPCgd2ZXJzaW9uGAIgASgEQgsKCV9wcmV2aW91cyI3CglLZXlGaWx0ZXISDgoGcHJlZml4GAEgASgMEg0KBXN0YXJ0GAIgASgMEgsKA2VuZBgDIAEoDCKwAQoNUmV0YWluUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSMQoGZmlsdGVyGAIgASgLMiEuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlGaWx0ZXISDgoGaW52ZXJ0GAMgASgIEjYKCmR1cmFiaWxpdHkYBCABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkSEQoJa2VlcF9ub25lGAUgASgIIjIKDlJldGFpblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAQSDwoHdmVyc2lvbhgCIAEoBCJzCgtLZXlzUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSDgoGcHJlZml4GAIgASgMEg0KBXN0YXJ0GAMgASgMEgsKA2VuZBgEIAEoDBINCgVsaW1pdBgFIAEoDRIWCg5pbmNsdWRlX3ZhbHVlcxgGIAEoCCI9CgxLZXlzUmVzcG9uc2USDAoEa2V5cxgBIAMoDBIOCgZ2YWx1ZXMYAiADKAwSDwoHdmVyc2lvbhgDIAEoBCIgCgtTeW5jUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkiHwoMU3luY1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiWQoMQ2xlYXJSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRI2CgpkdXJhYmlsaXR5GAIgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IjEKDUNsZWFyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoBBIPCgd2ZXJzaW9uGAIgASgEImUKDFByZWNvbmRpdGlvbhILCgNrZXkYASABKAwSEAoGYWJzZW50GAIgASgISAASEQoHcHJlc2VudBgDIAEoCEgAEhYKDHZhbHVlX2VxdWFscxgEIAEoDEgAQgsKCWNvbmRpdGlvbiK8AQoITXV0YXRpb24SMwoDcHV0GAEgASgLMiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5NdXRhdGlvbi5QdXRIABI5CgZyZW1vdmUYAiABKAsyJy5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uLlJlbW92ZUgAGiEKA1B1dBILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwaFQoGUmVtb3ZlEgsKA2tleRgBIAEoDEIGCgRraW5kIswBCg1Db21taXRSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRIzCgltdXRhdGlvbnMYAiADKAsyIC5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uEjsKDXByZWNvbmRpdGlvbnMYAyADKAsyJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLlByZWNvbmRpdGlvbhI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IiEKDkNvbW1pdFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiFwoVTGlzdFBhcnRpdGlvbnNSZXF1ZXN0IiwKFkxpc3RQYXJ0aXRpb25zUmVzcG9uc2USEgoKcGFydGl0aW9ucxgBIAMoCSLKAQoMV3JpdGVSZXF1ZXN0EgoKAmlkGAEgASgEEjEKA3B1dBgCIAEoCzIiLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUHV0UmVxdWVzdEgAEjcKBnJlbW92ZRgDIAEoCzIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVxdWVzdEgAEjcKBmNvbW1pdBgEIAEoCzIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVxdWVzdEgAQgkKB3JlcXVlc3Qi8wEKDVdyaXRlUmVzcG9uc2USCgoCaWQYASABKAQSIgoGc3RhdHVzGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSMgoDcHV0GAMgASgLMiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXNwb25zZUgAEjgKBnJlbW92ZRgEIAEoCzImLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVzcG9uc2VIABI4CgZjb21taXQYBSABKAsyJi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNvbW1pdFJlc3BvbnNlSABCCgoIcmVzcG9uc2UqWQoKRHVyYWJpbGl0eRIaChZEVVJBQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSRFVSQUJJTElUWV9EVVJBQkxFEAESFwoTRFVSQUJJTElUWV9CVUZGRVJFRBACMoUHCg9NZXRhZGF0YVNlcnZpY2USTgoDUHV0EiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXF1ZXN0GiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXNwb25zZRJOCgNHZXQSIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkdldFJlcXVlc3QaIy5jb21tb253YXJlLm1ldGFkYXRhLnYxLkdldFJlc3BvbnNlElcKBlJlbW92ZRIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVxdWVzdBomLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVzcG9uc2USVwoGUmV0YWluEiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5SZXRhaW5SZXF1ZXN0GiYuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5SZXRhaW5SZXNwb25zZRJTCgRLZXlzEiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlzUmVxdWVzdBokLmNvbW1vbndhcmUubWV0YWRhdGEudjEuS2V5c1Jlc3BvbnNlMAESUQoEU3luYxIjLmNvbW1vbndhcmUubWV0YWRhdGEudjEuU3luY1JlcXVlc3QaJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLlN5bmNSZXNwb25zZRJUCgVDbGVhchIkLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ2xlYXJSZXF1ZXN0GiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5DbGVhclJlc3BvbnNlElcKBkNvbW1pdBIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVxdWVzdBomLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVzcG9uc2USbwoOTGlzdFBhcnRpdGlvbnMSLS5jb21tb253YXJlLm1ldGFkYXRhLnYxLkxpc3RQYXJ0aXRpb25zUmVxdWVzdBouLmNvbW1vbndhcmUubWV0YWRhdGEudjEuTGlzdFBhcnRpdGlvbnNSZXNwb25zZRJYCgVXcml0ZRIkLmNvbW1vbndhcmUubWV0YWRhdGEudjEuV3JpdGVSZXF1ZXN0GiUuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5Xcml0ZVJlc3BvbnNlKAEwAUJRWk9naXRodWIuY29tL2NvbW1vbndhcmUtbWV0YWRhdGEvY2xpZW50cy9nby9nZW4vY29tbW9ud2FyZS9tZXRhZGF0YS92MTttZXRhZGF0YXYxYgZwcm90bzM", [file_google_rpc_status]);
+  fileDesc("CiVjb21tb253YXJlL21ldGFkYXRhL3YxL21ldGFkYXRhLnByb3RvEhZjb21tb253YXJlLm1ldGFkYXRhLnYxInMKClB1dFJlcXVlc3QSEQoJcGFydGl0aW9uGAEgASgJEgsKA2tleRgCIAEoDBINCgV2YWx1ZRgDIAEoDBI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IkIKC1B1dFJlc3BvbnNlEhUKCHByZXZpb3VzGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEILCglfcHJldmlvdXMiLAoKR2V0UmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMIjwKC0dldFJlc3BvbnNlEhIKBXZhbHVlGAEgASgMSACIAQESDwoHdmVyc2lvbhgCIAEoBEIICgZfdmFsdWUiZwoNUmVtb3ZlUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSCwoDa2V5GAIgASgMEjYKCmR1cmFiaWxpdHkYAyABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkiRQoOUmVtb3ZlUmVzcG9uc2USFQoIcHJldmlvdXMYASABKAxIAIgBARIPCgd2ZXJzaW9uGAIgASgEQgsKCV9wcmV2aW91cyI3CglLZXlGaWx0ZXISDgoGcHJlZml4GAEgASgMEg0KBXN0YXJ0GAIgASgMEgsKA2VuZBgDIAEoDCKwAQoNUmV0YWluUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSMQoGZmlsdGVyGAIgASgLMiEuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5LZXlGaWx0ZXISDgoGaW52ZXJ0GAMgASgIEjYKCmR1cmFiaWxpdHkYBCABKA4yIi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkR1cmFiaWxpdHkSEQoJa2VlcF9ub25lGAUgASgIIjIKDlJldGFpblJlc3BvbnNlEg8KB3JlbW92ZWQYASABKAQSDwoHdmVyc2lvbhgCIAEoBCJzCgtLZXlzUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkSDgoGcHJlZml4GAIgASgMEg0KBXN0YXJ0GAMgASgMEgsKA2VuZBgEIAEoDBINCgVsaW1pdBgFIAEoDRIWCg5pbmNsdWRlX3ZhbHVlcxgGIAEoCCI9CgxLZXlzUmVzcG9uc2USDAoEa2V5cxgBIAMoDBIOCgZ2YWx1ZXMYAiADKAwSDwoHdmVyc2lvbhgDIAEoBCIgCgtTeW5jUmVxdWVzdBIRCglwYXJ0aXRpb24YASABKAkiHwoMU3luY1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiWQoMQ2xlYXJSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRI2CgpkdXJhYmlsaXR5GAIgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IjEKDUNsZWFyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoBBIPCgd2ZXJzaW9uGAIgASgEImUKDFByZWNvbmRpdGlvbhILCgNrZXkYASABKAwSEAoGYWJzZW50GAIgASgISAASEQoHcHJlc2VudBgDIAEoCEgAEhYKDHZhbHVlX2VxdWFscxgEIAEoDEgAQgsKCWNvbmRpdGlvbiK8AQoITXV0YXRpb24SMwoDcHV0GAEgASgLMiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5NdXRhdGlvbi5QdXRIABI5CgZyZW1vdmUYAiABKAsyJy5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uLlJlbW92ZUgAGiEKA1B1dBILCgNrZXkYASABKAwSDQoFdmFsdWUYAiABKAwaFQoGUmVtb3ZlEgsKA2tleRgBIAEoDEIGCgRraW5kIswBCg1Db21taXRSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRIzCgltdXRhdGlvbnMYAiADKAsyIC5jb21tb253YXJlLm1ldGFkYXRhLnYxLk11dGF0aW9uEjsKDXByZWNvbmRpdGlvbnMYAyADKAsyJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLlByZWNvbmRpdGlvbhI2CgpkdXJhYmlsaXR5GAQgASgOMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5EdXJhYmlsaXR5IiEKDkNvbW1pdFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQiFwoVTGlzdFBhcnRpdGlvbnNSZXF1ZXN0IiwKFkxpc3RQYXJ0aXRpb25zUmVzcG9uc2USEgoKcGFydGl0aW9ucxgBIAMoCSLKAQoMV3JpdGVSZXF1ZXN0EgoKAmlkGAEgASgEEjEKA3B1dBgCIAEoCzIiLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUHV0UmVxdWVzdEgAEjcKBnJlbW92ZRgDIAEoCzIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVxdWVzdEgAEjcKBmNvbW1pdBgEIAEoCzIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ29tbWl0UmVxdWVzdEgAQgkKB3JlcXVlc3Qi8wEKDVdyaXRlUmVzcG9uc2USCgoCaWQYASABKAQSIgoGc3RhdHVzGAIgASgLMhIuZ29vZ2xlLnJwYy5TdGF0dXMSMgoDcHV0GAMgASgLMiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5QdXRSZXNwb25zZUgAEjgKBnJlbW92ZRgEIAEoCzImLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmVtb3ZlUmVzcG9uc2VIABI4CgZjb21taXQYBSABKAsyJi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNvbW1pdFJlc3BvbnNlSABCCgoIcmVzcG9uc2UiYAoMV2F0Y2hSZXF1ZXN0EhEKCXBhcnRpdGlvbhgBIAEoCRIOCgZwcmVmaXgYAiABKAwSFQoNc3RhcnRfdmVyc2lvbhgDIAEoBBIWCg5pbmNsdWRlX3ZhbHVlcxgEIAEoCCJUCg1XYXRjaFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAQSMgoGZXZlbnRzGAIgAygLMiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5XYXRjaEV2ZW50IjcKCldhdGNoRXZlbnQSCwoDa2V5GAEgASgMEhIKBXZhbHVlGAIgASgMSACIAQFCCAoGX3ZhbHVlKlkKCkR1cmFiaWxpdHkSGgoWRFVSQUJJTElUWV9VTlNQRUNJRklFRBAAEhYKEkRVUkFCSUxJVFlfRFVSQUJMRRABEhcKE0RVUkFCSUxJVFlfQlVGRkVSRUQQAjLdBwoPTWV0YWRhdGFTZXJ2aWNlEk4KA1B1dBIiLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUHV0UmVxdWVzdBojLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUHV0UmVzcG9uc2USTgoDR2V0EiIuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5HZXRSZXF1ZXN0GiMuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5HZXRSZXNwb25zZRJXCgZSZW1vdmUSJS5jb21tb253YXJlLm1ldGFkYXRhLnYxLlJlbW92ZVJlcXVlc3QaJi5jb21tb253YXJlLm1ldGFkYXRhLnYxLlJlbW92ZVJlc3BvbnNlElcKBlJldGFpbhIlLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmV0YWluUmVxdWVzdBomLmNvbW1vbndhcmUubWV0YWRhdGEudjEuUmV0YWluUmVzcG9uc2USUwoES2V5cxIjLmNvbW1vbndhcmUubWV0YWRhdGEudjEuS2V5c1JlcXVlc3QaJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLktleXNSZXNwb25zZTABElEKBFN5bmMSIy5jb21tb253YXJlLm1ldGFkYXRhLnYxLlN5bmNSZXF1ZXN0GiQuY29tbW9ud2FyZS5tZXRhZGF0YS52MS5TeW5jUmVzcG9uc2USVAoFQ2xlYXISJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNsZWFyUmVxdWVzdBolLmNvbW1vbndhcmUubWV0YWRhdGEudjEuQ2xlYXJSZXNwb25zZRJXCgZDb21taXQSJS5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNvbW1pdFJlcXVlc3QaJi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkNvbW1pdFJlc3BvbnNlEm8KDkxpc3RQYXJ0aXRpb25zEi0uY29tbW9ud2FyZS5tZXRhZGF0YS52MS5MaXN0UGFydGl0aW9uc1JlcXVlc3QaLi5jb21tb253YXJlLm1ldGFkYXRhLnYxLkxpc3RQYXJ0aXRpb25zUmVzcG9uc2USWAoFV3JpdGUSJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLldyaXRlUmVxdWVzdBolLmNvbW1vbndhcmUubWV0YWRhdGEudjEuV3JpdGVSZXNwb25zZSgBMAESVgoFV2F0Y2gSJC5jb21tb253YXJlLm1ldGFkYXRhLnYxLldhdGNoUmVxdWVzdBolLmNvbW1vbndhcmUubWV0YWRhdGEudjEuV2F0Y2hSZXNwb25zZTABQlFaT2dpdGh1Yi5jb20vY29tbW9ud2FyZS1tZXRhZGF0YS9jbGllbnRzL2dvL2dlbi9jb21tb253YXJlL21ldGFkYXRhL3YxO21ldGFkYXRhdjFiBnByb3RvMw", [file_google_rpc_status]);
 
 /**
  * PutRequest stores one value.
@@ -855,6 +855,104 @@ export const WriteResponseSchema: GenMessage<WriteResponse> = /*@__PURE__*/
   messageDesc(file_commonware_metadata_v1_metadata, 22);
 
 /**
+ * WatchRequest opens a Watch.
+ *
+ * @generated from message commonware.metadata.v1.WatchRequest
+ */
+export type WatchRequest = Message<"commonware.metadata.v1.WatchRequest"> & {
+  /**
+   * partition names the store; empty means the server's default partition.
+   *
+   * @generated from field: string partition = 1;
+   */
+  partition: string;
+
+  /**
+   * prefix selects the keys watched (empty: every key).
+   *
+   * @generated from field: bytes prefix = 2;
+   */
+  prefix: Uint8Array;
+
+  /**
+   * start_version is the first version sent (0: from the next committed sync).
+   *
+   * @generated from field: uint64 start_version = 3;
+   */
+  startVersion: bigint;
+
+  /**
+   * include_values sends the new value of every put (otherwise a put carries an empty value).
+   *
+   * @generated from field: bool include_values = 4;
+   */
+  includeValues: boolean;
+};
+
+/**
+ * Describes the message commonware.metadata.v1.WatchRequest.
+ * Use `create(WatchRequestSchema)` to create a new message.
+ */
+export const WatchRequestSchema: GenMessage<WatchRequest> = /*@__PURE__*/
+  messageDesc(file_commonware_metadata_v1_metadata, 23);
+
+/**
+ * WatchResponse holds the changes of one committed sync under the watched prefix.
+ *
+ * @generated from message commonware.metadata.v1.WatchResponse
+ */
+export type WatchResponse = Message<"commonware.metadata.v1.WatchResponse"> & {
+  /**
+   * version is the committed version of the sync.
+   *
+   * @generated from field: uint64 version = 1;
+   */
+  version: bigint;
+
+  /**
+   * events are the changes of that sync in ascending key order, one per key.
+   *
+   * @generated from field: repeated commonware.metadata.v1.WatchEvent events = 2;
+   */
+  events: WatchEvent[];
+};
+
+/**
+ * Describes the message commonware.metadata.v1.WatchResponse.
+ * Use `create(WatchResponseSchema)` to create a new message.
+ */
+export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
+  messageDesc(file_commonware_metadata_v1_metadata, 24);
+
+/**
+ * WatchEvent is the change of one key.
+ *
+ * @generated from message commonware.metadata.v1.WatchEvent
+ */
+export type WatchEvent = Message<"commonware.metadata.v1.WatchEvent"> & {
+  /**
+   * key is the key changed.
+   *
+   * @generated from field: bytes key = 1;
+   */
+  key: Uint8Array;
+
+  /**
+   * value is present for a put (empty unless include_values was set) and absent for a removal.
+   *
+   * @generated from field: optional bytes value = 2;
+   */
+  value?: Uint8Array | undefined;
+};
+
+/**
+ * Describes the message commonware.metadata.v1.WatchEvent.
+ * Use `create(WatchEventSchema)` to create a new message.
+ */
+export const WatchEventSchema: GenMessage<WatchEvent> = /*@__PURE__*/
+  messageDesc(file_commonware_metadata_v1_metadata, 25);
+
+/**
  * Durability says when a mutation is answered.
  *
  * @generated from enum commonware.metadata.v1.Durability
@@ -1042,6 +1140,31 @@ export const MetadataService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof WriteRequestSchema;
     output: typeof WriteResponseSchema;
+  },
+  /**
+   * Watch streams the committed changes of a partition: one WatchResponse per committed sync
+   * that changed a key under `prefix`, in version order, holding every such change of that sync.
+   * Only durable changes are sent: nothing of a failed sync ever is. A Clear or a Retain sends a
+   * removal for every key it removed. A Watch of a partition that does not exist waits for it,
+   * creating nothing, and sees every change from its creation on.
+   *
+   * Resuming: `start_version = 0` starts with the next committed sync; `start_version = v` sends
+   * every committed sync with version >= v, replayed from a bounded in-memory history of recent
+   * syncs, then live. After a Keys listing at version V, a Watch from V + 1 sees every later
+   * change exactly once.
+   *
+   * Errors: OUT_OF_RANGE when the history no longer holds `start_version`, or when this watcher
+   * fell so far behind that the changes it was still to be sent left the history; the message
+   * names the oldest version still available ("oldest available version N"), and the client
+   * resumes with a fresh listing. INVALID_ARGUMENT for a bad partition name; UNAVAILABLE when the
+   * server shuts down (resume from the last version received + 1).
+   *
+   * @generated from rpc commonware.metadata.v1.MetadataService.Watch
+   */
+  watch: {
+    methodKind: "server_streaming";
+    input: typeof WatchRequestSchema;
+    output: typeof WatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_commonware_metadata_v1_metadata, 0);

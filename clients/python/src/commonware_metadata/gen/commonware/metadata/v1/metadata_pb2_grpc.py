@@ -103,6 +103,11 @@ class MetadataServiceStub:
                 request_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteRequest.SerializeToString,
                 response_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/commonware.metadata.v1.MetadataService/Watch',
+                request_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WatchRequest.SerializeToString,
+                response_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class MetadataServiceServicer:
@@ -228,6 +233,28 @@ class MetadataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Watch(self, request, context):
+        """Watch streams the committed changes of a partition: one WatchResponse per committed sync
+        that changed a key under `prefix`, in version order, holding every such change of that sync.
+        Only durable changes are sent: nothing of a failed sync ever is. A Clear or a Retain sends a
+        removal for every key it removed. A Watch of a partition that does not exist waits for it,
+        creating nothing, and sees every change from its creation on.
+
+        Resuming: `start_version = 0` starts with the next committed sync; `start_version = v` sends
+        every committed sync with version >= v, replayed from a bounded in-memory history of recent
+        syncs, then live. After a Keys listing at version V, a Watch from V + 1 sees every later
+        change exactly once.
+
+        Errors: OUT_OF_RANGE when the history no longer holds `start_version`, or when this watcher
+        fell so far behind that the changes it was still to be sent left the history; the message
+        names the oldest version still available ("oldest available version N"), and the client
+        resumes with a fresh listing. INVALID_ARGUMENT for a bad partition name; UNAVAILABLE when the
+        server shuts down (resume from the last version received + 1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetadataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +307,11 @@ def add_MetadataServiceServicer_to_server(servicer, server):
                     servicer.Write,
                     request_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteRequest.FromString,
                     response_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WatchRequest.FromString,
+                    response_serializer=commonware_dot_metadata_dot_v1_dot_metadata__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -571,6 +603,33 @@ class MetadataService:
             '/commonware.metadata.v1.MetadataService/Write',
             commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteRequest.SerializeToString,
             commonware_dot_metadata_dot_v1_dot_metadata__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/commonware.metadata.v1.MetadataService/Watch',
+            commonware_dot_metadata_dot_v1_dot_metadata__pb2.WatchRequest.SerializeToString,
+            commonware_dot_metadata_dot_v1_dot_metadata__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
