@@ -36,6 +36,9 @@
  *                                 (per Write stream: requests read and not yet answered)
  *   --write-stream-max-in-flight-bytes N  METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES  16777216
  *                                 (per Write stream: key and value bytes of those requests)
+ *   --watch-history-syncs N       METADATA_WATCH_HISTORY_SYNCS     4096     (per partition: committed syncs
+ *                                                                             a Watch can resume from)
+ *   --watch-history-bytes N       METADATA_WATCH_HISTORY_BYTES     16777216 (per partition: bytes of them)
  *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
  *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000
  *   --tls-cert FILE, --tls-key FILE  METADATA_TLS_CERT, METADATA_TLS_KEY  none (insecure)
@@ -99,6 +102,10 @@ export interface ServerConfig {
   streamBufferBytes: number;
   writeStreamMaxInFlight: number;
   writeStreamMaxInFlightBytes: number;
+  /** Most committed syncs (that changed something) kept per partition for Watch to resume from. */
+  watchHistorySyncs: number;
+  /** Most bytes of those (keys, values and a fixed overhead per change) per partition. */
+  watchHistoryBytes: number;
   maxMessageBytes: number;
   shutdownGraceMs: number;
   tls: { certFile: string; keyFile: string } | undefined;
@@ -165,6 +172,8 @@ const FLAGS: Record<string, FlagSpec> = {
   "max-partitions": { env: "METADATA_MAX_PARTITIONS" },
   "write-stream-max-in-flight": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT" },
   "write-stream-max-in-flight-bytes": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES" },
+  "watch-history-syncs": { env: "METADATA_WATCH_HISTORY_SYNCS" },
+  "watch-history-bytes": { env: "METADATA_WATCH_HISTORY_BYTES" },
   "max-message-bytes": { env: "METADATA_MAX_MESSAGE_BYTES" },
   "shutdown-grace-ms": { env: "METADATA_SHUTDOWN_GRACE_MS" },
   "tls-cert": { env: "METADATA_TLS_CERT" },
@@ -378,6 +387,8 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     maxPartitions: int("max-partitions", 10_000, 1, 100_000_000),
     writeStreamMaxInFlight: int("write-stream-max-in-flight", 1024, 1, 1_000_000),
     writeStreamMaxInFlightBytes: int("write-stream-max-in-flight-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
+    watchHistorySyncs: int("watch-history-syncs", 4096, 1, 100_000_000),
+    watchHistoryBytes: int("watch-history-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
     maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),
     shutdownGraceMs: int("shutdown-grace-ms", 10_000, 0, 3_600_000),
     tls: tlsCert === "" ? undefined : { certFile: tlsCert, keyFile: tlsKey },

@@ -167,6 +167,7 @@ async function startLocked(
         flushIntervalMs: config.flushIntervalMs,
         maxQueuedOperations: config.maxQueuedOperations,
       },
+      watchHistory: { historyMaxSyncs: config.watchHistorySyncs, historyMaxBytes: config.watchHistoryBytes },
     },
     registry,
     createGroupCommitMetrics(registry),

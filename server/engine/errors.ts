@@ -20,7 +20,12 @@ export type EngineErrorKind =
   /** The server is shutting down: the write was not committed. */
   | "ShuttingDown"
   /** A sync failed, or the partition is reopening after one: the write was not committed. */
-  | "NotCommitted";
+  | "NotCommitted"
+  /**
+   * A watch asked for (or fell behind to) changes the history no longer holds; the error is an
+   * `OutOfRangeError` naming the oldest version still available.
+   */
+  | "OutOfRange";
 
 /** Error thrown (or rejected with) by the engine. */
 export class EngineError extends Error {
@@ -32,6 +37,19 @@ export class EngineError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/**
+ * A watch cannot go on without a gap: the changes from its next version on are no longer held.
+ * `oldestVersion` is the oldest version a new watch can start from.
+ */
+export class OutOfRangeError extends EngineError {
+  constructor(
+    message: string,
+    readonly oldestVersion: bigint,
+  ) {
+    super("OutOfRange", message);
   }
 }
 

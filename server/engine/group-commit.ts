@@ -18,10 +18,14 @@
  *   Operations still queued (not applied) go on against the reopened store.
  * - An operation whose `apply` throws (bad input, failed precondition) changes nothing and is
  *   answered with that error at once.
+ * - `changes` (change-feed.ts) records the changes of each completed sync, before its waiters
+ *   are answered, and nothing of a failed one; a reopen only rebases it. Closing ends its
+ *   watchers.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { StoreError } from "../store/errors.js";
 import type { Metadata, Snapshot } from "../store/metadata.js";
+import { ChangeFeed, type ChangeFeedOptions } from "./change-feed.js";
 import { EngineError } from "./errors.js";
 
 /** Tunables of group commit (defaults and units: server/config.ts). */
@@ -152,6 +156,14 @@ function shuttingDown(): EngineError {
   return new EngineError("ShuttingDown", "server is shutting down: the write was not committed");
 }
 
+/** The error that ends the watchers of a partition being closed. */
+export function watchEnded(): EngineError {
+  return new EngineError(
+    "ShuttingDown",
+    "server is shutting down: the watch ended (resume from the last version received + 1)",
+  );
+}
+
 /** Least time between two attempts to reopen a partition whose reopen failed. */
 const REOPEN_RETRY_MS = 1000;
 
@@ -180,14 +192,18 @@ export class GroupCommit {
   private unanswered = 0;
   /** Shutdown has begun: no gathering delay, buffered changes are committed at once. */
   private expedited = false;
+  /** The committed changes of this partition, sync by sync, for watchers. */
+  readonly changes: ChangeFeed;
 
   constructor(
     store: Metadata,
     private readonly reopen: Reopen,
     private readonly options: GroupCommitOptions,
     private readonly metrics?: GroupCommitMetrics,
+    history?: ChangeFeedOptions,
   ) {
     this.store = store;
+    this.changes = new ChangeFeed(store.partition, store.committed(), history);
     metrics?.groups.add(this);
     metrics?.available.set({ partition: store.partition }, 1);
   }
@@ -197,10 +213,11 @@ export class GroupCommit {
     return this.unanswered;
   }
 
-  /** True when nothing is queued, applied and uncommitted, syncing or reopening. */
+  /** True when nothing is queued, applied and uncommitted, syncing or reopening, nor watched. */
   get idle(): boolean {
     return (
       this.unanswered === 0 &&
+      this.changes.watcherCount === 0 &&
       !this.dirty &&
       this.inFlight === undefined &&
       this.reopening === undefined &&
@@ -296,6 +313,7 @@ export class GroupCommit {
     clearTimeout(this.gatherTimer);
     for (const queued of this.queue.splice(0)) queued.reject(shuttingDown());
     this.metrics?.groups.delete(this);
+    this.changes.close(watchEnded());
     await this.store.close();
   }
 
@@ -397,6 +415,8 @@ export class GroupCommit {
           this.metrics?.syncDurationSeconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
           this.metrics?.mutationsPerSync.observe(labels, mutations);
           this.inFlight = undefined;
+          // Durable now: watchers learn of it no later than the writers do.
+          this.changes.record(store.committed());
           for (const waiter of inFlight.waiters) waiter.resolve({ result: waiter.result, version });
           this.pump();
         },
@@ -447,6 +467,7 @@ export class GroupCommit {
       try {
         await old.close();
         this.store = await this.reopen(old.unsafeVersionsFrom);
+        this.changes.rebase(this.store.committed());
         this.failure = undefined;
         this.metrics?.reopens.inc({ partition: old.partition, result: "ok" });
         this.metrics?.available.set({ partition: old.partition }, 1);

@@ -16,6 +16,7 @@
  * - Durable mutations resolve after the fsync of the sync that holds them, with its version;
  *   buffered ones once applied, with version 0.
  * - Reads see the last committed state (`get`, `snapshot`); nothing of a failed sync ever shows.
+ * - Watches (`watch`) see committed changes only, sync by sync (change-feed.ts, watch.ts).
  * - Keys and values handed in are copied before the store keeps them, so callers may reuse their
  *   buffers (request buffers of a transport, for instance).
  */
@@ -24,6 +25,7 @@ import type { KeyRange, Metadata, Snapshot } from "../store/metadata.js";
 import { EngineError } from "./errors.js";
 import type { GroupCommit, Operation, Outcome } from "./group-commit.js";
 import type { Partitions } from "./partitions.js";
+import { Watch, type WatchInput } from "./watch.js";
 
 /** A mutation of the partition `partition` ("" means the default partition). */
 export interface WriteTarget {
@@ -295,6 +297,16 @@ export class Engine {
   /** The committed state of a partition (empty, creating nothing, when it does not exist). */
   snapshot(input: { partition: string }): Promise<Snapshot> {
     return this.partitions.committed(this.partitions.resolve(input.partition));
+  }
+
+  /**
+   * Watches the committed changes of a partition from `fromVersion` (see watch.ts); creates
+   * nothing. @throws StoreError InvalidPartitionName, OutOfRangeError (history no longer holds
+   * `fromVersion`), EngineError ShuttingDown
+   */
+  watch(input: WatchInput): Watch {
+    const partition = this.partitions.resolve(input.partition);
+    return new Watch(this.partitions, partition, { ...input, prefix: own(input.prefix) });
   }
 
   /** Names of every partition on disk or open, sorted. */

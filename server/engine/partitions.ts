@@ -19,6 +19,10 @@
  *   the limit for a while.
  * - At most `maxPartitions` partitions exist: a mutation that would create one more is refused
  *   with `LimitExceeded` naming the limit, and creates nothing.
+ * - A watch (`forWatch`) of a partition that does not exist creates nothing: it is handed the
+ *   partition in the same turn as the open that creates it, before any sync of it can complete.
+ *   A partition with watchers is not idle, so it is never retired under them.
+ * - Once shutdown begins (`expedite`), every watch ends (ShuttingDown) and no new one starts.
  */
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
@@ -26,8 +30,14 @@ import { StoreError } from "../store/errors.js";
 import { emptySnapshot, type NoChangeSync, openMetadata, type Snapshot } from "../store/metadata.js";
 import { removePartitionMetrics } from "../store/metrics.js";
 import { type BlobLayout, type Storage, validatePartitionName } from "../store/storage/storage.js";
+import type { ChangeFeedOptions } from "./change-feed.js";
 import { EngineError } from "./errors.js";
-import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions } from "./group-commit.js";
+import {
+  GroupCommit,
+  type GroupCommitMetrics,
+  type GroupCommitOptions,
+  watchEnded,
+} from "./group-commit.js";
 
 /** Configuration of the partitions of a server. */
 export interface PartitionsConfig {
@@ -54,6 +64,13 @@ export interface PartitionsConfig {
     layouts: ReadonlyMap<string, BlobLayout>;
     noChangeSync?: NoChangeSync;
   };
+  /** Bounds of each partition's watch history (defaults: DEFAULT_CHANGE_FEED_OPTIONS). */
+  watchHistory?: ChangeFeedOptions;
+}
+
+interface CreationWaiter {
+  resolve(group: GroupCommit): void;
+  reject(err: unknown): void;
 }
 
 /** The committed view of every partition that does not exist. */
@@ -74,6 +91,8 @@ export class Partitions {
   private retirementScheduled = false;
   private closed = false;
   private expedited = false;
+  /** Watches waiting for a partition that does not exist yet, by name. */
+  private readonly creations = new Map<string, Set<CreationWaiter>>();
 
   constructor(
     private readonly storage: Storage,
@@ -165,6 +184,43 @@ export class Partitions {
     return (await this.ifExists(partition))?.committed() ?? EMPTY_SNAPSHOT;
   }
 
+  /**
+   * The partition's group commit for a watch: at once when open, after opening it when it exists
+   * on disk, else once a mutation creates it (never creating it). `cancel` stops waiting (the
+   * promise is then left unsettled).
+   * @throws EngineError ShuttingDown once shutdown has begun
+   */
+  forWatch(partition: string): { opened: Promise<GroupCommit>; cancel(): void } {
+    let cancelled = false;
+    let cancel = () => {
+      cancelled = true;
+    };
+    const opened = (async () => {
+      if (this.expedited || this.closed) throw watchEnded();
+      const existing = this.openNow(partition) ?? (await this.ifExists(partition));
+      if (existing !== undefined) return existing;
+      // Checked again in this turn: an open may have started or ended during the disk check.
+      const now = this.openNow(partition) ?? this.open.get(partition);
+      if (now !== undefined) return now;
+      if (this.expedited || this.closed) throw watchEnded();
+      return new Promise<GroupCommit>((resolve, reject) => {
+        if (cancelled) return;
+        let waiters = this.creations.get(partition);
+        if (waiters === undefined) {
+          waiters = new Set();
+          this.creations.set(partition, waiters);
+        }
+        const waiter = { resolve, reject };
+        waiters.add(waiter);
+        cancel = () => {
+          waiters.delete(waiter);
+          if (waiters.size === 0 && this.creations.get(partition) === waiters) this.creations.delete(partition);
+        };
+      });
+    })();
+    return { opened, cancel: () => cancel() };
+  }
+
   /** Names of every partition on disk or open, sorted. */
   async list(): Promise<string[]> {
     const names = new Set(await this.storage.listPartitions());
@@ -172,21 +228,32 @@ export class Partitions {
     return [...names].sort();
   }
 
-  /** Makes every open partition commit at once from now on (shutdown has begun). */
+  /**
+   * Makes every open partition commit at once from now on, and ends every watch (shutdown has
+   * begun: a watch would otherwise hold the shutdown for its whole grace period).
+   */
   async expedite(): Promise<void> {
     this.expedited = true;
+    this.endWatches();
     await Promise.allSettled([...this.open.values()].map(async (opening) => (await opening).expedite()));
   }
 
   /** Commits everything pending in every partition and closes them. */
   async close(): Promise<void> {
     this.closed = true;
+    this.endWatches();
     this.ready.clear();
     const all = [...this.open.values()];
     await Promise.allSettled([
       ...all.map(async (opening) => (await opening).close()),
       ...this.retiring.values(),
     ]);
+  }
+
+  private endWatches(): void {
+    for (const waiters of this.creations.values()) for (const waiter of waiters) waiter.reject(watchEnded());
+    this.creations.clear();
+    for (const group of this.ready.values()) group.changes.close(watchEnded());
   }
 
   private async existsOnDisk(partition: string): Promise<boolean> {
@@ -215,10 +282,19 @@ export class Partitions {
         ...(discardVersionsFrom === undefined ? {} : { discardVersionsFrom }),
       });
     const store = await openStore(undefined);
-    const group = new GroupCommit(store, openStore, this.config.groupCommit, this.metrics);
+    const group = new GroupCommit(
+      store,
+      openStore,
+      this.config.groupCommit,
+      this.metrics,
+      this.config.watchHistory,
+    );
     if (this.expedited) group.expedite();
     // Set before the open resolves, so that later callers find it before earlier ones resume.
     this.ready.set(partition, group);
+    const waiters = this.creations.get(partition);
+    this.creations.delete(partition);
+    for (const waiter of waiters ?? []) waiter.resolve(group);
     (await this.known)?.add(partition);
     this.scheduleRetirement();
     return group;

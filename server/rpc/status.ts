@@ -5,6 +5,7 @@
  *   EngineError InvalidRequest                                   -> INVALID_ARGUMENT
  *   EngineError LimitExceeded                                    -> RESOURCE_EXHAUSTED
  *   EngineError PreconditionFailed                               -> FAILED_PRECONDITION
+ *   EngineError OutOfRange (a watch's history is gone)           -> OUT_OF_RANGE
  *   EngineError ShuttingDown, NotCommitted; StoreError Closed,
  *   SyncFailed, Failed                                           -> UNAVAILABLE (not committed)
  *   every other StoreError (format, recovery, I/O)               -> INTERNAL, cause logged
@@ -50,6 +51,8 @@ function engineCode(kind: EngineErrorKind): status {
       return status.RESOURCE_EXHAUSTED;
     case "PreconditionFailed":
       return status.FAILED_PRECONDITION;
+    case "OutOfRange":
+      return status.OUT_OF_RANGE;
     case "ShuttingDown":
     case "NotCommitted":
       return status.UNAVAILABLE;

@@ -49,6 +49,7 @@
 import type { Registry } from "prom-client";
 import type BTreeModule from "sorted-btree";
 import { bulkLoad } from "sorted-btree/extended/bulkLoad.js";
+import diffAgainstModule from "sorted-btree/extended/diffAgainst.js";
 import { crc32c, crc32cPatch } from "./checksum.js";
 import {
   CRC_BYTES,
@@ -201,7 +202,36 @@ export class Snapshot {
   *entries(range?: KeyRange): Generator<[Buffer, Uint8Array]> {
     for (const [key, value] of rangeEntries(this.tree, range)) yield [fromKeyString(key), value];
   }
+
+  /**
+   * The changes that lead from `older` to this view, in ascending key order: every key added or
+   * given a new value (a put always stores a new value object, so a put of equal bytes counts),
+   * with its value here, and every key removed, with undefined. Views of the same store share
+   * their unchanged copy-on-write nodes, which are skipped: the cost follows the changed part,
+   * not the size of the store.
+   */
+  changesSince(older: Snapshot): KeyChange[] {
+    const found: [KeyString, Uint8Array | undefined][] = [];
+    const changed = (key: KeyString, value: Uint8Array | undefined) => {
+      found.push([key, value]);
+    };
+    diffAgainst(this.tree, older.tree, changed, (key) => changed(key, undefined), changed);
+    // The diff walks the trees from their largest key down; order it ascending whatever it did.
+    found.reverse();
+    for (let i = 1; i < found.length; i++) {
+      if ((found[i - 1] as [KeyString, unknown])[0] > (found[i] as [KeyString, unknown])[0]) {
+        found.sort((a, b) => compareKeys(a[0], b[0]));
+        break;
+      }
+    }
+    return found.map(([key, value]) => [fromKeyString(key), value]);
+  }
 }
+
+/** One key's change between two views: its new value, or undefined when it was removed. */
+export type KeyChange = [key: Buffer, value: Uint8Array | undefined];
+
+const diffAgainst = diffAgainstModule.default;
 
 /** A view with no keys at version 0: what a partition that does not exist reads as. */
 export function emptySnapshot(): Snapshot {
