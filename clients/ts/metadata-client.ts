@@ -4,6 +4,10 @@
  *
  * - Every call takes an optional per-call deadline (`deadlineMs`, relative) and metadata.
  * - `keys()` is an async iterable of entries; leaving the loop early cancels the stream.
+ * - `watch()` is an async iterable of committed changes, one batch per sync; `keysWithVersion()`
+ *   and `watch({ startVersion: version + 1n })` give every change after a listing exactly once.
+ *   An OUT_OF_RANGE error ends a watch that cannot go on without a gap:
+ *   `oldestAvailableVersion(err)` reads the oldest version the server can still give.
  * - `commit()` sends an atomic batch of puts and removes with optional preconditions.
  * - `writer()` pipelines many puts, removes and commits over one Write stream.
  * - Errors are grpc-js `ServiceError`s (`code`, `details`); see the proto for which codes each
@@ -23,6 +27,7 @@
  *   await client.put(key, value);              // durable when it resolves
  *   const value = await client.get(key);       // Uint8Array | undefined
  *   for await (const { key } of client.keys({ prefix })) ...
+ *   for await (const { version, events } of client.watch({ prefix })) ...
  *   client.close();
  */
 import { create, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
@@ -41,6 +46,7 @@ import {
   type RemoveResponse,
   type RetainResponse,
   type SyncResponse,
+  type WatchResponse,
 } from "./gen/commonware/metadata/v1/metadata_pb.js";
 
 import { MetadataWriter, type WriterOptions } from "./metadata-writer.js";
@@ -81,6 +87,39 @@ export interface KeysOptions extends ReadOptions {
 export interface KeyEntry {
   key: Uint8Array;
   value?: Uint8Array;
+}
+
+/** Options of `watch()`. */
+export interface WatchOptions extends ReadOptions {
+  /** Only keys starting with these bytes. */
+  prefix?: Uint8Array;
+  /** First version sent; 0 or absent: from the next committed sync. */
+  startVersion?: bigint;
+  /** Send the new value of every put (otherwise a put carries an empty value). */
+  includeValues?: boolean;
+}
+
+/** The change of one key: `value` for a put, absent for a removal. */
+export interface WatchChange {
+  key: Uint8Array;
+  value?: Uint8Array;
+}
+
+/** The changes of one committed sync under the watched prefix, in key order. */
+export interface WatchBatch {
+  version: bigint;
+  events: WatchChange[];
+}
+
+/**
+ * The oldest version the server could still give, read from the OUT_OF_RANGE error that ended a
+ * watch; undefined for any other error.
+ */
+export function oldestAvailableVersion(err: unknown): bigint | undefined {
+  const e = err as { code?: unknown; details?: unknown };
+  if (e?.code !== grpc.status.OUT_OF_RANGE || typeof e.details !== "string") return undefined;
+  const match = /oldest available version (\d+)/.exec(e.details);
+  return match === null ? undefined : BigInt(match[1] as string);
 }
 
 /** A mutation of a batch. */
@@ -333,6 +372,90 @@ export class MetadataClient {
             : { key: chunk.keys[i] as Uint8Array, value };
         }
       }
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /**
+   * A whole listing (as `keys()`) with the committed version it was read at: a `watch()` from
+   * that version + 1 sees every later change exactly once.
+   */
+  async keysWithVersion(options: KeysOptions = {}): Promise<{ version: bigint; entries: KeyEntry[] }> {
+    let version = 0n;
+    const entries: KeyEntry[] = [];
+    for await (const chunk of this.keysChunks(options)) {
+      version = chunk.version;
+      for (let i = 0; i < chunk.keys.length; i++) {
+        const value = chunk.values[i];
+        entries.push(
+          value === undefined
+            ? { key: chunk.keys[i] as Uint8Array }
+            : { key: chunk.keys[i] as Uint8Array, value },
+        );
+      }
+    }
+    return { version, entries };
+  }
+
+  /**
+   * Streams the committed changes of a partition, one batch per committed sync that changed a
+   * watched key, in version order; waits for a partition that does not exist yet. It never ends
+   * by itself: breaking out of the loop cancels it. It throws OUT_OF_RANGE when the server no
+   * longer holds `startVersion` or this watcher fell too far behind (resume with a fresh listing;
+   * `oldestAvailableVersion(err)`), UNAVAILABLE when the server shuts down (resume from the last
+   * version received + 1).
+   */
+  async *watch(options: WatchOptions = {}): AsyncGenerator<WatchBatch> {
+    const method = MetadataService.method.watch;
+    const request = create(method.input, {
+      partition: options.partition ?? "",
+      prefix: options.prefix ?? new Uint8Array(),
+      startVersion: options.startVersion ?? 0n,
+      includeValues: options.includeValues ?? false,
+    });
+    const call = this.client.makeServerStreamRequest(
+      path(method),
+      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
+      (bytes: Buffer) => fromBinary(method.output, bytes),
+      request,
+      options.metadata ?? new grpc.Metadata(),
+      callOptions(options),
+    );
+    try {
+      for await (const response of call as AsyncIterable<WatchResponse>) {
+        yield {
+          version: response.version,
+          events: response.events.map((event) =>
+            event.value === undefined ? { key: event.key } : { key: event.key, value: event.value },
+          ),
+        };
+      }
+    } finally {
+      call.cancel();
+    }
+  }
+
+  private async *keysChunks(options: KeysOptions): AsyncGenerator<KeysResponse> {
+    const method = MetadataService.method.keys;
+    const request = create(method.input, {
+      partition: options.partition ?? "",
+      prefix: options.prefix ?? new Uint8Array(),
+      start: options.start ?? new Uint8Array(),
+      end: options.end ?? new Uint8Array(),
+      limit: options.limit ?? 0,
+      includeValues: options.includeValues ?? false,
+    });
+    const call = this.client.makeServerStreamRequest(
+      path(method),
+      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
+      (bytes: Buffer) => fromBinary(method.output, bytes),
+      request,
+      options.metadata ?? new grpc.Metadata(),
+      callOptions(options),
+    );
+    try {
+      yield* call as AsyncIterable<KeysResponse>;
     } finally {
       call.cancel();
     }

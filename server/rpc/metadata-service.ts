@@ -9,7 +9,8 @@
  *   that does not read holds at most one chunk of the server's memory.
  * - Streaming calls (Keys, Write) are admitted up to the server-wide --max-streams; beyond, they are
  *   refused with RESOURCE_EXHAUSTED naming the limit.
- * - Write (the bidirectional stream) is served by write-stream.ts through the same engine calls.
+ * - Write (the bidirectional stream) is served by write-stream.ts through the same engine calls,
+ *   Watch (committed changes, streamed) by watch-stream.ts; a Watch needs `read` access.
  * - Every call is authenticated and authorized (AccessControl) before anything else: before its
  *   partition name is validated and before the engine sees it, so a refused call changes nothing
  *   and creates nothing. ListPartitions answers only the names the caller may read. A Write
@@ -52,6 +53,7 @@ import {
   removeInput,
   removeResponse,
 } from "./translate.js";
+import { createWatchMetrics, serveWatch, type WatchMetrics } from "./watch-stream.js";
 import { serveWriteStream, type WriteStreamOptions } from "./write-stream.js";
 
 /** Most keys in one Keys response message. */
@@ -72,6 +74,8 @@ export interface MetadataServiceOptions {
   access?: AccessControl;
   /** Where internal errors are logged (stderr by default). */
   log?: ErrorLog;
+  /** Metrics of Watch streams (an unregistered set when absent). */
+  watch?: WatchMetrics;
 }
 
 /** Builds the handlers of MetadataService over `engine`; see MetadataServiceOptions. */
@@ -83,6 +87,7 @@ export function createMetadataService(
   const access = options.access ?? AccessControl.open({ registry: new Registry() });
   const streams = options.streams ?? new StreamLimits(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
   const writeStream = options.writeStream;
+  const watchMetrics = options.watch ?? createWatchMetrics(new Registry());
   const fail = (err: unknown): StatusError => toStatus(err, log);
 
   /** Checks `need` on the request's partition for `principal`. @throws AuthError, StoreError */
@@ -173,6 +178,15 @@ export function createMetadataService(
           if (!call.cancelled) call.emit("error", fail(err));
         })
         .finally(() => end?.());
+    },
+
+    watch(call) {
+      Promise.resolve()
+        .then(() => allowed(call, "Watch", call.request.partition, "read"))
+        .then(() => serveWatch(engine, call, watchMetrics))
+        .catch((err: unknown) => {
+          if (!call.cancelled) call.emit("error", fail(err));
+        });
     },
 
     sync(call, callback) {

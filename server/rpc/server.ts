@@ -28,6 +28,7 @@ import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
 import { invalidArgument } from "./status.js";
 import { StreamLimits } from "./stream-limits.js";
+import { createWatchMetrics } from "./watch-stream.js";
 import type { WriteStreamHandle } from "./write-stream.js";
 
 /** Options of the gRPC server (defaults and units: server/config.ts). */
@@ -136,6 +137,7 @@ export class RpcServer {
       },
       streams: streamLimits(registry, options.maxStreams, options.streamBufferBytes),
       ...(options.access === undefined ? {} : { access: options.access }),
+      watch: createWatchMetrics(registry),
     });
     addService(server, MetadataService, service, {
       observeUnary: observe,

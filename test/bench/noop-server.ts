@@ -53,6 +53,9 @@ export function createNoopServer(): grpc.Server {
     keys(call) {
       call.emit("error", unimplemented("Keys"));
     },
+    watch(call) {
+      call.emit("error", unimplemented("Watch"));
+    },
     sync: refuse("Sync"),
     clear: refuse("Clear"),
     commit: refuse("Commit"),

@@ -1,0 +1,140 @@
+/**
+ * Watch stream: serves MetadataService.Watch by translating the engine's change sets (watch.ts)
+ * into WatchResponse messages. Translation and flow control only: what is sent, and when a
+ * watcher is ended, is decided by the engine.
+ *
+ * Invariants:
+ * - One WatchResponse per change set, in version order, holding its changes in key order: a put
+ *   carries its value (empty unless `include_values`), a removal carries none.
+ * - Flow control: the next message is written only after the transport took the previous one
+ *   (its write callback), so a watcher that does not read holds at most one message here. The
+ *   engine keeps no buffer per watcher either, and ends one whose next change left the history:
+ *   the stream then ends with OUT_OF_RANGE naming the oldest version available.
+ * - The stream ends with the status of the engine's error (OUT_OF_RANGE, UNAVAILABLE at
+ *   shutdown); when the client cancels, the watch is closed and nothing more is written.
+ * - Metrics: `metadata_watchers{partition}` (open), `metadata_watch_events_sent_total{partition}`,
+ *   `metadata_watchers_ended_behind_total{partition}` (ended with OUT_OF_RANGE after they started).
+ */
+import { create } from "@bufbuild/protobuf";
+import type { ServerWritableStream } from "@grpc/grpc-js";
+import { Counter, Gauge, type Registry } from "prom-client";
+import {
+  type WatchEvent,
+  WatchEventSchema,
+  type WatchRequest,
+  type WatchResponse,
+  WatchResponseSchema,
+} from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import type { ChangeSet } from "../engine/change-feed.js";
+import { isEngineError } from "../engine/errors.js";
+import type { Engine } from "../engine/operations.js";
+
+/** The metrics of Watch streams. */
+export interface WatchMetrics {
+  open: Gauge<"partition">;
+  eventsSent: Counter<"partition">;
+  endedBehind: Counter<"partition">;
+}
+
+/** Registers (once per registry) and returns the Watch metrics. */
+export function createWatchMetrics(registry: Registry): WatchMetrics {
+  const gauge = (name: string, help: string) =>
+    (registry.getSingleMetric(name) as Gauge<"partition"> | undefined) ??
+    new Gauge({ name, help, labelNames: ["partition"], registers: [registry] });
+  const counter = (name: string, help: string) =>
+    (registry.getSingleMetric(name) as Counter<"partition"> | undefined) ??
+    new Counter({ name, help, labelNames: ["partition"], registers: [registry] });
+  return {
+    open: gauge("metadata_watchers", "Watch streams open."),
+    eventsSent: counter("metadata_watch_events_sent_total", "Changes of keys sent to Watch streams."),
+    endedBehind: counter(
+      "metadata_watchers_ended_behind_total",
+      "Watch streams ended with OUT_OF_RANGE because the changes still to send them left the history.",
+    ),
+  };
+}
+
+/** Stands for the client's cancellation in the watch loop. */
+const CANCELLED = Symbol("cancelled");
+
+/** The WatchResponse of one change set. */
+function watchResponse(set: ChangeSet, includeValues: boolean): WatchResponse {
+  const empty = new Uint8Array(0);
+  const events = set.changes.map(
+    (change): WatchEvent =>
+      create(
+        WatchEventSchema,
+        change.value === undefined
+          ? { key: change.key }
+          : { key: change.key, value: includeValues ? change.value : empty },
+      ),
+  );
+  return create(WatchResponseSchema, { version: set.version, events });
+}
+
+/**
+ * Serves one Watch call until the client cancels (resolves) or the watch ends (rejects with the
+ * engine's error, for the caller to answer as a status).
+ * @throws StoreError InvalidPartitionName, OutOfRangeError, EngineError ShuttingDown
+ */
+export async function serveWatch(
+  engine: Engine,
+  call: ServerWritableStream<WatchRequest, WatchResponse>,
+  metrics: WatchMetrics,
+): Promise<void> {
+  const request = call.request;
+  const watch = engine.watch({
+    partition: request.partition,
+    prefix: request.prefix,
+    fromVersion: request.startVersion,
+  });
+  const labels = { partition: watch.partition };
+  metrics.open.inc(labels);
+  // Whatever is awaited below is abandoned at once when the client cancels or the engine ends
+  // the watch (a watcher blocked on a transport that does not drain, for instance).
+  let stoppedWith: unknown;
+  let abort: ((reason: unknown) => void) | undefined;
+  const stop = (reason: unknown) => {
+    if (stoppedWith !== undefined) return;
+    stoppedWith = reason;
+    abort?.(reason);
+  };
+  const guard = <T>(pending: Promise<T>): Promise<T> => {
+    if (stoppedWith !== undefined) return Promise.reject(stoppedWith);
+    return new Promise<T>((resolve, reject) => {
+      abort = reject;
+      pending.then(
+        (value) => {
+          abort = undefined;
+          resolve(value);
+        },
+        (err: unknown) => {
+          abort = undefined;
+          reject(err);
+        },
+      );
+    });
+  };
+  call.once("cancelled", () => stop(CANCELLED));
+  void watch.ended.then(stop);
+  try {
+    for (;;) {
+      const set = await guard(watch.take());
+      await guard(
+        new Promise<void>((resolve, reject) => {
+          call.write(watchResponse(set, request.includeValues), (err?: Error | null) =>
+            err ? reject(err) : resolve(),
+          );
+        }),
+      );
+      metrics.eventsSent.inc(labels, set.changes.length);
+    }
+  } catch (err) {
+    if (err === CANCELLED || call.cancelled) return;
+    if (isEngineError(err, "OutOfRange")) metrics.endedBehind.inc(labels);
+    throw err;
+  } finally {
+    watch.close();
+    metrics.open.dec(labels);
+  }
+}
