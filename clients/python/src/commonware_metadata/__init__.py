@@ -23,6 +23,9 @@ stream, each answered through a future:
     with Writer(stub, window=256, partition="p") as writer:
         futures = [writer.put(key, b"value") for key in keys]
         versions = [future.result().version for future in futures]   # each durable
+
+`watch`, `list_with_version` and `oldest_available_version` (commonware_metadata.watch) follow
+committed changes from a listing on, exactly once.
 """
 
 from commonware_metadata.auth import connect
@@ -32,6 +35,7 @@ from commonware_metadata.gen.commonware.metadata.v1.metadata_pb2_grpc import (
     MetadataServiceStub,
     add_MetadataServiceServicer_to_server,
 )
+from commonware_metadata.watch import list_with_version, oldest_available_version, watch
 from commonware_metadata.writer import OutcomeUnknownError, WriteError, Writer
 
 __all__ = [
@@ -42,6 +46,9 @@ __all__ = [
     "Writer",
     "add_MetadataServiceServicer_to_server",
     "connect",
+    "list_with_version",
     "metadata_pb2",
     "metadata_pb2_grpc",
+    "oldest_available_version",
+    "watch",
 ]
