@@ -10,6 +10,8 @@
  *   npm run cli -- partitions                    prints the partition names
  *   npm run cli -- load FILE [--buffered]        streams the puts of FILE (- for stdin), one
  *                                                KEY<TAB>VALUE a line, over one Write stream
+ *   npm run cli -- watch [--prefix P] [--from-version N] [--values]
+ *                                                prints committed changes as they come, one a line
  * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`
  * and `--deadline-ms N` on every call, and for secured servers `--token T` (env METADATA_TOKEN),
  * `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a client certificate).
@@ -54,6 +56,8 @@ Commands:
   load FILE             put every KEY<TAB>VALUE line of FILE ("-": stdin) over one Write stream;
                         progress on stderr every second, a summary on stdout; exit 1 if a put
                         failed (the failed lines are listed on stderr)
+  watch                 print committed changes as they come, one a line: VERSION<TAB>put<TAB>KEY
+                        (<TAB>VALUE with --values) or VERSION<TAB>rm<TAB>KEY; runs until stopped
   help                  print this text
 
 Options:
@@ -69,7 +73,9 @@ Options:
   --prefix P            keys: only keys starting with P
   --start S, --end E    keys: only keys >= S and < E
   --limit N             keys: at most N keys
-  --values              keys: print each value after its key and a tab
+  --values              keys, watch: print each value after its key and a tab
+  --from-version N      watch: start at committed version N (default: the next sync); exits 1
+                        with OUT_OF_RANGE when the server no longer holds it
   --                    end of options, for a KEY or VALUE starting with "--"
 
 Bytes (KEY, VALUE, P, S, E):
@@ -171,6 +177,8 @@ export interface CliOptions {
   end?: string;
   limit?: number;
   values: boolean;
+  /** watch: first version. */
+  fromVersion?: bigint;
 }
 
 /** A parsed command line. */
@@ -178,7 +186,7 @@ export type Command =
   | { name: "help" }
   | { name: "serve"; args: string[] }
   | {
-      name: "put" | "get" | "rm" | "keys" | "sync" | "partitions" | "load";
+      name: "put" | "get" | "rm" | "keys" | "sync" | "partitions" | "load" | "watch";
       args: string[];
       options: CliOptions;
     };
@@ -195,6 +203,7 @@ const VALUE_FLAGS = new Set([
   "cacert",
   "cert",
   "key",
+  "from-version",
 ]);
 const BOOLEAN_FLAGS = new Set(["buffered", "values", "help"]);
 const CALL_FLAGS = ["address", "deadline-ms", "token", "cacert", "cert", "key"];
@@ -211,6 +220,7 @@ const COMMANDS: Record<string, { args: string[]; flags: string[] }> = {
   sync: { args: [], flags: [...CALL_FLAGS, "partition"] },
   partitions: { args: [], flags: CALL_FLAGS },
   load: { args: ["FILE"], flags: [...CALL_FLAGS, "partition", "buffered"] },
+  watch: { args: [], flags: [...CALL_FLAGS, "partition", "prefix", "from-version", "values"] },
 };
 
 function integer(flag: string, text: string, min: number, max: number): number {
@@ -304,6 +314,13 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
   if (deadline !== undefined) options.deadlineMs = integer("deadline-ms", deadline, 1, 2 ** 31 - 1);
   const limit = flags.get("limit");
   if (limit !== undefined) options.limit = integer("limit", limit, 0, 2 ** 32 - 1);
+  const fromVersion = flags.get("from-version");
+  if (fromVersion !== undefined) {
+    if (!/^\d{1,20}$/.test(fromVersion) || BigInt(fromVersion) > 0xffff_ffff_ffff_ffffn) {
+      throw new UsageError(`--from-version: ${JSON.stringify(fromVersion)} is not a version (a u64)`);
+    }
+    options.fromVersion = BigInt(fromVersion);
+  }
   for (const name of ["prefix", "start", "end"] as const) {
     const value = flags.get(name);
     if (value !== undefined) options[name] = value;
@@ -401,6 +418,24 @@ export async function runClientCommand(
       }
       case "load":
         return await load(client, command.args[0] as string, options, output);
+      case "watch": {
+        const batches = client.watch({
+          ...call,
+          ...(options.prefix === undefined ? {} : { prefix: parseBytes(options.prefix, "--prefix") }),
+          ...(options.fromVersion === undefined ? {} : { startVersion: options.fromVersion }),
+          includeValues: options.values,
+        });
+        for await (const { version, events } of batches) {
+          for (const { key, value } of events) {
+            const shown = formatBytes(key, "key");
+            if (value === undefined) await output.out(`${version}\trm\t${shown}`);
+            else if (options.values)
+              await output.out(`${version}\tput\t${shown}\t${formatBytes(value, "value")}`);
+            else await output.out(`${version}\tput\t${shown}`);
+          }
+        }
+        return 0;
+      }
     }
   } catch (err) {
     output.err(`error: ${describeError(err)}`);
