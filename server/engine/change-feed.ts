@@ -158,7 +158,7 @@ export class ChangeFeed {
     this.head = 0;
     this.bytes = 0;
     this.oldest = reopened.version + 1n;
-    for (const watcher of [...this.watchers]) watcher.poke();
+    for (const watcher of [...this.watchers]) watcher.end(this.outOfRange(watcher.nextVersion));
   }
 
   /** Ends every watcher with `err` and refuses new ones with it. */

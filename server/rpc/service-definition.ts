@@ -15,7 +15,9 @@
  * - Request and response streaming flags follow the descriptor's `methodKind`.
  * - The wire codec is the protobuf binary format through `toBinary`/`fromBinary` of the method's
  *   own input and output schemas. Unknown fields are kept when decoding. Serialized bytes are
- *   wrapped in a Buffer without copying.
+ *   wrapped in a Buffer without copying. A response of a server-streaming method is serialized
+ *   once however many streams send that same message object (Watch shares them); such messages
+ *   must not be modified once written.
  * - A request whose bytes do not decode is never given to a handler: `addService` answers it with
  *   the status its `rejectMalformed` option makes (INVALID_ARGUMENT in this server), or else
  *   grpc-js's INTERNAL. Handlers still validate the meaning of decoded messages themselves.
@@ -93,6 +95,19 @@ export class MalformedRequest {
 
 /** The grpc-js method definition of one descriptor method, with the binary protobuf codec. */
 function methodDefinition(method: DescMethod): MethodDefinition<Message, Message> {
+  const serializeResponse = (message: Message) => asBuffer(toBinary(method.output, message));
+  let responseSerialize = serializeResponse;
+  if (method.methodKind === "server_streaming") {
+    const serialized = new WeakMap<Message, Buffer>();
+    responseSerialize = (message) => {
+      let bytes = serialized.get(message);
+      if (bytes === undefined) {
+        bytes = serializeResponse(message);
+        serialized.set(message, bytes);
+      }
+      return bytes;
+    };
+  }
   return {
     path: `/${method.parent.typeName}/${method.name}`,
     originalName: method.name,
@@ -107,7 +122,7 @@ function methodDefinition(method: DescMethod): MethodDefinition<Message, Message
         return new MalformedRequest(err instanceof Error ? err.message : String(err)) as unknown as Message;
       }
     },
-    responseSerialize: (message) => asBuffer(toBinary(method.output, message)),
+    responseSerialize,
     responseDeserialize: (bytes) => fromBinary(method.output, bytes),
   };
 }

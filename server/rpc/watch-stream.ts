@@ -57,8 +57,29 @@ export function createWatchMetrics(registry: Registry): WatchMetrics {
 /** Stands for the client's cancellation in the watch loop. */
 const CANCELLED = Symbol("cancelled");
 
-/** The WatchResponse of one change set. */
+/**
+ * The responses built for each change set, with and without values: watchers without a prefix
+ * share the engine's change set, and so share one message (serialized once, see
+ * service-definition.ts) instead of building one each.
+ */
+const built = new WeakMap<ChangeSet, { values?: WatchResponse; bare?: WatchResponse }>();
+
+/** The WatchResponse of one change set (shared by every watcher given the same set). */
 function watchResponse(set: ChangeSet, includeValues: boolean): WatchResponse {
+  let entry = built.get(set);
+  if (entry === undefined) {
+    entry = {};
+    built.set(set, entry);
+  }
+  const cached = includeValues ? entry.values : entry.bare;
+  if (cached !== undefined) return cached;
+  const response = buildResponse(set, includeValues);
+  if (includeValues) entry.values = response;
+  else entry.bare = response;
+  return response;
+}
+
+function buildResponse(set: ChangeSet, includeValues: boolean): WatchResponse {
   const empty = new Uint8Array(0);
   const events = set.changes.map(
     (change): WatchEvent =>

@@ -181,6 +181,13 @@ export class Snapshot {
     private readonly tree: Tree,
     /** The committed version this view was taken at (0 if nothing was ever committed). */
     readonly version: bigint,
+    /** The store instance that committed this view (undefined for a view of nothing). */
+    private readonly origin?: object,
+    /**
+     * For a view committed by a sync: the version committed before it by the same store, and
+     * every key put, changed or removed in between (a superset of the keys that differ).
+     */
+    private readonly delta?: { since: bigint; keys: ReadonlySet<KeyString> },
   ) {}
 
   /** Number of keys. */
@@ -211,6 +218,16 @@ export class Snapshot {
    * not the size of the store.
    */
   changesSince(older: Snapshot): KeyChange[] {
+    const delta = this.delta;
+    if (delta !== undefined && this.origin === older.origin && delta.since === older.version) {
+      // The sync's own record of what it touched: a lookup per touched key, not a walk.
+      const changes: KeyChange[] = [];
+      for (const key of [...delta.keys].sort()) {
+        const value = this.tree.get(key);
+        if (!Object.is(value, older.tree.get(key))) changes.push([fromKeyString(key), value]);
+      }
+      return changes;
+    }
     const found: [KeyString, Uint8Array | undefined][] = [];
     const changed = (key: KeyString, value: Uint8Array | undefined) => {
       found.push([key, value]);
@@ -283,6 +300,8 @@ export class Metadata {
   /** Total encoded size of every entry of `map`. */
   private entriesBytes: number;
   private committedView: Snapshot;
+  /** Keys put, changed or removed since the last sync started (committed views carry them). */
+  private touched = new Set<KeyString>();
   private syncTail: Promise<unknown> = Promise.resolve();
   private closed = false;
   private failure: StoreError | undefined;
@@ -311,7 +330,7 @@ export class Metadata {
     this.nextVersion = newest + 1n;
     this.keyOrderChanged = this.nextVersion;
     this.entriesBytes = entriesBytes;
-    this.committedView = new Snapshot(map.clone(), newest);
+    this.committedView = new Snapshot(map.clone(), newest, this);
   }
 
   /** Number of keys, including mutations not yet synced. */
@@ -388,6 +407,7 @@ export class Metadata {
     const previous = this.map.get(k);
     if (previous !== undefined) {
       this.map.delete(k);
+      this.touched.add(k);
       this.keyOrderChanged = this.nextVersion;
       this.entriesBytes -= encodedKeySize(this.keyCodec, k) + encodedValueSize(previous);
     }
@@ -398,6 +418,7 @@ export class Metadata {
   clear(): number {
     this.assertWritable();
     const removed = this.map.size;
+    for (const k of this.map.keys()) this.touched.add(k);
     this.map.clear();
     this.entriesBytes = 0;
     this.keyOrderChanged = this.nextVersion;
@@ -411,6 +432,7 @@ export class Metadata {
     let removedBytes = 0;
     this.map.editAll((k, v) => {
       if (keep(fromKeyString(k), v)) return undefined;
+      this.touched.add(k);
       removed++;
       removedBytes += encodedKeySize(this.keyCodec, k) + encodedValueSize(v);
       return { delete: true };
@@ -504,6 +526,7 @@ export class Metadata {
   private setValue(k: KeyString, value: Uint8Array): Uint8Array | undefined {
     const previous = this.map.get(k);
     this.map.set(k, value);
+    this.touched.add(k);
     if (previous === undefined) {
       this.keyOrderChanged = this.nextVersion;
       this.entriesBytes += encodedKeySize(this.keyCodec, k) + encodedValueSize(value);
@@ -536,7 +559,11 @@ export class Metadata {
     }
     this.cursor = targetIndex;
     this.nextVersion = version + 1n;
-    const view = new Snapshot(this.map.clone(), version);
+    const view = new Snapshot(this.map.clone(), version, this, {
+      since: this.committedView.version,
+      keys: this.touched,
+    });
+    this.touched = new Set();
 
     const writes = this.planOverwrite(target, version, newest);
     let rewritten: { body: Buffer; spans: Spans } | undefined;
