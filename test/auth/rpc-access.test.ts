@@ -60,6 +60,7 @@ type Rpc =
   | "Commit"
   | "ListPartitions"
   | "Write"
+  | "Watch"
   | "Health";
 const RPCS: Rpc[] = [
   "Put",
@@ -72,9 +73,10 @@ const RPCS: Rpc[] = [
   "Commit",
   "ListPartitions",
   "Write",
+  "Watch",
   "Health",
 ];
-const READS = new Set<Rpc>(["Get", "Keys"]);
+const READS = new Set<Rpc>(["Get", "Keys", "Watch"]);
 
 /**
  * Runs `rpc` on `partition`; resolves with the status name and, for ListPartitions, the names.
@@ -108,6 +110,10 @@ async function invoke(
         for await (const _ of client.keys(options)) {
           // Read to the end.
         }
+        break;
+      case "Watch":
+        // From the first version (the seeding put, still in the history): one message, then leave.
+        for await (const _ of client.watch({ ...options, startVersion: 1n })) break;
         break;
       case "Sync":
         await client.sync(options);
