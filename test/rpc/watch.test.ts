@@ -252,6 +252,30 @@ describe("the history", () => {
   });
 });
 
+describe("shutdown", () => {
+  test("ends every watch with UNAVAILABLE at once, without waiting out the grace period", async () => {
+    const server = await startTestServer(["--shutdown-grace-ms", "20000"]);
+    const { client } = server;
+    const base = await client.put(utf8("a"), utf8("1"));
+    const live = new Watching(client, { startVersion: base.version });
+    assert.equal((await live.next()).version, base.version);
+    const waiting = new Watching(client, { partition: "not-yet" });
+    await waitUntil(
+      async () => (await server.metrics()).includes('metadata_watchers{partition="not-yet"} 1'),
+      "the watch of a partition that does not exist",
+    );
+    const started = Date.now();
+    const stopping = server.service.stop();
+    const [liveErr, waitingErr] = await Promise.all([live.error(), waiting.error()]);
+    await stopping;
+    await server.stop();
+    assert.equal(liveErr.code, status.UNAVAILABLE, liveErr.details);
+    assert.match(liveErr.details ?? "", /shutting down: the watch ended/);
+    assert.equal(waitingErr.code, status.UNAVAILABLE, waitingErr.details);
+    assert.ok(Date.now() - started < 10_000, `shutdown took ${Date.now() - started} ms`);
+  });
+});
+
 describe("a failed sync", () => {
   const faulty = new FaultyStorage(new MemoryStorage());
   const gate = new GatedStorage(faulty);
