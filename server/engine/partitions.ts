@@ -32,12 +32,7 @@ import { removePartitionMetrics } from "../store/metrics.js";
 import { type BlobLayout, type Storage, validatePartitionName } from "../store/storage/storage.js";
 import type { ChangeFeedOptions } from "./change-feed.js";
 import { EngineError } from "./errors.js";
-import {
-  GroupCommit,
-  type GroupCommitMetrics,
-  type GroupCommitOptions,
-  watchEnded,
-} from "./group-commit.js";
+import { GroupCommit, type GroupCommitMetrics, type GroupCommitOptions, watchEnded } from "./group-commit.js";
 
 /** Configuration of the partitions of a server. */
 export interface PartitionsConfig {
@@ -214,7 +209,8 @@ export class Partitions {
         waiters.add(waiter);
         cancel = () => {
           waiters.delete(waiter);
-          if (waiters.size === 0 && this.creations.get(partition) === waiters) this.creations.delete(partition);
+          if (waiters.size === 0 && this.creations.get(partition) === waiters)
+            this.creations.delete(partition);
         };
       });
     })();

@@ -111,6 +111,8 @@ async function enginePuts(record: boolean): Promise<number> {
       defaultKeyCodec: fixedKeys(8),
       keyCodecs: new Map(),
       maxValueBytes: 1 << 20,
+      maxOpenPartitions: 16,
+      maxPartitions: 16,
       groupCommit: {
         batchMaxMutations: 10_000,
         batchMaxBytes: 16 << 20,
