@@ -252,6 +252,26 @@ describe("the history", () => {
   });
 });
 
+describe("open partition limit", () => {
+  test("a watched partition is not retired while other partitions come and go", async () => {
+    const server = await startTestServer(["--max-open-partitions", "1"]);
+    try {
+      const { client } = server;
+      const base = await client.put(utf8("a"), utf8("1"), { partition: "watched" });
+      const w = new Watching(client, { partition: "watched", startVersion: base.version });
+      assert.equal((await w.next()).version, base.version);
+      for (const name of ["p1", "p2", "p3"]) await client.put(utf8("k"), utf8("v"), { partition: name });
+      await waitUntil(() => server.service.partitions.openCount <= 2, "idle partitions to be retired");
+      assert.ok(server.service.partitions.openNow("watched") !== undefined, "the watched partition is open");
+      const later = await client.put(utf8("b"), utf8("2"), { partition: "watched" });
+      assert.equal(show(await w.next()), `${later.version}: b=`);
+      w.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe("shutdown", () => {
   test("ends every watch with UNAVAILABLE at once, without waiting out the grace period", async () => {
     const server = await startTestServer(["--shutdown-grace-ms", "20000"]);
