@@ -6,10 +6,12 @@
  * Invariants:
  * - One WatchResponse per change set, in version order, holding its changes in key order: a put
  *   carries its value (empty unless `include_values`), a removal carries none.
- * - Flow control: the next message is written only after the transport took the previous one
- *   (its write callback), so a watcher that does not read holds at most one message here. The
- *   engine keeps no buffer per watcher either, and ends one whose next change left the history:
- *   the stream then ends with OUT_OF_RANGE naming the oldest version available.
+ * - Flow control: messages are written while grpc-js accepts more and the bytes it has not yet
+ *   handed to HTTP/2 (write callbacks pending) stay under MAX_UNFLUSHED_BYTES; then nothing more
+ *   is taken until the transport took them all, so a watcher that does not read holds at most
+ *   that plus one message here. The engine keeps no buffer per watcher either, and ends one whose
+ *   next change left the history: the stream then ends with OUT_OF_RANGE naming the oldest
+ *   version available.
  * - The stream ends with the status of the engine's error (OUT_OF_RANGE, UNAVAILABLE at
  *   shutdown); when the client cancels, the watch is closed and nothing more is written.
  * - Metrics: `metadata_watchers{partition}` (open), `metadata_watch_events_sent_total{partition}`,
@@ -53,6 +55,13 @@ export function createWatchMetrics(registry: Registry): WatchMetrics {
     ),
   };
 }
+
+/**
+ * Most bytes of change sets written to one stream and not yet taken by the transport; past it
+ * (or once grpc-js's own buffer is full) nothing more is taken from the engine until all of it
+ * was taken. Bounds what a watcher that does not read holds here: this plus one message.
+ */
+const MAX_UNFLUSHED_BYTES = 64 * 1024;
 
 /** Stands for the client's cancellation in the watch loop. */
 const CANCELLED = Symbol("cancelled");
@@ -138,17 +147,34 @@ export async function serveWatch(
   };
   call.once("cancelled", () => stop(CANCELLED));
   void watch.ended.then(stop);
+  // Writes the transport has not taken yet (their callbacks are pending), and their bytes.
+  let unflushed = 0;
+  let unflushedBytes = 0;
+  let writeError: Error | undefined;
+  let onFlushed: (() => void) | undefined;
+  const flushed = (err?: Error | null) => {
+    unflushed--;
+    if (err) writeError ??= err;
+    if (unflushed === 0) onFlushed?.();
+  };
   try {
     for (;;) {
       const set = await guard(watch.take());
+      unflushed++;
+      unflushedBytes += set.bytes;
+      const more = call.write(watchResponse(set, request.includeValues), flushed);
+      metrics.eventsSent.inc(labels, set.changes.length);
+      if (more && unflushedBytes <= MAX_UNFLUSHED_BYTES) continue;
+      // The transport holds enough of this watcher's: take nothing more until it took it all.
       await guard(
-        new Promise<void>((resolve, reject) => {
-          call.write(watchResponse(set, request.includeValues), (err?: Error | null) =>
-            err ? reject(err) : resolve(),
-          );
+        new Promise<void>((resolve) => {
+          if (unflushed === 0) resolve();
+          else onFlushed = resolve;
         }),
       );
-      metrics.eventsSent.inc(labels, set.changes.length);
+      onFlushed = undefined;
+      unflushedBytes = 0;
+      if (writeError !== undefined) throw writeError;
     }
   } catch (err) {
     if (err === CANCELLED || call.cancelled) return;

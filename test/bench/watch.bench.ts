@@ -10,15 +10,19 @@
  * 2. Write path (in process, no gRPC, memory storage): durable puts through the Engine from 64
  *    callers into a partition of 100,000 keys, with the change feed recording and with its
  *    `record` replaced by a bare move of the base (no diff, no history); puts per second of each.
- * 3. Watchers under load (a server process on 127.0.0.1, memory of a temp directory): 64 callers
- *    Put to one partition for a few seconds, without watchers, then with 100 watchers of that
- *    partition in a second process. Reports both Put rates, their ratio (target >= 0.8) and the
- *    delay from a Put's answer to each watcher's receipt of its version (p50, p99).
+ * 3. Watchers under load (a server process on 127.0.0.1, data in a temp directory: set
+ *    TMPDIR=/dev/shm to take fsync latency out of the comparison): 64 callers Put to one
+ *    partition for a few seconds, without watchers, then with 100 watchers of that partition in
+ *    a second process. Reports both Put rates, their ratio (target >= 0.8), the server's CPU time
+ *    per put (from /proc) and the delay from a Put's answer to each watcher's receipt of its
+ *    version (p50, p99). On a machine with fewer cores than processes, the watcher process and
+ *    the load generator compete with the server: the CPU per put tells the server's own cost.
  *
  * Bounded: each load phase runs DURATION_MS; every process started is stopped at the end.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -159,16 +163,26 @@ async function enginePuts(record: boolean): Promise<number> {
 }
 
 async function writePath(): Promise<void> {
-  const rows: string[] = [];
-  for (let round = 0; round < 2; round++) {
-    const without = await enginePuts(false);
-    const withFeed = await enginePuts(true);
-    rows.push(
-      `round ${round + 1}: without recording ${without.toFixed(0)} puts/s, with ${withFeed.toFixed(0)} puts/s (${(withFeed / without).toFixed(2)}x)`,
-    );
+  // A warm-up of each, then alternating rounds; the median of each is reported.
+  await enginePuts(false);
+  await enginePuts(true);
+  const without: number[] = [];
+  const withFeed: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    without.push(await enginePuts(false));
+    withFeed.push(await enginePuts(true));
   }
-  console.log(`\nwrite path: ${CALLERS} callers, durable puts, 100,000 keys, memory storage`);
-  for (const row of rows) console.log(row);
+  const median = (xs: number[]) =>
+    percentile(
+      [...xs].sort((a, b) => a - b),
+      50,
+    );
+  console.log(`\nwrite path: ${CALLERS} callers, durable puts, 100,000 keys, memory storage (median of 3)`);
+  console.log(
+    `without recording ${median(without).toFixed(0)} puts/s, with ${median(withFeed).toFixed(0)} puts/s ` +
+      `(${(median(withFeed) / median(without)).toFixed(2)}x); rounds: ${without.map((x) => x.toFixed(0)).join(" ")} / ` +
+      `${withFeed.map((x) => x.toFixed(0)).join(" ")}`,
+  );
 }
 
 async function freePort(): Promise<number> {
@@ -205,6 +219,16 @@ async function startServer(dataDir: string): Promise<{ child: ChildProcess; addr
   }
   client.close();
   return { child, address };
+}
+
+/** CPU seconds (user + system) a process used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** Puts from CALLERS loops for DURATION_MS; returns the rate and each version's answer time. */
@@ -259,7 +283,9 @@ async function watchersUnderLoad(): Promise<void> {
   try {
     // Warm-up, then the cell without watchers.
     await putLoad(address);
+    let cpu = cpuSeconds(child.pid);
     const alone = await putLoad(address);
+    const aloneCpu = cpuSeconds(child.pid) - cpu;
     const watcher = spawn(
       process.execPath,
       ["--import", "tsx", fileURLToPath(import.meta.url), "--watcher", address],
@@ -286,7 +312,9 @@ async function watchersUnderLoad(): Promise<void> {
     await isReady;
     // Let the watch calls reach the server before the load starts.
     await new Promise((resolve) => setTimeout(resolve, 500));
+    cpu = cpuSeconds(child.pid);
     const watched = await putLoad(address);
+    const watchedCpu = cpuSeconds(child.pid) - cpu;
     await new Promise((resolve) => setTimeout(resolve, 500));
     watcher.stdin?.end();
     await isEnded;
@@ -300,9 +328,13 @@ async function watchersUnderLoad(): Promise<void> {
     console.log(
       `\nPut at ${CALLERS} callers, ${DURATION_MS} ms per cell, one partition (server process, filesystem)`,
     );
-    console.log(`without watchers: ${alone.rate.toFixed(0)} puts/s`);
+    const perPut = (cpuS: number, rate: number) => ((cpuS * 1e6) / (rate * (DURATION_MS / 1000))).toFixed(0);
     console.log(
-      `with ${WATCHERS} watchers: ${watched.rate.toFixed(0)} puts/s (${(watched.rate / alone.rate).toFixed(2)}x, target >= 0.80)`,
+      `without watchers: ${alone.rate.toFixed(0)} puts/s, server CPU ${aloneCpu.toFixed(2)} s (${perPut(aloneCpu, alone.rate)} us a put)`,
+    );
+    console.log(
+      `with ${WATCHERS} watchers: ${watched.rate.toFixed(0)} puts/s (${(watched.rate / alone.rate).toFixed(2)}x, target >= 0.80), ` +
+        `server CPU ${watchedCpu.toFixed(2)} s (${perPut(watchedCpu, watched.rate)} us a put)`,
     );
     console.log(
       `delay from a Put's answer to a watcher's receipt of its version: p50 ${percentile(delays, 50).toFixed(1)} ms, ` +
