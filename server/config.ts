@@ -25,8 +25,8 @@
  *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition: calls
  *                                                                             waiting for an answer)
  *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
- *   --max-streams N               METADATA_MAX_STREAMS             1000     (server-wide open Keys and
- *                                                                             Write streams)
+ *   --max-streams N               METADATA_MAX_STREAMS             1000     (server-wide open Keys,
+ *                                                                             Write, Watch streams)
  *   --stream-buffer-bytes N       METADATA_STREAM_BUFFER_BYTES     67108864 (server-wide streamed bytes
  *                                                                             not yet taken by clients)
  *   --max-open-partitions N       METADATA_MAX_OPEN_PARTITIONS     256      (least recently used idle

@@ -7,7 +7,7 @@
  * - Keys streams from one committed snapshot, in chunks of at most 64 KiB, one chunk at a time
  *   through the transport (flow control) and within the server-wide stream buffer, so a reader
  *   that does not read holds at most one chunk of the server's memory.
- * - Streaming calls (Keys, Write) are admitted up to the server-wide --max-streams; beyond, they are
+ * - Streaming calls (Keys, Write, Watch) are admitted up to the server-wide --max-streams; beyond, they are
  *   refused with RESOURCE_EXHAUSTED naming the limit.
  * - Write (the bidirectional stream) is served by write-stream.ts through the same engine calls,
  *   Watch (committed changes, streamed) by watch-stream.ts; a Watch needs `read` access.
@@ -181,12 +181,17 @@ export function createMetadataService(
     },
 
     watch(call) {
+      let end: (() => void) | undefined;
       Promise.resolve()
-        .then(() => allowed(call, "Watch", call.request.partition, "read"))
-        .then(() => serveWatch(engine, call, watchMetrics))
+        .then(() => {
+          allowed(call, "Watch", call.request.partition, "read");
+          end = streams.admit();
+          return serveWatch(engine, call, watchMetrics, streams);
+        })
         .catch((err: unknown) => {
           if (!call.cancelled) call.emit("error", fail(err));
-        });
+        })
+        .finally(() => end?.());
     },
 
     sync(call, callback) {

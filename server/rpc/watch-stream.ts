@@ -9,7 +9,8 @@
  * - Flow control: messages are written while grpc-js accepts more and the bytes it has not yet
  *   handed to HTTP/2 (write callbacks pending) stay under MAX_UNFLUSHED_BYTES; then nothing more
  *   is taken until the transport took them all, so a watcher that does not read holds at most
- *   that plus one message here. The engine keeps no buffer per watcher either, and ends one whose
+ *   that plus one message here. Each message also holds its bytes of the server-wide stream
+ *   buffer (stream-limits.ts) until the transport takes it, waiting for room when it is full. The engine keeps no buffer per watcher either, and ends one whose
  *   next change left the history: the stream then ends with OUT_OF_RANGE naming the oldest
  *   version available.
  * - The stream ends with the status of the engine's error (OUT_OF_RANGE, UNAVAILABLE at
@@ -30,6 +31,7 @@ import {
 import type { ChangeSet } from "../engine/change-feed.js";
 import { isEngineError } from "../engine/errors.js";
 import type { Engine } from "../engine/operations.js";
+import type { Reservation, StreamLimits } from "./stream-limits.js";
 
 /** The metrics of Watch streams. */
 export interface WatchMetrics {
@@ -111,6 +113,7 @@ export async function serveWatch(
   engine: Engine,
   call: ServerWritableStream<WatchRequest, WatchResponse>,
   metrics: WatchMetrics,
+  streams: StreamLimits,
 ): Promise<void> {
   const request = call.request;
   const watch = engine.watch({
@@ -124,9 +127,12 @@ export async function serveWatch(
   // the watch (a watcher blocked on a transport that does not drain, for instance).
   let stoppedWith: unknown;
   let abort: ((reason: unknown) => void) | undefined;
+  // Stops a wait for room in the server-wide stream buffer.
+  const stopReserving = new AbortController();
   const stop = (reason: unknown) => {
     if (stoppedWith !== undefined) return;
     stoppedWith = reason;
+    stopReserving.abort(reason);
     abort?.(reason);
   };
   const guard = <T>(pending: Promise<T>): Promise<T> => {
@@ -148,21 +154,27 @@ export async function serveWatch(
   call.once("cancelled", () => stop(CANCELLED));
   void watch.ended.then(stop);
   // Writes the transport has not taken yet (their callbacks are pending), and their bytes.
+  // Each holds its bytes of the server-wide stream buffer until the transport takes it.
   let unflushed = 0;
   let unflushedBytes = 0;
   let writeError: Error | undefined;
   let onFlushed: (() => void) | undefined;
-  const flushed = (err?: Error | null) => {
-    unflushed--;
-    if (err) writeError ??= err;
-    if (unflushed === 0) onFlushed?.();
-  };
+  const held = new Set<Reservation>();
   try {
     for (;;) {
       const set = await guard(watch.take());
+      const reservation = await streams.reserve(set.bytes, stopReserving.signal);
+      held.add(reservation);
+      if (stoppedWith !== undefined) throw stoppedWith;
       unflushed++;
       unflushedBytes += set.bytes;
-      const more = call.write(watchResponse(set, request.includeValues), flushed);
+      const more = call.write(watchResponse(set, request.includeValues), (err?: Error | null) => {
+        reservation.release();
+        held.delete(reservation);
+        unflushed--;
+        if (err) writeError ??= err;
+        if (unflushed === 0) onFlushed?.();
+      });
       metrics.eventsSent.inc(labels, set.changes.length);
       if (more && unflushedBytes <= MAX_UNFLUSHED_BYTES) continue;
       // The transport holds enough of this watcher's: take nothing more until it took it all.
@@ -181,6 +193,7 @@ export async function serveWatch(
     if (isEngineError(err, "OutOfRange")) metrics.endedBehind.inc(labels);
     throw err;
   } finally {
+    for (const reservation of held) reservation.release();
     watch.close();
     metrics.open.dec(labels);
   }

@@ -272,6 +272,31 @@ describe("open partition limit", () => {
   });
 });
 
+describe("server-wide stream limits", () => {
+  test("a watch counts as an open stream: beyond --max-streams it is refused with RESOURCE_EXHAUSTED", async () => {
+    const server = await startTestServer(["--max-streams", "2"]);
+    const watches: Watching[] = [];
+    try {
+      const { client } = server;
+      watches.push(new Watching(client, {}), new Watching(client, {}));
+      await waitUntil(
+        async () => metricValue(await server.metrics(), "metadata_streams_open") === 2,
+        "two open streams",
+      );
+      const refused = new Watching(client, {});
+      const err = await refused.error();
+      assert.equal(err.code, status.RESOURCE_EXHAUSTED, err.details);
+      assert.match(err.details ?? "", /too many open streams/);
+      // The open ones still work.
+      const put = await client.put(utf8("k"), utf8("v"));
+      assert.equal((await watches[0]?.next())?.version, put.version);
+    } finally {
+      for (const w of watches) w.close();
+      await server.stop();
+    }
+  });
+});
+
 describe("shutdown", () => {
   test("ends every watch with UNAVAILABLE at once, without waiting out the grace period", async () => {
     const server = await startTestServer(["--shutdown-grace-ms", "20000"]);
