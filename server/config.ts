@@ -38,7 +38,8 @@
  *                                 (per Write stream: key and value bytes of those requests)
  *   --watch-history-syncs N       METADATA_WATCH_HISTORY_SYNCS     4096     (per partition: committed syncs
  *                                                                             a Watch can resume from)
- *   --watch-history-bytes N       METADATA_WATCH_HISTORY_BYTES     16777216 (per partition: bytes of them)
+ *   --watch-history-bytes N       METADATA_WATCH_HISTORY_BYTES     4194304  (per partition: bytes of them;
+ *                                                                             open partitions only)
  *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
  *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000
  *   --tls-cert FILE, --tls-key FILE  METADATA_TLS_CERT, METADATA_TLS_KEY  none (insecure)
@@ -388,7 +389,7 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     writeStreamMaxInFlight: int("write-stream-max-in-flight", 1024, 1, 1_000_000),
     writeStreamMaxInFlightBytes: int("write-stream-max-in-flight-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
     watchHistorySyncs: int("watch-history-syncs", 4096, 1, 100_000_000),
-    watchHistoryBytes: int("watch-history-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
+    watchHistoryBytes: int("watch-history-bytes", 4 * 1024 * 1024, 1, 2 ** 40),
     maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),
     shutdownGraceMs: int("shutdown-grace-ms", 10_000, 0, 3_600_000),
     tls: tlsCert === "" ? undefined : { certFile: tlsCert, keyFile: tlsKey },

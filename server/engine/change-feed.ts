@@ -56,7 +56,7 @@ export interface ChangeFeedOptions {
 /** Defaults of ChangeFeedOptions (see server/config.ts). */
 export const DEFAULT_CHANGE_FEED_OPTIONS: ChangeFeedOptions = {
   historyMaxSyncs: 4096,
-  historyMaxBytes: 16 * 1024 * 1024,
+  historyMaxBytes: 4 * 1024 * 1024,
 };
 
 /** Memory of one change beside its key and value bytes, as counted against the history. */
