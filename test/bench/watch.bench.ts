@@ -2,7 +2,7 @@
  * Watch benchmark: what recording committed changes costs the write path, and what watchers cost
  * a loaded server.
  *
- *   npx tsx test/bench/watch.bench.ts [--quick] [--no-server]
+ *   npm run bench:watch [-- --quick] [-- --no-server]
  *
  * 1. Record cost (in process, memory storage): for stores of 10,000 and 100,000 keys, syncs that
  *    change 1, 100 and 1,000 keys; the time of `ChangeFeed.record` (the diff of two committed
