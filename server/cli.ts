@@ -43,7 +43,7 @@ export const DEFAULT_ADDRESS = "127.0.0.1:50051";
 
 /** Text of `help`. */
 export const CLI_USAGE = `usage: npm run cli -- COMMAND [ARGS] [OPTIONS]
-   or: node --import tsx server/cli.ts COMMAND [ARGS] [OPTIONS]
+   or: node dist/server/cli.js COMMAND [ARGS] [OPTIONS] (after npm run build)
 
 Commands:
   serve [SERVER FLAGS]  run the server, as npm start does ("serve --help" lists the flags)

@@ -88,11 +88,12 @@ import {
   writeSync,
 } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, connect as tcpConnect } from "node:net";
+import { connect as tcpConnect } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../support/ports.js";
 import {
   type Column,
   formatCount,
@@ -452,19 +453,6 @@ function run(
       children.delete(child);
       if (code === 0) resolvePromise(stdout);
       else reject(new Error(`${command} ${args.join(" ")} exited ${code ?? signal}\n${stderr.trim()}`));
-    });
-  });
-}
-
-/** A free TCP port on 127.0.0.1 (free when asked; the caller binds it right after). */
-function freePort(): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolvePromise(port));
     });
   });
 }

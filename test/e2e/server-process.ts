@@ -18,8 +18,9 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../support/ports.js";
 
 /** Root of the repository, the working directory of every child. */
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -40,18 +41,6 @@ export interface ServerProcessOptions {
   entry?: string[];
   /** Longest wait for the server to accept connections; default 30 s. */
   startTimeoutMs?: number;
-}
-
-/** A free TCP port on 127.0.0.1 (free when this resolves; nothing holds it afterwards). */
-export async function freePort(): Promise<number> {
-  const probe = createServer();
-  probe.listen(0, "127.0.0.1");
-  await once(probe, "listening");
-  const address = probe.address();
-  const port = typeof address === "object" && address !== null ? address.port : 0;
-  await new Promise<void>((resolve, reject) => probe.close((err) => (err ? reject(err) : resolve())));
-  if (port === 0) throw new Error("could not find a free port");
-  return port;
 }
 
 /** Resolves once `port` on 127.0.0.1 accepts a TCP connection; false if it refused. */

@@ -24,7 +24,6 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -32,6 +31,7 @@ import { status } from "@grpc/grpc-js";
 import { Durability, MetadataClient } from "../../clients/ts/metadata-client.js";
 import { parseConfig } from "../../server/config.js";
 import { type RunningService, startService } from "../../server/service.js";
+import { freePort } from "../support/ports.js";
 import { metricValue, u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
 import {
@@ -251,18 +251,6 @@ async function writeThroughGrpc(client: MetadataClient, partition: string): Prom
   await client.put(u64(9n), value(90, 24), buffered);
   model.set(9n, value(90, 24));
   return model;
-}
-
-/** A port on 127.0.0.1 that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  assert.ok(address !== null && typeof address === "object");
-  server.close();
-  await once(server, "close");
-  return address.port;
 }
 
 interface ChildServer {
