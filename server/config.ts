@@ -1,129 +1,551 @@
 /**
- * Config: every flag and environment variable of the server, with its unit and default, parsed
- * in one place. A flag wins over its environment variable, which wins over the default.
- *
- *   flag                          env                              default
- *   --data-dir DIR                METADATA_DATA_DIR                ./data
- *   --listen HOST:PORT            METADATA_LISTEN                  127.0.0.1:50051
- *   --metrics-listen HOST:PORT    METADATA_METRICS_LISTEN          127.0.0.1:9464 ("" or "off": none)
- *   --default-partition NAME      METADATA_DEFAULT_PARTITION       default
- *   --default-key-codec CODEC     METADATA_DEFAULT_KEY_CODEC       variable  (fixed:N | variable)
- *   --partition-key-codec N=CODEC METADATA_PARTITION_KEY_CODECS    none      (repeatable; env: comma-separated)
- *   --blob-layout v0|v1           METADATA_BLOB_LAYOUT             v1       (layout of new partitions;
- *                                                                             v0 for a 2026.4.0 node)
- *   --partition-blob-layout N=L   METADATA_PARTITION_BLOB_LAYOUTS  none      (repeatable; env: comma-separated)
- *   --no-change-sync MODE         METADATA_NO_CHANGE_SYNC          auto     (auto | bump | skip: a sync
- *                                                                             with nothing to write bumps
- *                                                                             the version as 2026.4.0, or
- *                                                                             writes nothing as 2026.7+;
- *                                                                             auto: skip on V1, bump on V0)
- *   --max-value-bytes N           METADATA_MAX_VALUE_BYTES         1048576
- *   --flush-interval-ms N         METADATA_FLUSH_INTERVAL_MS       100
- *   --batch-max-mutations N       METADATA_BATCH_MAX_MUTATIONS     10000
- *   --batch-max-bytes N           METADATA_BATCH_MAX_BYTES         16777216
- *   --batch-max-delay-ms N        METADATA_BATCH_MAX_DELAY_MS      0
- *   --max-queued-operations N     METADATA_MAX_QUEUED_OPERATIONS   100000   (per partition: calls
- *                                                                             waiting for an answer)
- *   --max-concurrent-streams N    METADATA_MAX_CONCURRENT_STREAMS  128      (per connection)
- *   --max-streams N               METADATA_MAX_STREAMS             1000     (server-wide open Keys,
- *                                                                             Write, Watch streams)
- *   --stream-buffer-bytes N       METADATA_STREAM_BUFFER_BYTES     67108864 (server-wide streamed bytes
- *                                                                             not yet taken by clients)
- *   --max-open-partitions N       METADATA_MAX_OPEN_PARTITIONS     256      (least recently used idle
- *                                                                             ones are closed beyond it)
- *   --max-partitions N            METADATA_MAX_PARTITIONS          10000    (creating more is refused)
- *   --write-stream-max-in-flight N        METADATA_WRITE_STREAM_MAX_IN_FLIGHT        1024
- *                                 (per Write stream: requests read and not yet answered)
- *   --write-stream-max-in-flight-bytes N  METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES  16777216
- *                                 (per Write stream: key and value bytes of those requests)
- *   --watch-history-syncs N       METADATA_WATCH_HISTORY_SYNCS     4096     (per partition: committed syncs
- *                                                                             a Watch can resume from)
- *   --watch-history-bytes N       METADATA_WATCH_HISTORY_BYTES     4194304  (per partition: bytes of them;
- *                                                                             open partitions only)
- *   --max-message-bytes N         METADATA_MAX_MESSAGE_BYTES       33554432
- *   --shutdown-grace-ms N         METADATA_SHUTDOWN_GRACE_MS       10000
- *   --tls-cert FILE, --tls-key FILE  METADATA_TLS_CERT, METADATA_TLS_KEY  none (insecure)
- *   --tls-client-ca FILE          METADATA_TLS_CLIENT_CA           none     (PEM CA bundle: require and
- *                                                                             verify client certificates)
- *   --auth-tokens FILE            METADATA_AUTH_TOKENS             none     (JSON, server/auth/policy.ts;
- *                                                                             reloaded on SIGHUP)
- *   --allow-unauthenticated       METADATA_ALLOW_UNAUTHENTICATED   off      (no value; env: 1/true)
- *   --reflection on|off           METADATA_REFLECTION              on
- *   --metrics-tls-cert FILE, --metrics-tls-key FILE
- *                                 METADATA_METRICS_TLS_CERT/_KEY   none     (HTTPS for /metrics, /healthz)
- *   --metrics-token-file FILE     METADATA_METRICS_TOKEN_FILE      none     (hex SHA-256 of the bearer
- *                                                                             token /metrics requires;
- *                                                                             reloaded on SIGHUP)
- *   --storage filesystem|etcd     METADATA_STORAGE                 filesystem (--data-dir, or an etcd
- *                                                                             cluster: see below)
- *   --etcd-endpoints H:P,...      METADATA_ETCD_ENDPOINTS          none     (required with --storage etcd)
- *   --etcd-prefix P               METADATA_ETCD_PREFIX             metadata (keys under P/; no trailing '/')
- *   --etcd-lease-ttl-seconds N    METADATA_ETCD_LEASE_TTL_SECONDS  10       (ownership lease: how long a dead
- *                                                                             owner holds the partitions)
- *   --advertise-address H:P       METADATA_ADVERTISE_ADDRESS       the listen address, bound port
- *                                                                            (how standbys name the owner)
+ * Config: every flag of the server in one table (`FLAGS`): its environment variable, default,
+ * unit, description and parser. The command line is read by Node's `util.parseArgs`; `--help`
+ * (`USAGE`) and the README's configuration table (`npm run docs:config`) are generated from the
+ * table, so adding a flag is one entry there.
  *
  * Invariants:
- * - `parseConfig` either returns a complete, valid configuration or throws a `ConfigError`
- *   naming the flag and the bad value.
+ * - A flag wins over its environment variable (an empty variable counts as unset), which wins
+ *   over the default. Defaults are written once, as text, and go through the same parser as user
+ *   input, so a default can never be a value the flag would refuse.
+ * - `parseConfig` either returns a complete, valid configuration or throws a `ConfigError` with
+ *   a one-line message naming the flag and the bad value.
+ * - A flag given twice is refused, except a `repeatable` one (whose variable is comma-separated).
  * - Without authentication (no --auth-tokens and no --tls-client-ca for gRPC, no
  *   --metrics-token-file for /metrics) only loopback addresses are accepted, unless
  *   --allow-unauthenticated is given: the error says so in one line.
+ *
+ * Adding a flag: add an entry to `FLAGS`; its key becomes the field of `ServerConfig` and the
+ * type of that field is what `parse` returns. Then run `npm run docs:config` to update README.md.
  */
+import { parseArgs } from "node:util";
 import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
 import type { NoChangeSync } from "./store/metadata.js";
 import { type BlobLayout, parseBlobLayout } from "./store/storage/blob-header.js";
 import { isValidPartitionName } from "./store/storage/storage.js";
 
-/** The server's whole configuration. */
-export interface ServerConfig {
-  dataDir: string;
-  listen: string;
-  /** Host and port of the HTTP endpoint, or undefined for none. */
-  metricsListen: { host: string; port: number } | undefined;
-  defaultPartition: string;
-  defaultKeyCodec: KeyCodec;
-  keyCodecs: Map<string, KeyCodec>;
-  /** Layout of the blobs of partitions created from now on; existing ones keep theirs. */
-  blobLayout: BlobLayout;
-  /** Layout of new partitions per partition name, overriding `blobLayout`. */
-  blobLayouts: Map<string, BlobLayout>;
-  /** What a sync with nothing to write does; undefined: by the partition's layout (V1 skip, V0 bump). */
-  noChangeSync: NoChangeSync | undefined;
-  maxValueBytes: number;
-  flushIntervalMs: number;
-  batchMaxMutations: number;
-  batchMaxBytes: number;
-  batchMaxDelayMs: number;
-  maxQueuedOperations: number;
-  maxConcurrentStreams: number;
-  maxOpenPartitions: number;
-  maxPartitions: number;
-  maxStreams: number;
-  streamBufferBytes: number;
-  writeStreamMaxInFlight: number;
-  writeStreamMaxInFlightBytes: number;
-  /** Most committed syncs (that changed something) kept per partition for Watch to resume from. */
-  watchHistorySyncs: number;
-  /** Most bytes of those (keys, values and a fixed overhead per change) per partition. */
-  watchHistoryBytes: number;
-  maxMessageBytes: number;
-  shutdownGraceMs: number;
+/** A bad flag or environment value. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** One flag of the table. */
+export interface FlagSpec<T> {
+  /** Name on the command line, without the leading `--`. */
+  flag: string;
+  /** Environment variable read when the flag is absent. */
+  env: string;
+  /** Placeholder of the value in `--help` and the README (`N`, `DIR`, `HOST:PORT`). */
+  value: string;
+  /** Default, as text given to `parse`; undefined: the flag is unset unless given. */
+  default: string | undefined;
+  /** How the default reads in `--help` and the README, when the text alone would not say. */
+  defaultShown?: string;
+  /** Unit of the value (`bytes`, `ms`), if any. */
+  unit?: string;
+  /** One line: what the flag sets. */
+  description: string;
+  /** May be given several times; its environment variable is then comma-separated. */
+  repeatable?: boolean;
+  /** Takes no value on the command line (given: "true"); its variable takes 1/true/0/false. */
+  boolean?: boolean;
+  /** Turns the given texts (one unless `repeatable`; none when unset) into the value. @throws ConfigError */
+  parse(texts: readonly string[], name: string): T;
+}
+
+function spec<T>(flag: FlagSpec<T>): FlagSpec<T> {
+  return flag;
+}
+
+/** The one text of a non-repeatable flag, or undefined when it is unset or empty. */
+function single(texts: readonly string[]): string | undefined {
+  const value = texts[0];
+  return value === "" ? undefined : value;
+}
+
+/** A text flag with a default (never undefined). */
+function text(texts: readonly string[]): string {
+  return single(texts) ?? "";
+}
+
+/** A switch: one of `on` (true) or `off` (false), case-insensitive. */
+function choice(on: string[], off: string[]): (texts: readonly string[], name: string) => boolean {
+  return (texts, name) => {
+    const value = text(texts).trim().toLowerCase();
+    if (on.includes(value)) return true;
+    if (off.includes(value)) return false;
+    throw new ConfigError(`--${name}: ${JSON.stringify(value)} is not one of ${[...on, ...off].join(", ")}`);
+  };
+}
+
+/** An integer flag in min..max. */
+function integer(min: number, max: number): (texts: readonly string[], name: string) => number {
+  return (texts, name) => {
+    const value = text(texts);
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new ConfigError(`--${name}: ${JSON.stringify(value)} is not an integer in ${min}..${max}`);
+    }
+    return n;
+  };
+}
+
+function partitionName(name: string, value: string): string {
+  if (!isValidPartitionName(value)) {
+    throw new ConfigError(`--${name}: invalid partition name ${JSON.stringify(value)}: use [A-Za-z0-9_-]+`);
+  }
+  return value;
+}
+
+function blobLayout(name: string, value: string): BlobLayout {
+  try {
+    return parseBlobLayout(value);
+  } catch (err) {
+    throw new ConfigError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
+function keyCodec(name: string, value: string): KeyCodec {
+  try {
+    return parseKeyCodec(value);
+  } catch (err) {
+    throw new ConfigError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
+/** Parses `HOST:PORT` (an IPv6 host in brackets). @throws ConfigError */
+function hostPort(name: string, value: string): { host: string; port: number; text: string } {
+  const match = /^(.*):(\d+)$/.exec(value);
+  const port = Number(match?.[2]);
+  if (match === null || match[1] === "" || port > 65535) {
+    throw new ConfigError(`--${name}: ${JSON.stringify(value)} is not HOST:PORT`);
+  }
+  return { host: (match[1] as string).replace(/^\[(.*)\]$/, "$1"), port, text: value };
+}
+
+/**
+ * Every flag of the server; see the module comment. The order is the order of `--help` and of
+ * the README table.
+ */
+export const FLAGS = {
+  dataDir: spec({
+    flag: "data-dir",
+    env: "METADATA_DATA_DIR",
+    value: "DIR",
+    default: "./data",
+    description: "directory holding one subdirectory per partition",
+    parse: text,
+  }),
+  listen: spec({
+    flag: "listen",
+    env: "METADATA_LISTEN",
+    value: "HOST:PORT",
+    default: "127.0.0.1:50051",
+    description: "gRPC address (port 0: any free port)",
+    parse: (texts, name) => hostPort(name, text(texts)).text,
+  }),
+  metricsListen: spec({
+    flag: "metrics-listen",
+    env: "METADATA_METRICS_LISTEN",
+    value: "HOST:PORT",
+    default: "127.0.0.1:9464",
+    description: "HTTP address of /metrics and /healthz, or `off`",
+    parse: (texts, name): { host: string; port: number } | undefined => {
+      const value = text(texts);
+      if (value === "" || value === "off") return undefined;
+      const { host, port } = hostPort(name, value);
+      return { host, port };
+    },
+  }),
+  defaultPartition: spec({
+    flag: "default-partition",
+    env: "METADATA_DEFAULT_PARTITION",
+    value: "NAME",
+    default: "default",
+    description: "partition of requests that name none",
+    parse: (texts, name) => partitionName(name, text(texts)),
+  }),
+  defaultKeyCodec: spec({
+    flag: "default-key-codec",
+    env: "METADATA_DEFAULT_KEY_CODEC",
+    value: "fixed:N|variable",
+    default: "variable",
+    description: "key codec of new partitions",
+    parse: (texts, name) => keyCodec(name, text(texts)),
+  }),
+  keyCodecs: spec({
+    flag: "partition-key-codec",
+    env: "METADATA_PARTITION_KEY_CODECS",
+    value: "NAME=CODEC",
+    default: undefined,
+    defaultShown: "none",
+    description: "key codec of one partition (repeatable; env: comma-separated)",
+    repeatable: true,
+    parse: (texts, name) => {
+      const codecs = new Map<string, KeyCodec>();
+      for (const entry of texts) {
+        const eq = entry.indexOf("=");
+        if (eq <= 0) throw new ConfigError(`--${name}: ${JSON.stringify(entry)} is not NAME=CODEC`);
+        codecs.set(partitionName(name, entry.slice(0, eq)), keyCodec(name, entry.slice(eq + 1)));
+      }
+      return codecs;
+    },
+  }),
+  blobLayout: spec({
+    flag: "blob-layout",
+    env: "METADATA_BLOB_LAYOUT",
+    value: "v0|v1",
+    default: "v1",
+    description: "blob layout of new partitions (v0 for a 2026.4.0 node); existing ones keep theirs",
+    parse: (texts, name) => blobLayout(name, text(texts)),
+  }),
+  blobLayouts: spec({
+    flag: "partition-blob-layout",
+    env: "METADATA_PARTITION_BLOB_LAYOUTS",
+    value: "NAME=v0|v1",
+    default: undefined,
+    defaultShown: "none",
+    description: "blob layout of one new partition (repeatable; env: comma-separated)",
+    repeatable: true,
+    parse: (texts, name) => {
+      const layouts = new Map<string, BlobLayout>();
+      for (const entry of texts) {
+        const eq = entry.indexOf("=");
+        if (eq <= 0) throw new ConfigError(`--${name}: ${JSON.stringify(entry)} is not NAME=v0|v1`);
+        layouts.set(partitionName(name, entry.slice(0, eq)), blobLayout(name, entry.slice(eq + 1)));
+      }
+      return layouts;
+    },
+  }),
+  noChangeSync: spec({
+    flag: "no-change-sync",
+    env: "METADATA_NO_CHANGE_SYNC",
+    value: "auto|bump|skip",
+    default: "auto",
+    description:
+      "a sync with nothing to write bumps the version (as 2026.4.0) or writes nothing (as 2026.7+); auto: skip on v1, bump on v0",
+    parse: (texts, name): NoChangeSync | undefined => {
+      const value = text(texts);
+      if (value === "auto") return undefined;
+      if (value === "bump" || value === "skip") return value;
+      throw new ConfigError(`--${name}: ${JSON.stringify(value)} is not auto, bump or skip`);
+    },
+  }),
+  maxValueBytes: spec({
+    flag: "max-value-bytes",
+    env: "METADATA_MAX_VALUE_BYTES",
+    value: "N",
+    default: "1048576",
+    unit: "bytes",
+    description: "largest value a write may store",
+    parse: integer(0, MAX_VALUE_BYTES),
+  }),
+  flushIntervalMs: spec({
+    flag: "flush-interval-ms",
+    env: "METADATA_FLUSH_INTERVAL_MS",
+    value: "N",
+    default: "100",
+    unit: "ms",
+    description: "longest time a buffered write waits for its sync",
+    parse: integer(1, 3_600_000),
+  }),
+  batchMaxMutations: spec({
+    flag: "batch-max-mutations",
+    env: "METADATA_BATCH_MAX_MUTATIONS",
+    value: "N",
+    default: "10000",
+    unit: "mutations",
+    description: "most mutations one sync commits (also the largest Commit)",
+    parse: integer(1, 10_000_000),
+  }),
+  batchMaxBytes: spec({
+    flag: "batch-max-bytes",
+    env: "METADATA_BATCH_MAX_BYTES",
+    value: "N",
+    default: "16777216",
+    unit: "bytes",
+    description: "most key and value bytes one sync commits",
+    parse: integer(1, 2 ** 40),
+  }),
+  batchMaxDelayMs: spec({
+    flag: "batch-max-delay-ms",
+    env: "METADATA_BATCH_MAX_DELAY_MS",
+    value: "N",
+    default: "0",
+    unit: "ms",
+    description: "extra time a sync waits to gather more mutations",
+    parse: integer(0, 60_000),
+  }),
+  maxQueuedOperations: spec({
+    flag: "max-queued-operations",
+    env: "METADATA_MAX_QUEUED_OPERATIONS",
+    value: "N",
+    default: "100000",
+    unit: "calls per partition",
+    description: "calls waiting for an answer before RESOURCE_EXHAUSTED",
+    parse: integer(1, 100_000_000),
+  }),
+  maxConcurrentStreams: spec({
+    flag: "max-concurrent-streams",
+    env: "METADATA_MAX_CONCURRENT_STREAMS",
+    value: "N",
+    default: "128",
+    unit: "streams per connection",
+    description: "concurrent calls on one HTTP/2 connection",
+    parse: integer(1, 1_000_000),
+  }),
+  maxStreams: spec({
+    flag: "max-streams",
+    env: "METADATA_MAX_STREAMS",
+    value: "N",
+    default: "1000",
+    unit: "streams",
+    description: "server-wide open Keys, Write and Watch streams",
+    parse: integer(1, 10_000_000),
+  }),
+  streamBufferBytes: spec({
+    flag: "stream-buffer-bytes",
+    env: "METADATA_STREAM_BUFFER_BYTES",
+    value: "N",
+    default: "67108864",
+    unit: "bytes",
+    description: "server-wide streamed bytes not yet taken by clients",
+    parse: integer(1024, 2 ** 40),
+  }),
+  maxOpenPartitions: spec({
+    flag: "max-open-partitions",
+    env: "METADATA_MAX_OPEN_PARTITIONS",
+    value: "N",
+    default: "256",
+    unit: "partitions",
+    description: "open partitions; least recently used idle ones are closed beyond it",
+    parse: integer(1, 1_000_000),
+  }),
+  maxPartitions: spec({
+    flag: "max-partitions",
+    env: "METADATA_MAX_PARTITIONS",
+    value: "N",
+    default: "10000",
+    unit: "partitions",
+    description: "partitions in all; creating more is refused",
+    parse: integer(1, 100_000_000),
+  }),
+  writeStreamMaxInFlight: spec({
+    flag: "write-stream-max-in-flight",
+    env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT",
+    value: "N",
+    default: "1024",
+    unit: "requests per Write stream",
+    description: "requests read from a Write stream and not yet answered",
+    parse: integer(1, 1_000_000),
+  }),
+  writeStreamMaxInFlightBytes: spec({
+    flag: "write-stream-max-in-flight-bytes",
+    env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES",
+    value: "N",
+    default: "16777216",
+    unit: "bytes per Write stream",
+    description: "key and value bytes of those requests",
+    parse: integer(1, 2 ** 40),
+  }),
+  watchHistorySyncs: spec({
+    flag: "watch-history-syncs",
+    env: "METADATA_WATCH_HISTORY_SYNCS",
+    value: "N",
+    default: "4096",
+    unit: "syncs per partition",
+    description: "committed syncs a Watch can resume from",
+    parse: integer(1, 100_000_000),
+  }),
+  watchHistoryBytes: spec({
+    flag: "watch-history-bytes",
+    env: "METADATA_WATCH_HISTORY_BYTES",
+    value: "N",
+    default: "4194304",
+    unit: "bytes per partition",
+    description: "bytes of that history (open partitions only)",
+    parse: integer(1, 2 ** 40),
+  }),
+  maxMessageBytes: spec({
+    flag: "max-message-bytes",
+    env: "METADATA_MAX_MESSAGE_BYTES",
+    value: "N",
+    default: "33554432",
+    unit: "bytes",
+    description: "largest gRPC message received or sent",
+    parse: integer(1024, 2 ** 31 - 1),
+  }),
+  shutdownGraceMs: spec({
+    flag: "shutdown-grace-ms",
+    env: "METADATA_SHUTDOWN_GRACE_MS",
+    value: "N",
+    default: "10000",
+    unit: "ms",
+    description: "longest wait for in-flight calls on SIGTERM/SIGINT",
+    parse: integer(0, 3_600_000),
+  }),
+  tlsCert: spec({
+    flag: "tls-cert",
+    env: "METADATA_TLS_CERT",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (insecure)",
+    description: "PEM certificate chain; with --tls-key, serves TLS",
+    parse: single,
+  }),
+  tlsKey: spec({
+    flag: "tls-key",
+    env: "METADATA_TLS_KEY",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (insecure)",
+    description: "PEM private key of --tls-cert",
+    parse: single,
+  }),
+  tlsClientCaFile: spec({
+    flag: "tls-client-ca",
+    env: "METADATA_TLS_CLIENT_CA",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (client certificates not asked for)",
+    description: "PEM CA bundle: require and verify client certificates (mutual TLS)",
+    parse: single,
+  }),
+  authTokensFile: spec({
+    flag: "auth-tokens",
+    env: "METADATA_AUTH_TOKENS",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (no authentication)",
+    description: "tokens file (JSON, server/auth/policy.ts), reloaded on SIGHUP",
+    parse: single,
+  }),
+  allowUnauthenticated: spec({
+    flag: "allow-unauthenticated",
+    env: "METADATA_ALLOW_UNAUTHENTICATED",
+    value: "",
+    default: "false",
+    defaultShown: "off",
+    description: "serve a non-loopback address without authentication (no value; env: 1/true)",
+    boolean: true,
+    parse: choice(["true", "1"], ["false", "0"]),
+  }),
+  reflection: spec({
+    flag: "reflection",
+    env: "METADATA_REFLECTION",
+    value: "on|off",
+    default: "on",
+    description: "serve gRPC server reflection",
+    parse: choice(["on", "true", "1"], ["off", "false", "0"]),
+  }),
+  metricsTlsCert: spec({
+    flag: "metrics-tls-cert",
+    env: "METADATA_METRICS_TLS_CERT",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (HTTP)",
+    description: "PEM certificate chain; with --metrics-tls-key, HTTPS for /metrics and /healthz",
+    parse: single,
+  }),
+  metricsTlsKey: spec({
+    flag: "metrics-tls-key",
+    env: "METADATA_METRICS_TLS_KEY",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (HTTP)",
+    description: "PEM private key of --metrics-tls-cert",
+    parse: single,
+  }),
+  metricsTokenFile: spec({
+    flag: "metrics-token-file",
+    env: "METADATA_METRICS_TOKEN_FILE",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (open)",
+    description: "hex SHA-256 of the bearer token /metrics requires, reloaded on SIGHUP",
+    parse: single,
+  }),
+  storage: spec({
+    flag: "storage",
+    env: "METADATA_STORAGE",
+    value: "filesystem|etcd",
+    default: "filesystem",
+    description: "where blobs live: files under --data-dir, or an etcd cluster (--etcd-*)",
+    parse: (texts, name): "filesystem" | "etcd" => {
+      const value = text(texts);
+      if (value === "filesystem" || value === "etcd") return value;
+      throw new ConfigError(`--${name}: ${JSON.stringify(value)} is not one of filesystem, etcd`);
+    },
+  }),
+  etcdEndpoints: spec({
+    flag: "etcd-endpoints",
+    env: "METADATA_ETCD_ENDPOINTS",
+    value: "HOST:PORT,...",
+    default: undefined,
+    defaultShown: "none",
+    description: "etcd client endpoints, comma-separated (required with --storage etcd)",
+    parse: (texts, name) => {
+      const endpoints = (single(texts) ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s !== "");
+      for (const endpoint of endpoints) hostPort(name, endpoint);
+      return endpoints;
+    },
+  }),
+  etcdPrefix: spec({
+    flag: "etcd-prefix",
+    env: "METADATA_ETCD_PREFIX",
+    value: "P",
+    default: "metadata",
+    description: "etcd keys live under P/ (no trailing '/')",
+    parse: text,
+  }),
+  etcdLeaseTtlSeconds: spec({
+    flag: "etcd-lease-ttl-seconds",
+    env: "METADATA_ETCD_LEASE_TTL_SECONDS",
+    value: "N",
+    default: "10",
+    unit: "s",
+    description: "ownership lease: how long a dead owner holds the partitions",
+    parse: integer(2, 3600),
+  }),
+  advertiseAddress: spec({
+    flag: "advertise-address",
+    env: "METADATA_ADVERTISE_ADDRESS",
+    value: "HOST:PORT",
+    default: undefined,
+    defaultShown: "the listen address, bound port",
+    description: "how clients and standbys reach this server",
+    parse: (texts, name) => {
+      const value = single(texts);
+      if (value !== undefined) hostPort(name, value);
+      return value;
+    },
+  }),
+} as const;
+
+type Flags = typeof FLAGS;
+
+/** The values of the flags, one field per entry of `FLAGS`. */
+export type FlagValues = { -readonly [K in keyof Flags]: ReturnType<Flags[K]["parse"]> };
+
+/** Flags that `parseConfig` folds into one field of `ServerConfig` (`tls`, `metricsTls`, `etcd`). */
+type FoldedFlags =
+  | "tlsCert"
+  | "tlsKey"
+  | "metricsTlsCert"
+  | "metricsTlsKey"
+  | "storage"
+  | "etcdEndpoints"
+  | "etcdPrefix"
+  | "etcdLeaseTtlSeconds";
+
+/** The server's whole configuration: the flags, with each pair of TLS files as one optional pair. */
+export interface ServerConfig extends Omit<FlagValues, FoldedFlags> {
   tls: { certFile: string; keyFile: string } | undefined;
-  /** CA bundle verifying client certificates (mutual TLS); certificates are optional when absent. */
-  tlsClientCaFile: string | undefined;
-  /** Tokens file of bearer tokens and certificate grants; no authentication when absent. */
-  authTokensFile: string | undefined;
-  /** Serve without authentication on a non-loopback address. */
-  allowUnauthenticated: boolean;
-  /** Serve gRPC server reflection. */
-  reflection: boolean;
   /** HTTPS for the metrics listener; plain HTTP when absent. */
   metricsTls: { certFile: string; keyFile: string } | undefined;
-  /** File holding the hex SHA-256 of the bearer token /metrics requires; /metrics open when absent. */
-  metricsTokenFile: string | undefined;
-  /** How clients reach this server, host:port; undefined: the listen address with the bound port. */
-  advertiseAddress: string | undefined;
   /** Blobs in an etcd cluster instead of files under `dataDir` (`--storage etcd`); absent: files. */
   etcd: EtcdConfig | undefined;
 }
@@ -138,270 +560,143 @@ export interface EtcdConfig {
   leaseTtlSeconds: number;
 }
 
-/** A bad flag or environment value. */
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
+const ENTRIES = Object.entries(FLAGS) as [keyof Flags, FlagSpec<unknown>][];
+
+/** `--flag VALUE` as shown in `--help` and the README. */
+export function flagSynopsis(flag: FlagSpec<unknown>): string {
+  return flag.value === "" ? `--${flag.flag}` : `--${flag.flag} ${flag.value}`;
 }
 
-interface FlagSpec {
-  env: string;
-  repeatable?: boolean;
-  /** Takes no value on the command line (its env var takes 1/true/0/false). */
-  boolean?: boolean;
+/** The default as shown in `--help` and the README. */
+export function defaultText(flag: FlagSpec<unknown>): string {
+  return flag.defaultShown ?? flag.default ?? "none";
 }
 
-const FLAGS: Record<string, FlagSpec> = {
-  "data-dir": { env: "METADATA_DATA_DIR" },
-  listen: { env: "METADATA_LISTEN" },
-  "metrics-listen": { env: "METADATA_METRICS_LISTEN" },
-  "default-partition": { env: "METADATA_DEFAULT_PARTITION" },
-  "default-key-codec": { env: "METADATA_DEFAULT_KEY_CODEC" },
-  "partition-key-codec": { env: "METADATA_PARTITION_KEY_CODECS", repeatable: true },
-  "blob-layout": { env: "METADATA_BLOB_LAYOUT" },
-  "partition-blob-layout": { env: "METADATA_PARTITION_BLOB_LAYOUTS", repeatable: true },
-  "no-change-sync": { env: "METADATA_NO_CHANGE_SYNC" },
-  "max-value-bytes": { env: "METADATA_MAX_VALUE_BYTES" },
-  "flush-interval-ms": { env: "METADATA_FLUSH_INTERVAL_MS" },
-  "batch-max-mutations": { env: "METADATA_BATCH_MAX_MUTATIONS" },
-  "batch-max-bytes": { env: "METADATA_BATCH_MAX_BYTES" },
-  "batch-max-delay-ms": { env: "METADATA_BATCH_MAX_DELAY_MS" },
-  "max-queued-operations": { env: "METADATA_MAX_QUEUED_OPERATIONS" },
-  "max-concurrent-streams": { env: "METADATA_MAX_CONCURRENT_STREAMS" },
-  "max-streams": { env: "METADATA_MAX_STREAMS" },
-  "stream-buffer-bytes": { env: "METADATA_STREAM_BUFFER_BYTES" },
-  "max-open-partitions": { env: "METADATA_MAX_OPEN_PARTITIONS" },
-  "max-partitions": { env: "METADATA_MAX_PARTITIONS" },
-  "write-stream-max-in-flight": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT" },
-  "write-stream-max-in-flight-bytes": { env: "METADATA_WRITE_STREAM_MAX_IN_FLIGHT_BYTES" },
-  "watch-history-syncs": { env: "METADATA_WATCH_HISTORY_SYNCS" },
-  "watch-history-bytes": { env: "METADATA_WATCH_HISTORY_BYTES" },
-  "max-message-bytes": { env: "METADATA_MAX_MESSAGE_BYTES" },
-  "shutdown-grace-ms": { env: "METADATA_SHUTDOWN_GRACE_MS" },
-  "tls-cert": { env: "METADATA_TLS_CERT" },
-  "tls-key": { env: "METADATA_TLS_KEY" },
-  "tls-client-ca": { env: "METADATA_TLS_CLIENT_CA" },
-  "auth-tokens": { env: "METADATA_AUTH_TOKENS" },
-  "allow-unauthenticated": { env: "METADATA_ALLOW_UNAUTHENTICATED", boolean: true },
-  reflection: { env: "METADATA_REFLECTION" },
-  "metrics-tls-cert": { env: "METADATA_METRICS_TLS_CERT" },
-  "metrics-tls-key": { env: "METADATA_METRICS_TLS_KEY" },
-  "metrics-token-file": { env: "METADATA_METRICS_TOKEN_FILE" },
-  storage: { env: "METADATA_STORAGE" },
-  "etcd-endpoints": { env: "METADATA_ETCD_ENDPOINTS" },
-  "etcd-prefix": { env: "METADATA_ETCD_PREFIX" },
-  "etcd-lease-ttl-seconds": { env: "METADATA_ETCD_LEASE_TTL_SECONDS" },
-  "advertise-address": { env: "METADATA_ADVERTISE_ADDRESS" },
-};
+/** Text of `--help`: every flag with its variable, default, unit and description. */
+export const USAGE = `Flags (each also read from its environment variable; a flag wins over its variable):
+${ENTRIES.map(([, flag]) => {
+  const unit = flag.unit === undefined ? "" : ` ${flag.unit}`;
+  return `  ${flagSynopsis(flag).padEnd(42)} ${flag.env}\n      ${flag.description}; default: ${defaultText(flag)}${unit}`;
+}).join("\n")}
+  --help                                     print this text`;
 
-/** Text of `--help`. */
-export const USAGE = `Flags (each also read from its environment variable):
-${Object.entries(FLAGS)
-  .map(([flag, spec]) => `  --${flag.padEnd(33)} ${spec.env}`)
-  .join("\n")}
-See server/config.ts for units and defaults.`;
+/** Node's parseArgs message, first line, as a ConfigError. */
+function argsError(err: unknown): ConfigError {
+  const message = (err instanceof Error ? err.message : String(err)).split("\n")[0] as string;
+  const unknown = /^Unknown option '(.*)'/.exec(message);
+  if (unknown !== null) return new ConfigError(`unknown flag ${unknown[1]} (--help lists the flags)`);
+  const noValue = /^Option '(--[^ ']+)' does not take an argument/.exec(message);
+  if (noValue !== null) return new ConfigError(`${noValue[1]} takes no value`);
+  const missing = /^Option '(--[^ ']+)/.exec(message);
+  if (missing !== null) {
+    return new ConfigError(`${missing[1]} needs a value (write ${missing[1]}=-X for one starting with -)`);
+  }
+  const positional = /^Unexpected argument '(.*)'/.exec(message);
+  if (positional !== null) return new ConfigError(`unexpected argument ${JSON.stringify(positional[1])}`);
+  return new ConfigError(message);
+}
 
-/** Parses `argv` (without node and script) and `env` into a ServerConfig. @throws ConfigError */
+/**
+ * Parses `argv` (without node and script) and `env` into a ServerConfig. `--help` is not
+ * handled here (serve.ts prints `USAGE`). @throws ConfigError
+ */
 export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ServerConfig {
-  const given = new Map<string, string[]>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument ${JSON.stringify(arg)}`);
-    const eq = arg.indexOf("=");
-    const flag = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
-    const spec = FLAGS[flag];
-    if (spec === undefined) throw new ConfigError(`unknown flag --${flag}\n${USAGE}`);
-    let value: string;
-    if (spec.boolean) {
-      if (eq !== -1) throw new ConfigError(`--${flag} takes no value`);
-      value = "true";
-    } else if (eq !== -1) {
-      value = arg.slice(eq + 1);
-    } else {
-      const next = argv[++i];
-      if (next === undefined) throw new ConfigError(`--${flag} needs a value`);
-      value = next;
-    }
-    const list = given.get(flag) ?? [];
-    if (list.length > 0 && !spec.repeatable) throw new ConfigError(`--${flag} given twice`);
-    list.push(value);
-    given.set(flag, list);
+  let given: Record<string, (string | boolean)[] | undefined>;
+  try {
+    given = parseArgs({
+      args: [...argv],
+      options: Object.fromEntries(
+        ENTRIES.map(([, f]) => [f.flag, { type: f.boolean ? "boolean" : "string", multiple: true }]),
+      ),
+      strict: true,
+      allowPositionals: false,
+    }).values as Record<string, (string | boolean)[] | undefined>;
+  } catch (err) {
+    throw argsError(err);
   }
-  const get = (flag: string, fallback: string): string => {
-    const fromFlag = given.get(flag)?.[0];
-    if (fromFlag !== undefined) return fromFlag;
-    const fromEnv = env[(FLAGS[flag] as FlagSpec).env];
-    return fromEnv !== undefined && fromEnv !== "" ? fromEnv : fallback;
-  };
-  const int = (flag: string, fallback: number, min: number, max: number): number => {
-    const text = get(flag, String(fallback));
-    const value = Number(text);
-    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not an integer in ${min}..${max}`);
+  const values: Record<string, unknown> = {};
+  for (const [key, flag] of ENTRIES) {
+    let texts = given[flag.flag]?.map(String);
+    if (texts !== undefined && texts.length > 1 && flag.repeatable !== true) {
+      throw new ConfigError(`--${flag.flag} given twice`);
     }
-    return value;
-  };
-  const codec = (flag: string, text: string): KeyCodec => {
-    try {
-      return parseKeyCodec(text);
-    } catch (err) {
-      throw new ConfigError(`--${flag}: ${(err as Error).message}`);
+    const fromEnv = env[flag.env];
+    if (texts === undefined && fromEnv !== undefined && fromEnv !== "") {
+      texts = flag.repeatable
+        ? fromEnv
+            .split(",")
+            .map((s) => s.trim())
+            .filter((s) => s !== "")
+        : [fromEnv];
     }
-  };
-  const partition = (flag: string, name: string): string => {
-    if (!isValidPartitionName(name)) {
-      throw new ConfigError(`--${flag}: invalid partition name ${JSON.stringify(name)}: use [A-Za-z0-9_-]+`);
-    }
-    return name;
-  };
-
-  const keyCodecs = new Map<string, KeyCodec>();
-  const codecEntries =
-    given.get("partition-key-codec") ??
-    (env.METADATA_PARTITION_KEY_CODECS ?? "")
-      .split(",")
-      .map((s) => s.trim())
-      .filter((s) => s !== "");
-  for (const entry of codecEntries) {
-    const eq = entry.indexOf("=");
-    if (eq <= 0) throw new ConfigError(`--partition-key-codec: ${JSON.stringify(entry)} is not NAME=CODEC`);
-    keyCodecs.set(
-      partition("partition-key-codec", entry.slice(0, eq)),
-      codec("partition-key-codec", entry.slice(eq + 1)),
-    );
+    texts ??= flag.default === undefined ? [] : [flag.default];
+    values[key] = flag.parse(texts, flag.flag);
   }
-
-  const layout = (flag: string, text: string): BlobLayout => {
-    try {
-      return parseBlobLayout(text);
-    } catch (err) {
-      throw new ConfigError(`--${flag}: ${(err as Error).message}`);
-    }
-  };
-  const blobLayouts = new Map<string, BlobLayout>();
-  const layoutEntries =
-    given.get("partition-blob-layout") ??
-    (env.METADATA_PARTITION_BLOB_LAYOUTS ?? "")
-      .split(",")
-      .map((s) => s.trim())
-      .filter((s) => s !== "");
-  for (const entry of layoutEntries) {
-    const eq = entry.indexOf("=");
-    if (eq <= 0) throw new ConfigError(`--partition-blob-layout: ${JSON.stringify(entry)} is not NAME=v0|v1`);
-    blobLayouts.set(
-      partition("partition-blob-layout", entry.slice(0, eq)),
-      layout("partition-blob-layout", entry.slice(eq + 1)),
-    );
+  const {
+    tlsCert,
+    tlsKey,
+    metricsTlsCert,
+    metricsTlsKey,
+    storage,
+    etcdEndpoints,
+    etcdPrefix,
+    etcdLeaseTtlSeconds,
+    ...rest
+  } = values as FlagValues;
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    throw new ConfigError("--tls-cert and --tls-key go together");
   }
-  const noChangeSync = get("no-change-sync", "auto");
-  if (noChangeSync !== "auto" && noChangeSync !== "bump" && noChangeSync !== "skip") {
-    throw new ConfigError(`--no-change-sync: ${JSON.stringify(noChangeSync)} is not auto, bump or skip`);
-  }
-
-  const metricsText = get("metrics-listen", "127.0.0.1:9464");
-  const tlsCert = get("tls-cert", "");
-  const tlsKey = get("tls-key", "");
-  if ((tlsCert === "") !== (tlsKey === "")) throw new ConfigError("--tls-cert and --tls-key go together");
-  const clientCa = get("tls-client-ca", "");
-  if (clientCa !== "" && tlsCert === "") {
+  if (rest.tlsClientCaFile !== undefined && tlsCert === undefined) {
     throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key (client certificates need TLS)");
   }
-  const metricsTlsCert = get("metrics-tls-cert", "");
-  const metricsTlsKey = get("metrics-tls-key", "");
-  if ((metricsTlsCert === "") !== (metricsTlsKey === "")) {
+  if ((metricsTlsCert === undefined) !== (metricsTlsKey === undefined)) {
     throw new ConfigError("--metrics-tls-cert and --metrics-tls-key go together");
   }
-  const switchFlag = (flag: string, fallback: boolean, on: string[], off: string[]): boolean => {
-    const text = get(flag, fallback ? (on[0] as string) : (off[0] as string))
-      .trim()
-      .toLowerCase();
-    if (on.includes(text)) return true;
-    if (off.includes(text)) return false;
-    throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not one of ${[...on, ...off].join(", ")}`);
-  };
-  const authTokens = get("auth-tokens", "");
-  const metricsTokenFile = get("metrics-token-file", "");
-  const allowUnauthenticated = switchFlag("allow-unauthenticated", false, ["true", "1"], ["false", "0"]);
-  const listen = hostPort("listen", get("listen", "127.0.0.1:50051"));
-  const metricsListen =
-    metricsText === "" || metricsText === "off" ? undefined : hostPort("metrics-listen", metricsText);
-  if (!allowUnauthenticated) {
-    if (authTokens === "" && clientCa === "" && !isLoopback(listen.host)) {
+  if (!rest.allowUnauthenticated) {
+    const listen = hostPort("listen", rest.listen);
+    if (rest.authTokensFile === undefined && rest.tlsClientCaFile === undefined && !isLoopback(listen.host)) {
       throw new ConfigError(
         `refusing to listen on ${listen.text} without authentication: give --auth-tokens or --tls-client-ca, or --allow-unauthenticated to serve anyone who can reach it`,
       );
     }
-    if (metricsListen !== undefined && metricsTokenFile === "" && !isLoopback(metricsListen.host)) {
+    const metrics = rest.metricsListen;
+    if (metrics !== undefined && rest.metricsTokenFile === undefined && !isLoopback(metrics.host)) {
       throw new ConfigError(
-        `refusing to serve /metrics on ${metricsListen.text} without authentication: give --metrics-token-file, or --allow-unauthenticated to serve anyone who can reach it`,
+        `refusing to serve /metrics on ${metricsText(metrics)} without authentication: give --metrics-token-file, or --allow-unauthenticated to serve anyone who can reach it`,
       );
     }
   }
-
-  const storage = get("storage", "filesystem");
-  if (storage !== "filesystem" && storage !== "etcd") {
-    throw new ConfigError(`--storage: ${JSON.stringify(storage)} is not one of filesystem, etcd`);
-  }
-  const etcdEndpoints = get("etcd-endpoints", "");
-  const etcdPrefix = get("etcd-prefix", "metadata");
   let etcd: EtcdConfig | undefined;
   if (storage === "etcd") {
-    const endpoints = etcdEndpoints
-      .split(",")
-      .map((s) => s.trim())
-      .filter((s) => s !== "");
-    if (endpoints.length === 0) throw new ConfigError("--storage etcd needs --etcd-endpoints HOST:PORT,...");
-    for (const endpoint of endpoints) hostPort("etcd-endpoints", endpoint);
+    if (etcdEndpoints.length === 0)
+      throw new ConfigError("--storage etcd needs --etcd-endpoints HOST:PORT,...");
     if (etcdPrefix === "" || etcdPrefix.endsWith("/")) {
       throw new ConfigError(
         `--etcd-prefix: ${JSON.stringify(etcdPrefix)} must be non-empty, without a trailing '/'`,
       );
     }
-    etcd = { endpoints, prefix: etcdPrefix, leaseTtlSeconds: int("etcd-lease-ttl-seconds", 10, 2, 3600) };
-  } else if (given.has("etcd-endpoints") || given.has("etcd-prefix") || given.has("etcd-lease-ttl-seconds")) {
+    etcd = { endpoints: etcdEndpoints, prefix: etcdPrefix, leaseTtlSeconds: etcdLeaseTtlSeconds };
+  } else if (
+    ["etcd-endpoints", "etcd-prefix", "etcd-lease-ttl-seconds"].some((f) => given[f] !== undefined)
+  ) {
     throw new ConfigError(
       "--etcd-endpoints, --etcd-prefix and --etcd-lease-ttl-seconds go with --storage etcd",
     );
   }
-  const advertise = get("advertise-address", "");
-  if (advertise !== "") hostPort("advertise-address", advertise);
-
   return {
-    dataDir: get("data-dir", "./data"),
-    listen: listen.text,
-    metricsListen,
-    defaultPartition: partition("default-partition", get("default-partition", "default")),
-    defaultKeyCodec: codec("default-key-codec", get("default-key-codec", "variable")),
-    keyCodecs,
-    blobLayout: layout("blob-layout", get("blob-layout", "v1")),
-    blobLayouts,
-    noChangeSync: noChangeSync === "auto" ? undefined : noChangeSync,
-    maxValueBytes: int("max-value-bytes", 1024 * 1024, 0, MAX_VALUE_BYTES),
-    flushIntervalMs: int("flush-interval-ms", 100, 1, 3_600_000),
-    batchMaxMutations: int("batch-max-mutations", 10_000, 1, 10_000_000),
-    batchMaxBytes: int("batch-max-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
-    batchMaxDelayMs: int("batch-max-delay-ms", 0, 0, 60_000),
-    maxQueuedOperations: int("max-queued-operations", 100_000, 1, 100_000_000),
-    maxConcurrentStreams: int("max-concurrent-streams", 128, 1, 1_000_000),
-    maxStreams: int("max-streams", 1000, 1, 10_000_000),
-    streamBufferBytes: int("stream-buffer-bytes", 64 * 1024 * 1024, 1024, 2 ** 40),
-    maxOpenPartitions: int("max-open-partitions", 256, 1, 1_000_000),
-    maxPartitions: int("max-partitions", 10_000, 1, 100_000_000),
-    writeStreamMaxInFlight: int("write-stream-max-in-flight", 1024, 1, 1_000_000),
-    writeStreamMaxInFlightBytes: int("write-stream-max-in-flight-bytes", 16 * 1024 * 1024, 1, 2 ** 40),
-    watchHistorySyncs: int("watch-history-syncs", 4096, 1, 100_000_000),
-    watchHistoryBytes: int("watch-history-bytes", 4 * 1024 * 1024, 1, 2 ** 40),
-    maxMessageBytes: int("max-message-bytes", 32 * 1024 * 1024, 1024, 2 ** 31 - 1),
-    shutdownGraceMs: int("shutdown-grace-ms", 10_000, 0, 3_600_000),
-    tls: tlsCert === "" ? undefined : { certFile: tlsCert, keyFile: tlsKey },
-    tlsClientCaFile: clientCa === "" ? undefined : clientCa,
-    authTokensFile: authTokens === "" ? undefined : authTokens,
-    allowUnauthenticated,
-    reflection: switchFlag("reflection", true, ["on", "true", "1"], ["off", "false", "0"]),
-    metricsTls: metricsTlsCert === "" ? undefined : { certFile: metricsTlsCert, keyFile: metricsTlsKey },
-    metricsTokenFile: metricsTokenFile === "" ? undefined : metricsTokenFile,
-    advertiseAddress: advertise === "" ? undefined : advertise,
+    ...rest,
     etcd,
+    tls: tlsCert === undefined || tlsKey === undefined ? undefined : { certFile: tlsCert, keyFile: tlsKey },
+    metricsTls:
+      metricsTlsCert === undefined || metricsTlsKey === undefined
+        ? undefined
+        : { certFile: metricsTlsCert, keyFile: metricsTlsKey },
   };
+}
+
+/** HOST:PORT of a parsed address, with an IPv6 host in brackets again. */
+function metricsText(address: { host: string; port: number }): string {
+  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
 
 /**
@@ -417,13 +712,4 @@ export function isLoopback(host: string): boolean {
     /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
     /^0{0,4}(?::0{0,4}){6}:0{0,3}1$/.test(h)
   );
-}
-
-function hostPort(flag: string, text: string): { host: string; port: number; text: string } {
-  const match = /^(.*):(\d+)$/.exec(text);
-  const port = Number(match?.[2]);
-  if (match === null || match[1] === "" || port > 65535) {
-    throw new ConfigError(`--${flag}: ${JSON.stringify(text)} is not HOST:PORT`);
-  }
-  return { host: (match[1] as string).replace(/^\[(.*)\]$/, "$1"), port, text };
 }

@@ -2,14 +2,43 @@
  * serve: runs the service from command-line flags until SIGTERM or SIGINT, for `npm start`
  * (server/main.ts) and `npm run cli -- serve` alike.
  *
- * Invariants: a bad flag prints the problem and exits 2; the first signal stops taking calls,
+ * Invariants: a bad flag prints the problem and exits 2; an address that cannot be bound prints
+ * one line (`error: cannot listen on ADDR: ...`) and exits 1; the first signal stops taking calls,
  * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails); a second
  * signal exits at once with 1. SIGHUP reloads the tokens file and the metrics token file
  * (a bad file keeps the previous one; connections and calls carry on). On etcd storage, a server
  * that loses ownership of its partitions exits with 3.
  */
+import { setLogger } from "@grpc/grpc-js";
 import { ConfigError, parseConfig, USAGE } from "./config.js";
 import { startService } from "./service.js";
+
+/**
+ * A failure to bind an address, as one line: `cannot listen on ADDR: address already in use`;
+ * undefined for any other error.
+ */
+export function listenFailure(err: unknown): string | undefined {
+  const message = err instanceof Error ? err.message : String(err);
+  const match = /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b[^\]]*?(\S+:\d+)\b/.exec(message);
+  if (match === null) return undefined;
+  const reason =
+    match[1] === "EADDRINUSE"
+      ? "address already in use (another process holds the port)"
+      : match[1] === "EACCES"
+        ? "permission denied"
+        : "no such local address";
+  return `cannot listen on ${match[2]}: ${reason}`;
+}
+
+// grpc-js logs a failed bind itself before rejecting; the rejection is reported once, below.
+setLogger({
+  error: (message: unknown, ...rest: unknown[]) => {
+    if (typeof message === "string" && message.startsWith("No address added out of total")) return;
+    console.error(`E ${message}`, ...rest);
+  },
+  info: (message: unknown, ...rest: unknown[]) => console.error(`I ${message}`, ...rest),
+  debug: (message: unknown, ...rest: unknown[]) => console.error(`D ${message}`, ...rest),
+});
 
 /** Starts the service described by `args` and stops it on the first SIGTERM or SIGINT. */
 export async function serve(args: readonly string[], usage: string): Promise<void> {
@@ -27,7 +56,15 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
     }
     throw err;
   }
-  const service = await startService(config);
+  let service: Awaited<ReturnType<typeof startService>>;
+  try {
+    service = await startService(config);
+  } catch (err) {
+    const failure = listenFailure(err);
+    if (failure === undefined) throw err;
+    console.error(`error: ${failure}`);
+    process.exit(1);
+  }
   const metrics =
     service.metricsPort === undefined
       ? "off"
