@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the Go client (clients/go): `go vet` over the module (generated code, tests, example),
 # then `go test`, whose tests run the real server (node --import tsx server/main.ts) on free
-# 127.0.0.1 ports and exercise the generated client against it, and build and run the example.
+# 127.0.0.1 ports and exercise the generated client against it, and build and run the example;
+# then builds the example as another project would: a new module in a temporary directory
+# outside the repository that requires this one through a `replace` to the local checkout.
 #
 #   scripts/test-go-client.sh [extra go test flags, e.g. -run TestKeys -v]
 #
@@ -30,3 +32,19 @@ echo "test-go-client: go vet ./..."
 timeout --kill-after=30s 600 go vet ./...
 echo "test-go-client: go test ./..."
 timeout --kill-after=30s 900 go test -count=1 -timeout "$GO_TEST_TIMEOUT" "$@" ./...
+
+# Another project using the client from a local checkout (clients/go/README.md, "Use from another
+# module"). go.sum starts as the client's, so no checksum lookup is needed for what it requires.
+outside="$(mktemp -d)"
+trap 'rm -rf "$outside"' EXIT
+module="$(go list -m)"
+cp example/main.go go.sum "$outside/"
+(
+  cd "$outside"
+  go mod init example.com/metadata-try >/dev/null 2>&1
+  go mod edit -require="$module@v0.0.0" -replace="$module=$root/clients/go"
+  timeout --kill-after=30s 300 go mod tidy
+  timeout --kill-after=30s 300 go build -o metadata-try .
+  ./metadata-try -h 2>&1 | grep -q -- "-addr"
+)
+echo "test-go-client: the example builds outside the repository with replace $module => clients/go"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Tests the Python client (clients/python): installs it with its test extras into a venv OUTSIDE
-# the clone and runs pytest on clients/python/tests, whose tests start the real server
+# Tests the Python client (clients/python): builds it as a wheel, installs the wheel with its test
+# extras into a venv OUTSIDE the clone and runs pytest on clients/python/tests, whose tests start the real server
 # (node --import tsx server/main.ts) on free 127.0.0.1 ports and use the installed package
 # against it (and run clients/python/examples/example.py).
 #
@@ -66,9 +66,16 @@ if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$venv/.stamp" 2>/dev/null)" != "$
   printf '%s\n' "$stamp" >"$venv/.stamp"
 fi
 
-# Reinstall the client itself on every run (its sources may have changed); no network needed:
-# the dependencies are in place and setuptools is in the venv.
-pip_install --no-deps --no-build-isolation --force-reinstall "$scratch"
+# Build the client as a wheel and reinstall it from that wheel on every run (its sources may have
+# changed), as another project would install it; no network needed: the dependencies are in
+# place and setuptools is in the venv.
+wheels="$(mktemp -d)"
+trap 'rm -rf "$scratch" "$wheels"' EXIT
+"$venv/bin/python" -m pip wheel --quiet --no-input --disable-pip-version-check --no-deps \
+  --no-build-isolation --wheel-dir "$wheels" "$scratch"
+wheel="$(ls "$wheels"/commonware_metadata-*.whl)"
+log "built $(basename "$wheel")"
+pip_install --no-deps --force-reinstall "$wheel"
 
 installed="$("$venv/bin/python" -c 'import commonware_metadata as m; print(m.__file__)')"
 case "$installed" in
