@@ -343,11 +343,6 @@ export class Metadata {
     return this.map.get(toKeyString(key));
   }
 
-  /** True when `key` has a value (including unsynced mutations). */
-  has(key: Uint8Array): boolean {
-    return this.map.has(toKeyString(key));
-  }
-
   /**
    * Stores `value` under `key` and returns the previous value. Applied in memory; durable after
    * the next `sync`. @throws StoreError KeyWidth, EmptyKey, KeyTooLarge, ValueTooLarge, Failed, Closed
@@ -462,11 +457,6 @@ export class Metadata {
   /** A read-only view of the state held by the last completed sync (what a restart would see). */
   committed(): Snapshot {
     return this.committedView;
-  }
-
-  /** Version the next sync will write. */
-  get pendingVersion(): bigint {
-    return this.nextVersion;
   }
 
   /**

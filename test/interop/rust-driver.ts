@@ -103,16 +103,17 @@ export function buildRustInterop(release: RustRelease = "2026.4.0"): string {
   if (cached !== undefined) {
     return cached;
   }
+  // stderr passes through: build.sh announces a cold build (minutes) there, and cargo's errors.
   const result = spawnSync("bash", [BUILD_SCRIPT, release], {
     encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["ignore", "pipe", "inherit"],
     maxBuffer: 64 * 1024 * 1024,
   });
   if (result.error !== undefined) {
     throw new Error(`metadata-interop build failed to start: ${result.error.message}`);
   }
   if (result.status !== 0) {
-    throw new Error(`metadata-interop build failed (exit ${String(result.status)}):\n${result.stderr}`);
+    throw new Error(`metadata-interop build failed (exit ${String(result.status)}); its errors are above`);
   }
   const lines = result.stdout.trim().split("\n");
   const binary = lines[lines.length - 1]?.trim();

@@ -607,4 +607,29 @@ export function referenceSuite(backend: ReferenceBackend): void {
 
     await metadata.destroy();
   });
+  // Not a reference test: the crate's put_sync and upsert_sync, as this port's API.
+  test("put_sync and upsert_sync are durable when they resolve", async () => {
+    const storage = await backend.create();
+    const store = await init(storage, new Registry());
+    // upsert_sync changes a present value in place and inserts change(empty) for an absent key.
+    store.put(u64(1), utf8("one"));
+    await store.upsertSync(u64(1), (value) => Buffer.concat([value, utf8("!")]));
+    await store.upsertSync(u64(2), (value) => Buffer.concat([value, utf8("new")]));
+    // put_sync answers the previous value; its write is the last one synced before the crash.
+    assert.equal(await store.putSync(u64(4), utf8("four")), undefined);
+    assert.deepEqual(Buffer.from((await store.putSync(u64(4), utf8("vier"))) ?? []), utf8("four"));
+    store.put(u64(3), utf8("never synced"));
+    const restarted = await backend.crash(storage);
+
+    const reopened = await init(restarted, new Registry());
+    assert.deepEqual(
+      [...reopened.entries()].map(([k, v]) => [k.readBigUInt64BE(0), Buffer.from(v).toString()]),
+      [
+        [1n, "one!"],
+        [2n, "new"],
+        [4n, "vier"],
+      ],
+    );
+    await reopened.destroy();
+  });
 }

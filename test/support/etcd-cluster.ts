@@ -5,9 +5,9 @@
  * binary is on PATH, `etcdMissing()` returns the reason and suites skip with it.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import { Etcd3 } from "etcd3";
+import { freePort } from "./ports.js";
 import { tempDir } from "./temp-dir.js";
 
 /** Why etcd tests cannot run here, or undefined when an `etcd` binary is on PATH. */
@@ -37,18 +37,6 @@ export interface EtcdCluster {
   /** A client to every member (closed by `stop`). */
   client(): Etcd3;
   stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Starts `size` members and resolves once the cluster answers a linearizable read. */

@@ -1,11 +1,12 @@
 /**
  * FaultyStorage: wraps any Storage and makes chosen operations fail (for tests).
  *
- * Faults are either scheduled (`inject`: fail the nth next write/sync/resize/read/open, tear a
- * write so that only a prefix of its bytes reaches the blob) or random (`random` + rates, from a
- * seeded generator, so runs repeat). The steps of a blob's creation inside `open` (cut, header
- * write, sync; see headered-blob.ts) are ops of their own, `create-truncate`, `create-write` and
- * `create-sync`, so a test can fail or crash each one without counting it among the blob's writes. `crash()` forwards to the wrapped MemoryStorage, which
+ * Faults are scheduled (`inject`: fail the nth next write/sync/resize/read/open, tear a write so
+ * that only a prefix of its bytes reaches the blob); tests that want them at random draw the
+ * schedule from their seeded generator, so runs repeat. The steps of a blob's creation inside
+ * `open` (cut, header write, sync; see headered-blob.ts) are ops of their own, `create-truncate`,
+ * `create-write` and `create-sync`, so a test can fail or crash each one without counting it among
+ * the blob's writes. `crash()` forwards to the wrapped MemoryStorage, which
  * drops what was not synced, and kills every handle opened before it; a scheduled fault can
  * crash at its own point, in the middle of a sync.
  *
@@ -51,16 +52,6 @@ export interface Fault {
   errno?: string;
 }
 
-/** Random faults. */
-export interface RandomFaults {
-  /** Source of randomness in [0, 1), seeded by the test. */
-  random: () => number;
-  /** Probability that a write, resize or sync fails (default 0). */
-  failureRate?: number;
-  /** Probability that a failing write is torn rather than dropped (default 0.5). */
-  tearRate?: number;
-}
-
 interface Pending {
   op: FaultOp;
   after: number;
@@ -79,7 +70,6 @@ interface Firing {
 /** Storage wrapper that injects failures; see the module comment. */
 export class FaultyStorage extends StorageWrapper {
   private scheduled: Pending[] = [];
-  private randomFaults: RandomFaults | undefined;
   /** Number of faults fired so far. */
   faultsFired = 0;
 
@@ -94,15 +84,9 @@ export class FaultyStorage extends StorageWrapper {
     });
   }
 
-  /** Turns random faults on (or off with undefined). */
-  setRandomFaults(faults: RandomFaults | undefined): void {
-    this.randomFaults = faults;
-  }
-
-  /** Drops every scheduled fault and turns random faults off. */
+  /** Drops every scheduled fault. */
   heal(): void {
     this.scheduled = [];
-    this.randomFaults = undefined;
   }
 
   /** Crashes the wrapped storage, which must be a MemoryStorage. */
@@ -145,16 +129,6 @@ export class FaultyStorage extends StorageWrapper {
         crash: fire.crash,
         errno: fire.errno,
       };
-    }
-    const random = this.randomFaults;
-    if (random !== undefined && (op === "write" || op === "resize" || op === "sync")) {
-      if (random.random() < (random.failureRate ?? 0)) {
-        this.faultsFired++;
-        if (op === "write" && random.random() < (random.tearRate ?? 0.5)) {
-          return { tear: Math.floor(random.random() * size), crash: undefined };
-        }
-        return { tear: -1, crash: undefined };
-      }
     }
     return undefined;
   }
