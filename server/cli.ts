@@ -7,36 +7,57 @@
  *   npm run cli -- rm KEY [--buffered]           prints the removed value (if any) and the version
  *   npm run cli -- keys [--prefix P] [--start S] [--end E] [--limit N] [--values]
  *   npm run cli -- sync                          prints the committed version
+ *   npm run cli -- retain (--prefix P | --start S --end E | --none) [--invert] [--buffered]
+ *   npm run cli -- clear [--buffered]            prints how many keys were removed and the version
+ *   npm run cli -- commit FILE|-                 an atomic batch (puts, removes, preconditions)
  *   npm run cli -- partitions                    prints the partition names
  *   npm run cli -- load FILE [--buffered]        streams the puts of FILE (- for stdin), one
  *                                                KEY<TAB>VALUE a line, over one Write stream
  *   npm run cli -- watch [--prefix P] [--from-version N] [--values]
  *                                                prints committed changes as they come, one a line
- * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`
- * and `--deadline-ms N` on every call, and for secured servers `--token T` (env METADATA_TOKEN),
- * `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a client certificate).
- * `help` or `--help` prints the usage.
+ * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`,
+ * `--deadline-ms N` and `--output text|json` on every call, and for secured servers `--token T`
+ * (env METADATA_TOKEN), `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a
+ * client certificate). `help` or `--help` prints the usage.
  *
  * Bytes on the command line: plain text is its UTF-8 bytes; `hex:0a1b` is hex; `u64:123` is an
  * 8-byte big-endian integer (the U64 keys of Rust nodes); `text:...` is the text after the prefix
- * (for text that itself starts with `hex:`, `u64:` or `text:`).
+ * (for text that itself starts with `hex:`, `u64:`, `text:` or `@`). A VALUE may also be `@FILE`
+ * (the bytes of the file) or `-` (standard input).
+ *
+ * A commit batch has one operation a line, its words separated by spaces; a word in double quotes
+ * is a JSON string (for spaces and escapes); `#` starts a comment line:
+ *   put KEY VALUE | rm KEY | if-absent KEY | if-present KEY | if-equals KEY VALUE
  *
  * Invariants:
  * - Output spells bytes so that reading the spelling back gives the same bytes: printable UTF-8 as
  *   text (with `text:` in front when it starts with a prefix), else an 8-byte key as `u64:N`, else
  *   `hex:...`. So a line of `keys` can be passed back as a KEY.
  * - Results go to stdout, diagnostics to stderr. Exit status: 0 ok; 1 for an error (printed as
- *   `error: CODE: details`, CODE a gRPC status name) or a `get` of a missing key ("not found" on
- *   stderr, nothing on stdout); 2 for a bad command line (and, as for `npm start`, a bad server flag).
+ *   `error: CODE: details`, CODE a gRPC status name; `error: cannot reach the server at ADDR`
+ *   when nothing answers there) or a `get` of a missing key ("not found" on stderr, nothing on
+ *   stdout); 2 for a bad command line, including bad bytes and a bad batch (nothing is sent
+ *   then), and, as for `npm start`, a bad server flag.
+ * - `--output json` prints one JSON object per result (per key for `keys`), in the protobuf JSON
+ *   mapping: bytes in base64, versions and counts as decimal strings. `get --raw` prints the value's
+ *   bytes exactly, with no newline.
  * - `serve` starts the service exactly as server/main.ts does (server/serve.ts) and
  *   stops it the same way on SIGTERM/SIGINT: finish in-flight calls, commit buffered changes,
  *   exit 0; a second signal exits at once with status 1.
  */
+
 import { createReadStream, readFileSync, realpathSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { status } from "@grpc/grpc-js";
-import { type ClientOptions, Durability, MetadataClient } from "../clients/ts/metadata-client.js";
+import {
+  type BatchMutation,
+  type BatchPrecondition,
+  type ClientOptions,
+  Durability,
+  MetadataClient,
+} from "../clients/ts/metadata-client.js";
 
 /** The address called when neither `--address` nor METADATA_ADDRESS is given. */
 export const DEFAULT_ADDRESS = "127.0.0.1:50051";
@@ -52,6 +73,11 @@ Commands:
   rm KEY                remove KEY; prints the removed value (if any) and the version
   keys                  list the committed keys in byte order, one a line (KEY<TAB>VALUE with --values)
   sync                  commit everything pending in the partition; prints the version
+  retain                keep only the keys selected by --prefix or --start/--end (--invert:
+                        remove them instead; --none: remove every key); prints removed and version
+  clear                 remove every key of the partition; prints removed and version
+  commit FILE|-         apply the batch in FILE (- for stdin) atomically, if its preconditions
+                        hold (FAILED_PRECONDITION otherwise); prints the version
   partitions            list the partitions
   load FILE             put every KEY<TAB>VALUE line of FILE ("-": stdin) over one Write stream;
                         progress on stderr every second, a summary on stdout; exit 1 if a put
@@ -68,7 +94,7 @@ Options:
   --cacert FILE         use TLS, trusting the CA certificate(s) in FILE (PEM)
   --cert FILE, --key FILE
                         use TLS with this client certificate and key (mutual TLS)
-  --buffered            put, rm, load: answer once applied, before the fsync (version 0); the server
+  --buffered            put, rm, load, retain, clear, commit: answer once applied, before the fsync (version 0); the server
                         commits it within its flush interval, or at once with "sync"
   --prefix P            keys: only keys starting with P
   --start S, --end E    keys: only keys >= S and < E
@@ -76,25 +102,33 @@ Options:
   --values              keys, watch: print each value after its key and a tab
   --from-version N      watch: start at committed version N (default: the next sync); exits 1
                         with OUT_OF_RANGE when the server no longer holds it
+  --invert, --none      retain: remove the selected keys / remove every key
+  --raw                 get: print the value's bytes as they are, with no newline
+  --output text|json    json: one JSON object per result (bytes in base64, numbers as strings)
   --                    end of options, for a KEY or VALUE starting with "--"
 
 Bytes (KEY, VALUE, P, S, E):
   text                  the UTF-8 bytes of the text
   hex:0a1b              bytes in hex
   u64:123               8-byte big-endian unsigned integer (U64 keys of Rust nodes)
-  text:hex:1            the UTF-8 bytes of "hex:1" (text starting with hex:, u64: or text:)
+  text:hex:1            the UTF-8 bytes of "hex:1" (text starting with hex:, u64:, text: or @)
+  @FILE, -              VALUE only: the bytes of FILE, or of standard input
 Output spells bytes the same way: printable UTF-8 as text, else keys of 8 bytes as u64:N, else
 hex:... -- so every line of "keys" can be given back as a KEY.
 
+Commit batch (one operation a line; "a quoted word" is a JSON string; # starts a comment):
+  put KEY VALUE         rm KEY
+  if-absent KEY         if-present KEY         if-equals KEY VALUE
+
 Exit status: 0 ok; 1 error ("error: CODE: details" on stderr) or "get" of a missing key;
-2 bad command line.`;
+2 bad command line (bad bytes or batch included: nothing was sent).`;
 
 /** A bad command line: printed with a pointer to the usage, exit status 2. */
 export class UsageError extends Error {
   override readonly name = "UsageError";
 }
 
-/** Bad bytes on the command line, reported as INVALID_ARGUMENT like a server refusal. */
+/** Bad bytes or a bad batch on the command line: exit status 2, nothing sent. */
 export class InputError extends Error {
   override readonly name = "InputError";
 }
@@ -154,7 +188,10 @@ export function printableText(bytes: Uint8Array): string | undefined {
  */
 export function formatBytes(bytes: Uint8Array, kind: "key" | "value"): string {
   const text = printableText(bytes);
-  if (text !== undefined) return PREFIXES.some((p) => text.startsWith(p)) ? `text:${text}` : text;
+  if (text !== undefined) {
+    const spelling = PREFIXES.some((p) => text.startsWith(p)) || text.startsWith("@") || text === "-";
+    return spelling ? `text:${text}` : text;
+  }
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (kind === "key" && buffer.length === 8) return `u64:${buffer.readBigUInt64BE(0)}`;
   return `hex:${buffer.toString("hex")}`;
@@ -177,6 +214,10 @@ export interface CliOptions {
   end?: string;
   limit?: number;
   values: boolean;
+  invert: boolean;
+  none: boolean;
+  raw: boolean;
+  output: "text" | "json";
   /** watch: first version. */
   fromVersion?: bigint;
 }
@@ -186,7 +227,18 @@ export type Command =
   | { name: "help" }
   | { name: "serve"; args: string[] }
   | {
-      name: "put" | "get" | "rm" | "keys" | "sync" | "partitions" | "load" | "watch";
+      name:
+        | "put"
+        | "get"
+        | "rm"
+        | "keys"
+        | "sync"
+        | "retain"
+        | "clear"
+        | "commit"
+        | "partitions"
+        | "load"
+        | "watch";
       args: string[];
       options: CliOptions;
     };
@@ -199,28 +251,40 @@ const VALUE_FLAGS = new Set([
   "start",
   "end",
   "limit",
+  "output",
   "token",
   "cacert",
   "cert",
   "key",
   "from-version",
 ]);
-const BOOLEAN_FLAGS = new Set(["buffered", "values", "help"]);
-const CALL_FLAGS = ["address", "deadline-ms", "token", "cacert", "cert", "key"];
+const BOOLEAN_FLAGS = new Set(["buffered", "values", "help", "invert", "none", "raw"]);
+const CALL_FLAGS = ["address", "deadline-ms", "output", "token", "cacert", "cert", "key"];
 
 /** Per command: its positional arguments and the flags it takes besides `--help`. */
 const COMMANDS: Record<string, { args: string[]; flags: string[] }> = {
   put: { args: ["KEY", "VALUE"], flags: [...CALL_FLAGS, "partition", "buffered"] },
-  get: { args: ["KEY"], flags: [...CALL_FLAGS, "partition"] },
+  get: { args: ["KEY"], flags: [...CALL_FLAGS, "partition", "raw"] },
   rm: { args: ["KEY"], flags: [...CALL_FLAGS, "partition", "buffered"] },
   keys: {
     args: [],
     flags: [...CALL_FLAGS, "partition", "prefix", "start", "end", "limit", "values"],
   },
   sync: { args: [], flags: [...CALL_FLAGS, "partition"] },
+  retain: {
+    args: [],
+    flags: [...CALL_FLAGS, "partition", "buffered", "prefix", "start", "end", "invert", "none"],
+  },
+  clear: { args: [], flags: [...CALL_FLAGS, "partition", "buffered"] },
+  commit: { args: ["FILE"], flags: [...CALL_FLAGS, "partition", "buffered"] },
   partitions: { args: [], flags: CALL_FLAGS },
-  load: { args: ["FILE"], flags: [...CALL_FLAGS, "partition", "buffered"] },
-  watch: { args: [], flags: [...CALL_FLAGS, "partition", "prefix", "from-version", "values"] },
+  // load prints its own summary and progress: no --output json.
+  load: { args: ["FILE"], flags: [...CALL_FLAGS.filter((f) => f !== "output"), "partition", "buffered"] },
+  // watch prints one line per change as it comes: no --output json.
+  watch: {
+    args: [],
+    flags: [...CALL_FLAGS.filter((f) => f !== "output"), "partition", "prefix", "from-version", "values"],
+  },
 };
 
 function integer(flag: string, text: string, min: number, max: number): number {
@@ -300,6 +364,10 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     address: flags.get("address") ?? envAddress ?? DEFAULT_ADDRESS,
     buffered: flags.has("buffered"),
     values: flags.has("values"),
+    invert: flags.has("invert"),
+    none: flags.has("none"),
+    raw: flags.has("raw"),
+    output: "text",
   };
   const token = flags.get("token") ?? (env.METADATA_TOKEN === "" ? undefined : env.METADATA_TOKEN);
   if (token !== undefined) options.token = token;
@@ -307,6 +375,22 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
   for (const name of ["cacert", "cert", "key"] as const) {
     const value = flags.get(name);
     if (value !== undefined) options[name] = value;
+  }
+  const output = flags.get("output");
+  if (output !== undefined) {
+    if (output !== "text" && output !== "json") {
+      throw new UsageError(`--output: ${JSON.stringify(output)} is not text or json`);
+    }
+    options.output = output;
+  }
+  if (options.raw && options.output === "json")
+    throw new UsageError("--raw and --output json exclude each other");
+  if (command === "retain") {
+    const selects = flags.has("prefix") || flags.has("start") || flags.has("end");
+    if (selects === options.none) {
+      throw new UsageError("retain takes --prefix, --start or --end (what to keep), or --none");
+    }
+    if (options.none && options.invert) throw new UsageError("retain takes --invert or --none, not both");
   }
   const partition = flags.get("partition");
   if (partition !== undefined) options.partition = partition;
@@ -328,100 +412,243 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
   return { name: command as "put", args: positionals, options };
 }
 
+/** One word of a batch line: a JSON string in double quotes, or a run of non-space characters. */
+const BATCH_WORD = /\s*("(?:[^"\\]|\\.)*"|\S+)/gy;
+
+/** The operations of a batch line and the byte words each takes. */
+const BATCH_OPS: Record<string, number> = { put: 2, rm: 1, "if-absent": 1, "if-present": 1, "if-equals": 2 };
+
 /**
- * Where a command writes; process.stdout / process.stderr when run from the shell. `out` may
- * return a promise that resolves when the reader is ready for more (a long `keys` listing waits
- * for it instead of buffering everything).
+ * Parses a commit batch (see the module comment). `source` names it in error messages.
+ * @throws InputError naming the line
  */
-export interface Output {
-  out(line: string): undefined | Promise<void>;
-  err(line: string): void;
+export function parseBatch(
+  text: string,
+  source: string,
+): { mutations: BatchMutation[]; preconditions: BatchPrecondition[] } {
+  const mutations: BatchMutation[] = [];
+  const preconditions: BatchPrecondition[] = [];
+  text.split(/\r?\n/).forEach((line, index) => {
+    const where = `${source}:${index + 1}`;
+    if (line.trim() === "" || line.trimStart().startsWith("#")) return;
+    const words: string[] = [];
+    BATCH_WORD.lastIndex = 0;
+    // Where the last word ended: a failed sticky match resets lastIndex to 0.
+    let end = 0;
+    for (let match = BATCH_WORD.exec(line); match !== null; match = BATCH_WORD.exec(line)) {
+      end = BATCH_WORD.lastIndex;
+      const word = match[1] as string;
+      if (word.startsWith('"')) {
+        try {
+          words.push(JSON.parse(word) as string);
+        } catch {
+          throw new InputError(`${where}: bad quoted word ${word}`);
+        }
+      } else {
+        words.push(word);
+      }
+    }
+    if (line.slice(end).trim() !== "") throw new InputError(`${where}: unterminated quote`);
+    const [op, ...rest] = words as [string, ...string[]];
+    const arity = BATCH_OPS[op];
+    if (arity === undefined) {
+      throw new InputError(
+        `${where}: unknown operation ${JSON.stringify(op)} (${Object.keys(BATCH_OPS).join(", ")})`,
+      );
+    }
+    if (rest.length !== arity) {
+      throw new InputError(
+        `${where}: ${op} takes ${arity === 1 ? "KEY" : "KEY VALUE"}, got ${rest.length} word(s)`,
+      );
+    }
+    const key = parseBytes(rest[0] as string, `${where}: KEY`);
+    const value = arity === 2 ? parseBytes(rest[1] as string, `${where}: VALUE`) : new Uint8Array();
+    if (op === "put") mutations.push({ put: { key, value } });
+    else if (op === "rm") mutations.push({ remove: { key } });
+    else if (op === "if-absent") preconditions.push({ key, absent: true });
+    else if (op === "if-present") preconditions.push({ key, present: true });
+    else preconditions.push({ key, valueEquals: value });
+  });
+  if (mutations.length === 0 && preconditions.length === 0) throw new InputError(`${source}: empty batch`);
+  return { mutations, preconditions };
 }
 
 /**
- * Runs a client command against the server named in its options; resolves with the exit
- * status. Server and input errors are printed as `error: CODE: details` (status 1).
+ * Where a command reads and writes; process.stdin / stdout / stderr when run from the shell.
+ * `out` and `bytes` may return a promise that resolves when the reader is ready for more (a long
+ * `keys` listing waits for it instead of buffering everything).
  */
-export async function runClientCommand(
+export interface Output {
+  out(line: string): undefined | Promise<void>;
+  /** Writes bytes as they are (`get --raw`). */
+  bytes(data: Uint8Array): undefined | Promise<void>;
+  err(line: string): void;
+  /** All of standard input (a VALUE or a batch given as `-`). */
+  stdin(): Promise<Uint8Array>;
+}
+
+/** The bytes of a VALUE argument: `-` is stdin, `@FILE` a file, anything else `parseBytes`. */
+async function readValue(text: string, output: Output): Promise<Uint8Array> {
+  if (text === "-") return output.stdin();
+  if (text.startsWith("@")) return readInputFile(text.slice(1));
+  return parseBytes(text, "VALUE");
+}
+
+/** A file named on the command line. @throws InputError when it cannot be read */
+async function readInputFile(path: string): Promise<Uint8Array> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new InputError(
+      `cannot read ${JSON.stringify(path)}: ${(err as NodeJS.ErrnoException).code ?? err}`,
+    );
+  }
+}
+
+const base64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString("base64");
+
+/** A call prepared from the command line: every byte argument read, nothing sent yet. */
+type Prepared = (client: MetadataClient, output: Output) => Promise<number>;
+
+/**
+ * Reads and checks every byte argument, file and batch of `command`, so that bad input is
+ * refused (exit 2) before anything is sent. @throws InputError
+ */
+async function prepare(
   command: Extract<Command, { options: CliOptions }>,
   output: Output,
-): Promise<number> {
+): Promise<Prepared> {
   const { options } = command;
-  let client: MetadataClient;
-  try {
-    client = new MetadataClient(options.address, clientOptions(options));
-  } catch (err) {
-    output.err(`error: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  }
+  const json = options.output === "json";
   const call = {
     ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
     ...(options.partition === undefined ? {} : { partition: options.partition }),
   };
-  const write = {
-    ...call,
-    durability: options.buffered ? Durability.BUFFERED : Durability.DURABLE,
-  };
+  const write = { ...call, durability: options.buffered ? Durability.BUFFERED : Durability.DURABLE };
   const version = (v: bigint): string =>
     v === 0n && options.buffered ? "version: 0 (buffered: committed by the next sync)" : `version: ${v}`;
-  try {
-    switch (command.name) {
-      case "put": {
-        const [key, value] = command.args as [string, string];
-        const response = await client.put(parseBytes(key, "KEY"), parseBytes(value, "VALUE"), write);
-        if (response.previous !== undefined) {
-          await output.out(`previous: ${formatBytes(response.previous, "value")}`);
+  const bytesOption = (name: "prefix" | "start" | "end") => {
+    const text = options[name];
+    return text === undefined ? {} : { [name]: parseBytes(text, `--${name}`) };
+  };
+  /** Prints `removed` and `version` of a retain or clear. */
+  const removedAndVersion = async (response: { removed: bigint; version: bigint }) => {
+    if (json) {
+      await output.out(
+        JSON.stringify({ removed: String(response.removed), version: String(response.version) }),
+      );
+    } else {
+      await output.out(`removed: ${response.removed}`);
+      await output.out(version(response.version));
+    }
+    return 0;
+  };
+  switch (command.name) {
+    case "put": {
+      const key = parseBytes(command.args[0] as string, "KEY");
+      const value = await readValue(command.args[1] as string, output);
+      return async (client) => {
+        const response = await client.put(key, value, write);
+        if (json) {
+          const previous = response.previous === undefined ? {} : { previous: base64(response.previous) };
+          await output.out(JSON.stringify({ ...previous, version: String(response.version) }));
+        } else {
+          if (response.previous !== undefined) {
+            await output.out(`previous: ${formatBytes(response.previous, "value")}`);
+          }
+          await output.out(version(response.version));
         }
-        await output.out(version(response.version));
         return 0;
-      }
-      case "get": {
-        const value = await client.get(parseBytes(command.args[0] as string, "KEY"), call);
+      };
+    }
+    case "get": {
+      const key = parseBytes(command.args[0] as string, "KEY");
+      return async (client) => {
+        const value = await client.get(key, call);
         if (value === undefined) {
           output.err("not found");
           return 1;
         }
-        await output.out(formatBytes(value, "value"));
+        if (options.raw) await output.bytes(value);
+        else if (json) await output.out(JSON.stringify({ value: base64(value) }));
+        else await output.out(formatBytes(value, "value"));
         return 0;
-      }
-      case "rm": {
-        const response = await client.remove(parseBytes(command.args[0] as string, "KEY"), write);
+      };
+    }
+    case "rm": {
+      const key = parseBytes(command.args[0] as string, "KEY");
+      return async (client) => {
+        const response = await client.remove(key, write);
+        if (json) {
+          const previous = response.previous === undefined ? {} : { previous: base64(response.previous) };
+          await output.out(JSON.stringify({ ...previous, version: String(response.version) }));
+          return 0;
+        }
         if (response.previous === undefined) output.err("not found (nothing removed)");
         else await output.out(`removed: ${formatBytes(response.previous, "value")}`);
         await output.out(version(response.version));
         return 0;
-      }
-      case "keys": {
+      };
+    }
+    case "keys": {
+      const range = { ...bytesOption("prefix"), ...bytesOption("start"), ...bytesOption("end") };
+      return async (client) => {
         const entries = client.keys({
           ...call,
-          ...(options.prefix === undefined ? {} : { prefix: parseBytes(options.prefix, "--prefix") }),
-          ...(options.start === undefined ? {} : { start: parseBytes(options.start, "--start") }),
-          ...(options.end === undefined ? {} : { end: parseBytes(options.end, "--end") }),
+          ...range,
           ...(options.limit === undefined ? {} : { limit: options.limit }),
           includeValues: options.values,
         });
         for await (const { key, value } of entries) {
-          const shown = formatBytes(key, "key");
-          await output.out(
-            options.values ? `${shown}\t${formatBytes(value ?? new Uint8Array(), "value")}` : shown,
-          );
+          if (json) {
+            const shown = options.values ? { value: base64(value ?? new Uint8Array()) } : {};
+            await output.out(JSON.stringify({ key: base64(key), ...shown }));
+          } else {
+            const shown = formatBytes(key, "key");
+            await output.out(
+              options.values ? `${shown}\t${formatBytes(value ?? new Uint8Array(), "value")}` : shown,
+            );
+          }
         }
         return 0;
-      }
-      case "sync": {
-        await output.out(`version: ${(await client.sync(call)).version}`);
+      };
+    }
+    case "sync":
+      return async (client) => {
+        const synced = (await client.sync(call)).version;
+        await output.out(json ? JSON.stringify({ version: String(synced) }) : `version: ${synced}`);
         return 0;
-      }
-      case "partitions": {
-        for (const name of await client.listPartitions(call)) await output.out(name);
+      };
+    case "retain": {
+      const filter = {
+        ...bytesOption("prefix"),
+        ...bytesOption("start"),
+        ...bytesOption("end"),
+        invert: options.invert,
+        keepNone: options.none,
+      };
+      return async (client) => removedAndVersion(await client.retain(filter, write));
+    }
+    case "clear":
+      return async (client) => removedAndVersion(await client.clear(write));
+    case "commit": {
+      const source = command.args[0] as string;
+      const text = Buffer.from(source === "-" ? await output.stdin() : await readInputFile(source)).toString(
+        "utf8",
+      );
+      const batch = parseBatch(text, source === "-" ? "stdin" : source);
+      return async (client) => {
+        const committed = (await client.commit(batch.mutations, batch.preconditions, write)).version;
+        await output.out(json ? JSON.stringify({ version: String(committed) }) : version(committed));
         return 0;
-      }
-      case "load":
-        return await load(client, command.args[0] as string, options, output);
-      case "watch": {
+      };
+    }
+    case "watch": {
+      const prefix = bytesOption("prefix");
+      return async (client) => {
         const batches = client.watch({
           ...call,
-          ...(options.prefix === undefined ? {} : { prefix: parseBytes(options.prefix, "--prefix") }),
+          ...prefix,
           ...(options.fromVersion === undefined ? {} : { startVersion: options.fromVersion }),
           includeValues: options.values,
         });
@@ -435,10 +662,50 @@ export async function runClientCommand(
           }
         }
         return 0;
-      }
+      };
     }
+    case "load": {
+      const file = command.args[0] as string;
+      return async (client) => load(client, file, options, output);
+    }
+    case "partitions":
+      return async (client) => {
+        const names = await client.listPartitions(call);
+        if (json) await output.out(JSON.stringify({ partitions: names }));
+        else for (const name of names) await output.out(name);
+        return 0;
+      };
+  }
+}
+
+/**
+ * Runs a client command against the server named in its options; resolves with the exit
+ * status: 2 for bad input (printed with a pointer to the usage; nothing is sent), 1 for a server
+ * error (`error: CODE: details`) or a server that cannot be reached.
+ */
+export async function runClientCommand(
+  command: Extract<Command, { options: CliOptions }>,
+  output: Output,
+): Promise<number> {
+  let prepared: Prepared;
+  try {
+    prepared = await prepare(command, output);
   } catch (err) {
-    output.err(`error: ${describeError(err)}`);
+    if (!(err instanceof InputError)) throw err;
+    output.err(`error: ${err.message}\n${USAGE_HINT}`);
+    return 2;
+  }
+  let client: MetadataClient;
+  try {
+    client = new MetadataClient(command.options.address, clientOptions(command.options));
+  } catch (err) {
+    output.err(`error: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+  try {
+    return await prepared(client, output);
+  } catch (err) {
+    output.err(`error: ${describeError(err, command.options.address)}`);
     return 1;
   } finally {
     client.close();
@@ -585,11 +852,31 @@ export async function load(
   return failed.length === 0 && stoppedAt === undefined && streamError === undefined ? 0 : 1;
 }
 
-/** `CODE: details` of a gRPC or input error. */
-function describeError(err: unknown): string {
+/** Printed after a usage error. */
+const USAGE_HINT = 'run "npm run cli -- help" for usage';
+
+/**
+ * `CODE: details` of a gRPC error, or `cannot reach the server at ADDR (reason)` when the
+ * connection itself failed.
+ */
+function describeError(err: unknown, address?: string): string {
   if (err instanceof InputError) return `INVALID_ARGUMENT: ${err.message}`;
   if (typeof err === "object" && err !== null && "code" in err && typeof err.code === "number") {
     const details = "details" in err && typeof err.details === "string" ? err.details : "";
+    // Only failures to reach the address at all; a refused TLS handshake, say, keeps its details.
+    const reason =
+      err.code !== status.UNAVAILABLE
+        ? undefined
+        : /ECONNREFUSED/.test(details)
+          ? "connection refused"
+          : /ENOTFOUND|EAI_AGAIN|Name resolution failed/.test(details)
+            ? "name not resolved"
+            : /ETIMEDOUT|EHOSTUNREACH|ENETUNREACH/.test(details)
+              ? "no route or timed out"
+              : undefined;
+    if (reason !== undefined && address !== undefined) {
+      return `cannot reach the server at ${address} (${reason})`;
+    }
     return `${status[err.code] ?? `code ${err.code}`}: ${details}`;
   }
   return `UNKNOWN: ${err instanceof Error ? err.message : String(err)}`;
@@ -626,7 +913,7 @@ async function main(): Promise<void> {
     command = parseCommandLine(process.argv.slice(2));
   } catch (err) {
     if (err instanceof UsageError) {
-      console.error(`error: ${err.message}\nrun "npm run cli -- help" for usage`);
+      console.error(`error: ${err.message}\n${USAGE_HINT}`);
       process.exitCode = 2;
       return;
     }
@@ -647,8 +934,14 @@ async function main(): Promise<void> {
   });
   process.exitCode = await runClientCommand(command, {
     out: (line) => (process.stdout.write(`${line}\n`) ? undefined : drained()),
+    bytes: (data) => (process.stdout.write(data) ? undefined : drained()),
     err: (line) => {
       process.stderr.write(`${line}\n`);
+    },
+    stdin: async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
     },
   });
 }

@@ -1,19 +1,22 @@
 /**
  * CLI tests: server/cli.ts run as a child process (`node --import tsx server/cli.ts ...`) against
  * an in-process server, checking stdout, stderr and the exit status of put / get / rm / keys /
- * sync / partitions, the text / hex / u64 spellings of bytes both ways, and the error output for
- * bad input; `serve` runs as a child process of its own and is stopped with SIGTERM. The byte
+ * sync / retain / clear / commit / partitions, `--output json`, `--raw`, values from `@FILE` and
+ * `-`, the text / hex / u64 spellings of bytes both ways, and the error output for bad input; `serve` runs as a child process of its own and is stopped with SIGTERM. The byte
  * spellings and the command-line parser are also checked in-process, where it is cheap to try
  * many cases.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import {
   CLI_USAGE,
   DEFAULT_ADDRESS,
   formatBytes,
   InputError,
+  parseBatch,
   parseBytes,
   parseCommandLine,
   UsageError,
@@ -35,12 +38,18 @@ interface Run {
  * Runs the CLI with `args` and METADATA_ADDRESS=`address` (unless `env` says otherwise); resolves
  * with its exit status and output. Asynchronous, so the in-process server keeps serving meanwhile.
  */
-async function cli(address: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+async function cli(
+  address: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  stdin: string | Uint8Array = "",
+): Promise<Run> {
   const child = spawn(process.execPath, ["--import", "tsx", "server/cli.ts", ...args], {
     cwd: REPO_ROOT,
     env: { ...process.env, METADATA_ADDRESS: address, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe"],
   });
+  child.stdin.end(stdin);
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
@@ -74,6 +83,16 @@ function failed(run: Run, code: number, stderr: RegExp): void {
   assert.equal(run.stdout, "");
   assert.match(run.stderr, stderr);
 }
+
+/** The options every command line starts from. */
+const DEFAULTS = {
+  buffered: false,
+  values: false,
+  invert: false,
+  none: false,
+  raw: false,
+  output: "text",
+} as const;
 
 describe("byte spellings and the command line (in-process)", () => {
   test("parseBytes reads text, hex:, u64: and text:", () => {
@@ -124,6 +143,9 @@ describe("byte spellings and the command line (in-process)", () => {
       [Buffer.from([0xef, 0xbb, 0xbf, 0x41]), "value", "hex:efbbbf41"],
       [Buffer.from("a\u202eb"), "value", "hex:61e280ae62"],
       [Buffer.from("\u{1F469}\u200D\u{1F4BB}"), "value", "\u{1F469}\u200D\u{1F4BB}"],
+      // Text that reads as a file or stdin VALUE is spelled with text: too.
+      [Buffer.from("@file"), "value", "text:@file"],
+      [Buffer.from("-"), "value", "text:-"],
     ];
     for (const [bytes, kind, spelled] of cases) {
       assert.equal(formatBytes(bytes, kind), spelled, Buffer.from(bytes).toString("hex"));
@@ -131,24 +153,56 @@ describe("byte spellings and the command line (in-process)", () => {
     }
   });
 
+  test("parseBatch reads operations, quoted words and comments; refuses bad lines by number", () => {
+    const batch = parseBatch(
+      '# a comment\n\nput k1 "two words"\r\nrm hex:00ff\nif-absent "k 2"\nif-present u64:7\nif-equals k1 "\\t"\n',
+      "b.txt",
+    );
+    assert.deepEqual(batch, {
+      mutations: [
+        { put: { key: Buffer.from("k1"), value: Buffer.from("two words") } },
+        { remove: { key: Buffer.from([0x00, 0xff]) } },
+      ],
+      preconditions: [
+        { key: Buffer.from("k 2"), absent: true },
+        { key: u64(7), present: true },
+        { key: Buffer.from("k1"), valueEquals: Buffer.from("\t") },
+      ],
+    });
+    for (const [text, message] of [
+      ["put k", /^b\.txt:1: put takes KEY VALUE, got 1 word/],
+      ["rm a b", /^b\.txt:1: rm takes KEY, got 2 word/],
+      ["\nupsert k v", /^b\.txt:2: unknown operation "upsert"/],
+      ['put k "open', /^b\.txt:1: bad quoted word "open/],
+      ["put hex:0 v", /^b\.txt:1: KEY "hex:0": hex needs/],
+      ["# only a comment\n", /^b\.txt: empty batch$/],
+    ] as const) {
+      assert.throws(
+        () => parseBatch(text, "b.txt"),
+        (err: unknown) => err instanceof InputError && message.test(err.message),
+        text,
+      );
+    }
+  });
+
   test("parseCommandLine: options anywhere, --flag=value, --, env address, bad usage", () => {
     assert.deepEqual(parseCommandLine(["put", "--partition", "p", "k", "--buffered", "v"], {}), {
       name: "put",
       args: ["k", "v"],
-      options: { address: DEFAULT_ADDRESS, buffered: true, values: false, partition: "p" },
+      options: { ...DEFAULTS, address: DEFAULT_ADDRESS, buffered: true, partition: "p" },
     });
     assert.deepEqual(
       parseCommandLine(["--address=h:1", "keys", "--limit=3", "--values", "--prefix", "a"], {}),
       {
         name: "keys",
         args: [],
-        options: { address: "h:1", buffered: false, values: true, limit: 3, prefix: "a" },
+        options: { ...DEFAULTS, address: "h:1", values: true, limit: 3, prefix: "a" },
       },
     );
     assert.deepEqual(parseCommandLine(["put", "--", "--k", "-1"], { METADATA_ADDRESS: "env:2" }), {
       name: "put",
       args: ["--k", "-1"],
-      options: { address: "env:2", buffered: false, values: false },
+      options: { ...DEFAULTS, address: "env:2" },
     });
     assert.deepEqual(parseCommandLine(["serve", "--listen", "127.0.0.1:0"], {}), {
       name: "serve",
@@ -169,6 +223,13 @@ describe("byte spellings and the command line (in-process)", () => {
       [["get", "k", "--deadline-ms", "0"], /--deadline-ms: "0" is not an integer in 1\.\./],
       [["get", "k", "--partition"], /--partition needs a value/],
       [["--partition", "p", "serve"], /serve takes server flags only/],
+      [["retain"], /retain takes --prefix, --start or --end \(what to keep\), or --none/],
+      [["retain", "--prefix", "a", "--none"], /retain takes --prefix, --start or --end/],
+      [["retain", "--none", "--invert"], /--invert or --none, not both/],
+      [["get", "k", "--output", "yaml"], /--output: "yaml" is not text or json/],
+      [["get", "k", "--raw", "--output", "json"], /--raw and --output json exclude each other/],
+      [["put", "k", "v", "--raw"], /put does not take --raw/],
+      [["commit"], /commit takes FILE, got 0 argument/],
     ] as const) {
       assert.throws(
         () => parseCommandLine(argv, {}),
@@ -305,6 +366,8 @@ describe("the CLI against a server", () => {
   });
 
   test("--buffered answers before the commit; sync commits; partitions lists them", async () => {
+    for (const partition of ["nodes", "shop"])
+      await server.client.put(u64(1), Buffer.from("x"), { partition });
     const put = ok(await run("put", "--buffered", "--partition", "later", "pending", "soon"));
     assert.deepEqual(put, ["version: 0 (buffered: committed by the next sync)"]);
     // Reads see committed state only, and the flush interval is an hour.
@@ -336,16 +399,17 @@ describe("the CLI against a server", () => {
       1,
       /^error: INVALID_ARGUMENT: invalid partition name "bad name!": use 1 or more ASCII letters, digits, '-' or '_'\n$/,
     );
+    // Bad bytes are a bad command line: exit 2, and nothing is sent.
     failed(
       badHex,
-      1,
-      /^error: INVALID_ARGUMENT: KEY "hex:abc": hex needs an even number of digits 0-9, a-f\n$/,
+      2,
+      /^error: KEY "hex:abc": hex needs an even number of digits 0-9, a-f\nrun "npm run cli -- help" for usage\n$/,
     );
     failed(tooLarge, 1, /^error: INVALID_ARGUMENT: value too large: 65 bytes > 64\n$/);
     failed(emptyKey, 1, /^error: INVALID_ARGUMENT: empty key\n$/);
-    failed(badU64, 1, /^error: INVALID_ARGUMENT: --start "u64:99999999999999999999": u64 needs/);
+    failed(badU64, 2, /^error: --start "u64:99999999999999999999": u64 needs/);
     failed(unknown, 2, /^error: unknown command "frobnicate"\nrun "npm run cli -- help" for usage\n$/);
-    failed(unreachable, 1, /^error: UNAVAILABLE: /);
+    failed(unreachable, 1, /^error: cannot reach the server at 127\.0\.0\.1:1 \(connection refused\)\n$/);
     // Nothing was written by any of them.
     assert.equal(await server.client.get(Buffer.from("big")), undefined);
     assert.ok(!(await server.client.listPartitions()).some((name) => name.includes("bad")));
@@ -365,6 +429,123 @@ describe("the CLI against a server", () => {
     } finally {
       await slow.stop();
     }
+  });
+
+  test("values from @FILE and from - (stdin); get --raw prints the bytes as they are", async () => {
+    const dir = await tempDir("metadata-cli-values-");
+    try {
+      const binary = Buffer.from([0x00, 0x01, 0xfe, 0x0a, 0xff]);
+      await writeFile(join(dir.path, "value.bin"), binary);
+      ok(await run("put", "--partition", "files", "from-file", `@${join(dir.path, "value.bin")}`));
+      ok(await cli(server.address, ["put", "--partition", "files", "from-stdin", "-"], {}, "piped\n"));
+      ok(await run("put", "--partition", "files", "literal", "text:@not-a-file"));
+      assert.deepEqual(await server.client.get(Buffer.from("from-file"), { partition: "files" }), binary);
+      assert.deepEqual(
+        await server.client.get(Buffer.from("from-stdin"), { partition: "files" }),
+        Buffer.from("piped\n"),
+      );
+      assert.deepEqual(ok(await run("get", "--partition", "files", "literal")), ["text:@not-a-file"]);
+      // --raw: exactly the stored bytes on stdout, no newline, no spelling.
+      const raw = spawn(
+        process.execPath,
+        ["--import", "tsx", "server/cli.ts", "get", "--raw", "--partition", "files", "from-file"],
+        {
+          cwd: REPO_ROOT,
+          env: { ...process.env, METADATA_ADDRESS: server.address },
+          stdio: ["ignore", "pipe", "inherit"],
+        },
+      );
+      const chunks: Buffer[] = [];
+      raw.stdout.on("data", (chunk: Buffer) => chunks.push(chunk));
+      const code = await new Promise((resolve) => raw.once("close", resolve));
+      assert.equal(code, 0);
+      assert.deepEqual(Buffer.concat(chunks), binary);
+      failed(
+        await run("put", "k", `@${join(dir.path, "missing")}`),
+        2,
+        /^error: cannot read ".*missing": ENOENT\n/,
+      );
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  test("commit applies a batch from a file or stdin atomically, if its preconditions hold", async () => {
+    const dir = await tempDir("metadata-cli-commit-");
+    try {
+      const batch = join(dir.path, "batch.txt");
+      await writeFile(batch, '# first batch\nif-absent account\nput account "balance 10"\nput log hex:00\n');
+      const first = ok(await run("commit", "--partition", "bank", batch));
+      assert.match(first.join("\n"), /^version: [1-9]\d*$/);
+      assert.deepEqual(ok(await run("keys", "--partition", "bank", "--values")), [
+        "account\tbalance 10",
+        "log\thex:00",
+      ]);
+      // The same batch again: its precondition fails, nothing of it is applied.
+      failed(await run("commit", "--partition", "bank", batch), 1, /^error: FAILED_PRECONDITION: /);
+      const second = await cli(
+        server.address,
+        ["commit", "--partition", "bank", "-", "--output", "json"],
+        {},
+        'if-equals account "balance 10"\nput account "balance 7"\nrm log\n',
+      );
+      assert.match(ok(second)[0] as string, /^\{"version":"[1-9]\d*"\}$/);
+      assert.deepEqual(ok(await run("keys", "--partition", "bank", "--values")), ["account\tbalance 7"]);
+      // A bad batch is a bad command line: exit 2, nothing sent.
+      failed(
+        await cli(server.address, ["commit", "--partition", "bank", "-"], {}, "put account\n"),
+        2,
+        /^error: stdin:1: put takes KEY VALUE, got 1 word\(s\)\nrun "npm run cli -- help" for usage\n$/,
+      );
+      assert.deepEqual(ok(await run("get", "--partition", "bank", "account")), ["balance 7"]);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  test("retain keeps the selected keys (or removes them with --invert); clear removes every key", async () => {
+    for (const key of ["a/1", "a/2", "b/1", "c/1"]) {
+      await server.client.put(Buffer.from(key), Buffer.from("x"), { partition: "pruned" });
+    }
+    const keep = ok(await run("retain", "--partition", "pruned", "--prefix", "a/"));
+    assert.equal(keep[0], "removed: 2");
+    assert.match(keep[1] as string, /^version: [1-9]\d*$/);
+    assert.deepEqual(ok(await run("keys", "--partition", "pruned")), ["a/1", "a/2"]);
+    const invert = ok(
+      await run("retain", "--partition", "pruned", "--start", "a/2", "--invert", "--output", "json"),
+    );
+    assert.match(invert[0] as string, /^\{"removed":"1","version":"[1-9]\d*"\}$/);
+    assert.deepEqual(ok(await run("keys", "--partition", "pruned")), ["a/1"]);
+    const cleared = ok(await run("clear", "--partition", "pruned"));
+    assert.equal(cleared[0], "removed: 1");
+    assert.deepEqual(ok(await run("keys", "--partition", "pruned")), []);
+    await server.client.put(Buffer.from("z"), Buffer.from("x"), { partition: "pruned" });
+    assert.equal(ok(await run("retain", "--partition", "pruned", "--none"))[0], "removed: 1");
+  });
+
+  test("--output json: protobuf JSON (bytes in base64, numbers as strings), one object per result", async () => {
+    const json = ["--partition", "json", "--output", "json"];
+    const put = JSON.parse(ok(await run("put", ...json, "k", "hex:00ff"))[0] as string);
+    assert.deepEqual(Object.keys(put), ["version"]);
+    assert.match(put.version, /^[1-9]\d*$/);
+    const again = JSON.parse(ok(await run("put", ...json, "k", "v2"))[0] as string);
+    assert.equal(again.previous, Buffer.from([0x00, 0xff]).toString("base64"));
+    await server.client.put(Buffer.from("k2"), Buffer.from("v"), { partition: "json" });
+    assert.deepEqual(JSON.parse(ok(await run("get", ...json, "k"))[0] as string), {
+      value: Buffer.from("v2").toString("base64"),
+    });
+    assert.deepEqual(
+      ok(await run("keys", ...json, "--values")).map((line) => JSON.parse(line)),
+      [
+        { key: Buffer.from("k").toString("base64"), value: Buffer.from("v2").toString("base64") },
+        { key: Buffer.from("k2").toString("base64"), value: Buffer.from("v").toString("base64") },
+      ],
+    );
+    const removed = JSON.parse(ok(await run("rm", ...json, "k2"))[0] as string);
+    assert.equal(removed.previous, Buffer.from("v").toString("base64"));
+    assert.match(JSON.parse(ok(await run("sync", ...json))[0] as string).version, /^\d+$/);
+    const { partitions } = JSON.parse(ok(await run("partitions", "--output", "json"))[0] as string);
+    assert.ok(partitions.includes("json"));
   });
 
   test("--address wins over METADATA_ADDRESS", async () => {
