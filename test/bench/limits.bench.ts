@@ -17,7 +17,6 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import http2 from "node:http2";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,6 +26,7 @@ import {
   MetadataService,
 } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import { MetadataClient } from "../../clients/ts/metadata-client.js";
+import { freePort } from "../support/ports.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const KEYS_PATH = `/${MetadataService.typeName}/${MetadataService.method.keys.name}`;
@@ -36,17 +36,6 @@ const STREAMS_PER_CONNECTION = 100;
 const PARTITIONS = quick ? 1000 : 5000;
 const BIG_VALUE_BYTES = 4096;
 const BIG_KEYS = 5120; // 20 MiB of values
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolvePort(port));
-    });
-  });
-}
 
 function rssMiB(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, "utf8")
