@@ -23,7 +23,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -34,6 +33,7 @@ import { Partitions } from "../../server/engine/partitions.js";
 import { fixedKeys } from "../../server/store/codec.js";
 import { openMetadata } from "../../server/store/metadata.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
+import { freePort } from "../support/ports.js";
 import { tempDir } from "../support/temp-dir.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -183,15 +183,6 @@ async function writePath(): Promise<void> {
       `(${(median(withFeed) / median(without)).toFixed(2)}x); rounds: ${without.map((x) => x.toFixed(0)).join(" ")} / ` +
       `${withFeed.map((x) => x.toFixed(0)).join(" ")}`,
   );
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  return port;
 }
 
 async function startServer(dataDir: string): Promise<{ child: ChildProcess; address: string }> {
