@@ -366,7 +366,7 @@ describe("the CLI against a server", () => {
   });
 
   test("--buffered answers before the commit; sync commits; partitions lists them", async () => {
-    for (const partition of ["nodes", "shop"])
+    for (const partition of ["default", "nodes", "shop"])
       await server.client.put(u64(1), Buffer.from("x"), { partition });
     const put = ok(await run("put", "--buffered", "--partition", "later", "pending", "soon"));
     assert.deepEqual(put, ["version: 0 (buffered: committed by the next sync)"]);
