@@ -10,7 +10,9 @@
  *   servers on free 127.0.0.1 ports: etcd (single node, data dir in a temp dir), the grpc-js no-op
  *   server (test/bench/noop-server.ts: Put and each request of a Write stream answered at once),
  *   the same Put on bare node:http2 (test/bench/http2-noop-server.ts: no gRPC library), ours
- *   (`node --import tsx server/main.ts --data-dir <tmp> --listen ... --metrics-listen ...`) and
+ *   (the compiled server as `npm start` runs it, built first when stale: `node dist/server/main.js
+ *   --data-dir <tmp> --listen ... --metrics-listen ...`; `--server-entry=FILE.ts` runs a
+ *   TypeScript entry through tsx) and
  *   a second instance of ours ("ours-auth": its own data dir, the same flags plus `--auth-tokens
  *   <tmp>/auth-tokens.json`, a file holding only the SHA-256 of one random token granted write on
  *   every partition `*`; the load generator sends that token with `-token`), each of ours loaded
@@ -279,7 +281,8 @@ function clockTicks(): number {
 }
 
 function parseOptions(argv: readonly string[]): Options {
-  let serverEntry = join(ROOT, "server/main.ts");
+  // The compiled server, as `npm start` runs it (built first when stale).
+  let serverEntry = join(ROOT, "dist/server/main.js");
   let keyBytes: 8 | 16 = 8;
   const plain: string[] = [];
   for (const arg of argv) {
@@ -592,8 +595,8 @@ async function startOurs(
 ): Promise<Server> {
   const [grpcPort, metricsPort] = [await freePort(), await freePort()];
   const server = startProcess(auth === undefined ? "ours" : "ours-auth", process.execPath, [
-    "--import",
-    "tsx",
+    // A TypeScript entry runs through tsx; the compiled one (the default) as it is.
+    ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
     entry,
     "--data-dir",
     dataDir,
@@ -1224,6 +1227,9 @@ async function main(): Promise<number> {
   }, options.timing.watchdogS * 1000);
   watchdog.unref();
 
+  if (options.ours && options.serverEntry === join(ROOT, "dist/server/main.js")) {
+    execFileSync(process.execPath, [join(ROOT, "scripts/build.mjs"), "--if-stale"], { stdio: "inherit" });
+  }
   tempRoot = await mkdtemp(join(tmpdir(), "rpc-bench-"));
   const machine = await machineInfo(tempRoot);
   progress(`rpc bench (${options.quick ? "quick" : "full"}) in ${tempRoot} (${machine.filesystem})`);
