@@ -145,6 +145,15 @@ async function startLocked(
   }
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client also exposes these three gauges under a counter's `_total` suffix, which
+  // `promtool check metrics` rejects; the same values stay as nodejs_active_{handles,requests,resources}.
+  for (const name of [
+    "nodejs_active_handles_total",
+    "nodejs_active_requests_total",
+    "nodejs_active_resources_total",
+  ]) {
+    registry.removeSingleMetric(name);
+  }
   const metered = new MeteredStorage(storage ?? new FilesystemStorage(config.dataDir), registry);
   const partitions = new Partitions(
     metered,

@@ -1,6 +1,7 @@
 /**
  * RpcServer: the grpc-js server with MetadataService, grpc.health.v1 health, server reflection
- * and a metrics interceptor (`metadata_rpc_duration_seconds{method,code}`).
+ * and a metrics interceptor (`metadata_rpc_duration_seconds{service,method,code}` and the standard
+ * `grpc_server_*` metrics of go-grpc-prometheus).
  *
  * Invariants:
  * - At most `maxConcurrentStreams` calls run at once on one HTTP/2 connection; clients open more
@@ -19,7 +20,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
-import { Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import type { AccessControl } from "../auth/access-control.js";
 import type { Engine } from "../engine/operations.js";
@@ -140,7 +141,7 @@ export class RpcServer {
       watch: createWatchMetrics(registry),
     });
     addService(server, MetadataService, service, {
-      observeUnary: observe,
+      observeUnary: (path) => observe(path, "unary"),
       rejectMalformed: (reason) => invalidArgument(`malformed request: ${reason}`),
     });
     const refusal = options.refusal ?? (() => undefined);
@@ -232,39 +233,158 @@ function streamLimits(registry: Registry, maxStreams: number, maxBufferedBytes: 
   return limits;
 }
 
+/** The kind of a call, as the gRPC ecosystem's Prometheus interceptors label it (`grpc_type`). */
+export type GrpcType = "unary" | "client_stream" | "server_stream" | "bidi_stream";
+
 /** Starts observing one call of `path`; the returned function ends it with its status code. */
-type ObserveCall = (path: string) => (code: grpc.status) => void;
+type ObserveCall = (path: string, type: GrpcType) => (code: grpc.status) => void;
 
 /**
- * Observes every call's duration by method and status code into
- * `metadata_rpc_duration_seconds`, and counts the calls active in `calls`.
+ * Status code names as grpc-go spells them (`codes.Code.String()`), which is what
+ * go-grpc-prometheus writes into `grpc_code` and what stock gRPC dashboards filter on.
+ */
+const GO_CODE_NAMES: readonly string[] = [
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
+];
+
+/** Buckets of `grpc_server_handling_seconds`: Prometheus' DefBuckets, as go-grpc-prometheus uses. */
+const GRPC_HANDLING_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Returns the metric `name` already in `registry` (a second server on it), or makes it. */
+function reuse<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+/** The metric children of one method path, bound once; per-code children bound on first use. */
+interface PathMetrics {
+  started: { inc(): void };
+  handling: { observe(seconds: number): void };
+  /** By status code: `grpc_server_handled_total` and `metadata_rpc_duration_seconds` children. */
+  byCode: ({ handled: { inc(): void }; duration: { observe(seconds: number): void } } | undefined)[];
+  service: string;
+  method: string;
+  type: GrpcType;
+}
+
+/**
+ * Observes every call twice: into our `metadata_rpc_duration_seconds{service,method,code}`, and
+ * into the standard gRPC server metrics as go-grpc-prometheus (grpc-ecosystem) names them:
+ * `grpc_server_started_total` and `grpc_server_handling_seconds` by `grpc_type`, `grpc_service`
+ * and `grpc_method`, and `grpc_server_handled_total` by those and `grpc_code`. Counts the calls
+ * active in `calls`.
+ *
+ * The label children of a path are bound on its first call and those of a (path, code) on its
+ * first end, so a call costs a map lookup and a clock read at each end, and no label objects.
  */
 function callObserver(registry: Registry, calls: ActiveCalls): ObserveCall {
-  const name = "metadata_rpc_duration_seconds";
-  const histogram =
-    (registry.getSingleMetric(name) as Histogram<"method" | "code"> | undefined) ??
-    new Histogram({
-      name,
-      help: "gRPC call duration by method and status code.",
-      labelNames: ["method", "code"],
-      buckets: [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-      ],
-      registers: [registry],
-    });
-  return (path) => {
-    const method = path.slice(path.lastIndexOf("/") + 1);
-    const started = process.hrtime.bigint();
+  const duration = reuse(
+    registry,
+    "metadata_rpc_duration_seconds",
+    () =>
+      new Histogram<"service" | "method" | "code">({
+        name: "metadata_rpc_duration_seconds",
+        help: "gRPC call duration by service, method and status code.",
+        labelNames: ["service", "method", "code"],
+        buckets: [
+          0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+        ],
+        registers: [registry],
+      }),
+  );
+  const started = reuse(
+    registry,
+    "grpc_server_started_total",
+    () =>
+      new Counter<"grpc_type" | "grpc_service" | "grpc_method">({
+        name: "grpc_server_started_total",
+        help: "Total number of RPCs started on the server.",
+        labelNames: ["grpc_type", "grpc_service", "grpc_method"],
+        registers: [registry],
+      }),
+  );
+  const handled = reuse(
+    registry,
+    "grpc_server_handled_total",
+    () =>
+      new Counter<"grpc_type" | "grpc_service" | "grpc_method" | "grpc_code">({
+        name: "grpc_server_handled_total",
+        help: "Total number of RPCs completed on the server, regardless of success or failure.",
+        labelNames: ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        registers: [registry],
+      }),
+  );
+  const handling = reuse(
+    registry,
+    "grpc_server_handling_seconds",
+    () =>
+      new Histogram<"grpc_type" | "grpc_service" | "grpc_method">({
+        name: "grpc_server_handling_seconds",
+        help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+        labelNames: ["grpc_type", "grpc_service", "grpc_method"],
+        buckets: GRPC_HANDLING_BUCKETS,
+        registers: [registry],
+      }),
+  );
+  const paths = new Map<string, PathMetrics>();
+  const bind = (path: string, type: GrpcType): PathMetrics => {
+    const slash = path.lastIndexOf("/");
+    const service = path.slice(1, slash);
+    const method = path.slice(slash + 1);
+    const metrics: PathMetrics = {
+      started: started.labels(type, service, method),
+      handling: handling.labels(type, service, method),
+      byCode: [],
+      service,
+      method,
+      type,
+    };
+    paths.set(path, metrics);
+    return metrics;
+  };
+  const byCode = (metrics: PathMetrics, code: grpc.status) => {
+    const bound = {
+      handled: handled.labels(
+        metrics.type,
+        metrics.service,
+        metrics.method,
+        GO_CODE_NAMES[code] ?? String(code),
+      ),
+      duration: duration.labels(metrics.service, metrics.method, grpc.status[code] ?? String(code)),
+    };
+    metrics.byCode[code] = bound;
+    return bound;
+  };
+  return (path, type) => {
+    const metrics = paths.get(path) ?? bind(path, type);
+    metrics.started.inc();
+    const startedAt = process.hrtime.bigint();
     // A health watch lasts as long as its client: shutdown must not wait for it to end.
     const end = path === HEALTH_WATCH ? () => undefined : calls.begin();
     let ended = false;
     return (code) => {
       if (ended) return;
       ended = true;
-      histogram.observe(
-        { method, code: grpc.status[code] ?? String(code) },
-        Number(process.hrtime.bigint() - started) / 1e9,
-      );
+      const seconds = Number(process.hrtime.bigint() - startedAt) / 1e9;
+      const bound = metrics.byCode[code] ?? byCode(metrics, code);
+      bound.handled.inc();
+      bound.duration.observe(seconds);
+      metrics.handling.observe(seconds);
       end();
     };
   };
@@ -311,7 +431,7 @@ function metricsInterceptor(observe: ObserveCall, unobserved: ReadonlySet<string
       call,
       new grpc.ResponderBuilder()
         .withStart((next) => {
-          end = observe(descriptor.path);
+          end = observe(descriptor.path, grpcType(descriptor));
           next({ onCancel: () => end?.(grpc.status.CANCELLED) });
         })
         .withSendStatus((status, next) => {
@@ -321,4 +441,10 @@ function metricsInterceptor(observe: ObserveCall, unobserved: ReadonlySet<string
         .build(),
     );
   };
+}
+
+/** The `grpc_type` of a method from its streaming sides. */
+function grpcType(method: { requestStream: boolean; responseStream: boolean }): GrpcType {
+  if (method.requestStream) return method.responseStream ? "bidi_stream" : "client_stream";
+  return method.responseStream ? "server_stream" : "unary";
 }
