@@ -22,7 +22,7 @@
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
 import { Etcd3 } from "etcd3";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import { AccessControl } from "./auth/access-control.js";
 import { loadTokenHashFile } from "./auth/policy.js";
 import { Ownership } from "./cluster/ownership.js";
@@ -154,6 +154,12 @@ async function startLocked(
   ]) {
     registry.removeSingleMetric(name);
   }
+  // The limit beside its gauge (metadata_operations_waiting), for alerts on a queue near it.
+  new Gauge({
+    name: "metadata_operations_waiting_max",
+    help: "Most operations waiting per partition (--max-queued-operations); more are refused.",
+    registers: [registry],
+  }).set(config.maxQueuedOperations);
   const metered = new MeteredStorage(storage ?? new FilesystemStorage(config.dataDir), registry);
   const partitions = new Partitions(
     metered,

@@ -214,6 +214,7 @@ function streamLimits(registry: Registry, maxStreams: number, maxBufferedBytes: 
       "Streaming calls (Keys, Write) open now; at most --max-streams.",
       () => limits.open,
     ],
+    ["metadata_streams_max", "Most streaming calls open at once (--max-streams).", () => maxStreams],
     [
       "metadata_stream_buffered_bytes",
       "Bytes of streamed responses handed to the transport and not yet taken; at most --stream-buffer-bytes.",

@@ -9,6 +9,7 @@
  *   metadata_storage_writes_total{partition}   blob writes
  *   metadata_storage_syncs_total{partition}    blob fsyncs
  *   metadata_storage_read_bytes_total{partition}   bytes read from blobs
+ *   metadata_storage_errors_total{partition}   blob opens, reads, writes, resizes, fsyncs that failed
  *
  * Invariants:
  * - The sync counters of a partition restart at 0 each time a store instance opens it (as in the
@@ -90,6 +91,7 @@ export interface StorageMetrics {
   writes: { inc(value: number): void };
   syncs: { inc(): void };
   readBytes: { inc(value: number): void };
+  errors: { inc(): void };
 }
 
 /** Storage I/O counters for `partition` in `registry` (cumulative). */
@@ -105,6 +107,10 @@ export function createStorageMetrics(registry: Registry, partition: string): Sto
     writes: child("storage_writes_total", "Blob writes."),
     syncs: child("storage_syncs_total", "Blob fsyncs."),
     readBytes: child("storage_read_bytes_total", "Bytes read from blobs."),
+    errors: child(
+      "storage_errors_total",
+      "Blob opens, reads, writes, resizes and fsyncs that failed (disk errors).",
+    ),
   };
 }
 

@@ -4,7 +4,8 @@
  *
  * Counted: bytes and calls of `Blob.write` (what the caller passed, headers never), `Blob.sync`
  * calls, bytes of `Blob.read`. Not counted: resizes, the header a storage writes at open.
- * Counts are taken when an operation succeeds.
+ * Counts are taken when an operation succeeds; an operation that throws (open, read, write,
+ * resize, sync) counts one `metadata_storage_errors_total` instead and rethrows.
  */
 import type { Registry } from "prom-client";
 import { createStorageMetrics, type StorageMetrics } from "../metrics.js";
@@ -39,8 +40,9 @@ export class MeteredStorage extends StorageWrapper {
   }
 
   async open(partition: string, name: Uint8Array, options?: OpenOptions): Promise<OpenedBlob> {
-    const opened = await this.inner.open(partition, name, options);
-    return { ...opened, blob: new MeteredBlob(opened.blob, this.totals, this.metricsFor(partition)) };
+    const metrics = this.metricsFor(partition);
+    const opened = await failures(metrics, this.inner.open(partition, name, options));
+    return { ...opened, blob: new MeteredBlob(opened.blob, this.totals, metrics) };
   }
 
   private metricsFor(partition: string): StorageMetrics | undefined {
@@ -54,6 +56,16 @@ export class MeteredStorage extends StorageWrapper {
   }
 }
 
+/** Resolves as `operation` does; counts one storage error when it rejects. */
+async function failures<T>(metrics: StorageMetrics | undefined, operation: Promise<T>): Promise<T> {
+  try {
+    return await operation;
+  } catch (err) {
+    metrics?.errors.inc();
+    throw err;
+  }
+}
+
 class MeteredBlob implements Blob {
   constructor(
     private readonly inner: Blob,
@@ -62,20 +74,20 @@ class MeteredBlob implements Blob {
   ) {}
 
   async read(offset: number, length: number): Promise<Uint8Array> {
-    const bytes = await this.inner.read(offset, length);
+    const bytes = await failures(this.metrics, this.inner.read(offset, length));
     this.totals.readBytes += length;
     this.metrics?.readBytes.inc(length);
     return bytes;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
-    await this.inner.write(offset, data);
+    await failures(this.metrics, this.inner.write(offset, data));
     this.count(1, data.length);
   }
 
   /** Counts each write of the batch as one call, once all are done (none when one failed). */
   async writeAll(writes: readonly BlobWrite[]): Promise<void> {
-    await this.inner.writeAll(writes);
+    await failures(this.metrics, this.inner.writeAll(writes));
     let bytes = 0;
     for (const [, data] of writes) bytes += data.length;
     this.count(writes.length, bytes);
@@ -89,11 +101,11 @@ class MeteredBlob implements Blob {
   }
 
   resize(length: number): Promise<void> {
-    return this.inner.resize(length);
+    return failures(this.metrics, this.inner.resize(length));
   }
 
   async sync(): Promise<void> {
-    await this.inner.sync();
+    await failures(this.metrics, this.inner.sync());
     this.totals.syncs++;
     this.metrics?.syncs.inc();
   }

@@ -322,6 +322,21 @@ test("metered storage counts written bytes, writes and syncs, not headers", asyn
   assert.match(text, /^metadata_storage_syncs_total\{partition="p"\} 1$/m);
 });
 
+test("metered storage counts failed operations as storage errors and rethrows them", async () => {
+  const registry = new Registry();
+  const faulty = new FaultyStorage(new MemoryStorage());
+  const metered = new MeteredStorage(faulty, registry);
+  const { blob } = await metered.open("p", NAME);
+  assert.match(await registry.metrics(), /^metadata_storage_errors_total\{partition="p"\} 0$/m);
+  faulty.inject({ op: "write", errno: "EIO" });
+  await assert.rejects(blob.write(0, Buffer.alloc(10)), /injected write failure/);
+  faulty.inject({ op: "sync" });
+  await assert.rejects(blob.sync(), /injected sync failure/);
+  await blob.write(0, Buffer.alloc(10));
+  assert.deepEqual(metered.totals, { writeBytes: 10, writes: 1, syncs: 0, readBytes: 0 });
+  assert.match(await registry.metrics(), /^metadata_storage_errors_total\{partition="p"\} 2$/m);
+});
+
 test("metered storage counts each write of a batch as one write", async () => {
   const metered = new MeteredStorage(new MemoryStorage(), new Registry());
   const { blob } = await metered.open("p", NAME);
