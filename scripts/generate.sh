@@ -30,6 +30,12 @@ esac
 bash scripts/install-codegen-tools.sh
 # Local plugins resolve from .tools/bin (Go, Python) and node_modules/.bin (protoc-gen-es, buf).
 PATH="$root/.tools/bin:$root/node_modules/.bin:$PATH" buf generate
+# The descriptors with their source comments, served by reflection (server/rpc/reflection.ts).
+# Written after `buf generate`, whose `clean: true` empties clients/ts/gen.
+descriptor_set="$(mktemp)"
+trap 'rm -f "$descriptor_set"' EXIT
+node_modules/.bin/buf build --as-file-descriptor-set -o "$descriptor_set#format=binpb"
+node scripts/embed-descriptor-set.mjs "$descriptor_set" clients/ts/gen/descriptor_set.ts
 
 if [[ "$check" == true ]]; then
   status=0

@@ -6,8 +6,9 @@
  *
  * @grpc/reflection expects a @grpc/proto-loader PackageDefinition but reads only one thing from
  * it: the `fileDescriptorProtos` array (binary google.protobuf.FileDescriptorProto) of each entry.
- * This module builds a package definition that holds exactly that, encoded from the `proto` of
- * each protobuf-es file descriptor.
+ * This module builds a package definition that holds exactly that: for each file, the descriptor
+ * `buf build` wrote with its source comments (clients/ts/gen/descriptor_set.ts, from
+ * `npm run generate`), or the `proto` of the protobuf-es file descriptor for a file not in it.
  *
  * Invariants:
  * - Every file is encoded after all of its imports, each file once (by name), so that a
@@ -15,6 +16,8 @@
  * - Descriptors come from the generated code, never from proto-loader: proto-loader renames map
  *   entry messages (`Statuses` instead of `StatusesEntry`), and `buf curl` then fails to resolve
  *   grpc.health.v1.Health.
+ * - Files of proto/ (MetadataService, health) are served with SourceCodeInfo, so `grpcurl describe`
+ *   and `buf curl` show the proto comments; generated code carries none.
  * - Reflection lists every service found in the given files; it does not check that the server
  *   actually serves them, so pass only the files of services added to the server.
  *
@@ -22,10 +25,15 @@
  *   createReflectionService().addToServer(server);   // MetadataService and grpc.health.v1.Health
  */
 import type { DescFile } from "@bufbuild/protobuf";
-import { toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  type FileDescriptorProto,
+  FileDescriptorProtoSchema,
+  FileDescriptorSetSchema,
+} from "@bufbuild/protobuf/wkt";
 import { ReflectionService } from "@grpc/reflection";
 import { file_commonware_metadata_v1_metadata } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
+import { descriptorSetBase64 } from "../../clients/ts/gen/descriptor_set.js";
 import { file_grpc_health_v1_health } from "../../clients/ts/gen/grpc/health/v1/health_pb.js";
 
 /** What the ReflectionService constructor accepts (a @grpc/proto-loader PackageDefinition). */
@@ -36,6 +44,17 @@ export const defaultReflectionFiles: readonly DescFile[] = [
   file_commonware_metadata_v1_metadata,
   file_grpc_health_v1_health,
 ];
+
+/** The descriptors of proto/ with their source comments, by file name; decoded on first use. */
+let commented: Map<string, FileDescriptorProto> | undefined;
+
+function commentedDescriptors(): Map<string, FileDescriptorProto> {
+  if (commented === undefined) {
+    const set = fromBinary(FileDescriptorSetSchema, Buffer.from(descriptorSetBase64, "base64"));
+    commented = new Map(set.file.map((file) => [file.name, file]));
+  }
+  return commented;
+}
 
 /**
  * Encodes `files` and, transitively, their imports (the well-known types included) as binary
@@ -52,7 +71,8 @@ export function encodeFileDescriptors(files: readonly DescFile[]): Buffer[] {
     for (const dependency of file.dependencies) {
       visit(dependency);
     }
-    encoded.push(Buffer.from(toBinary(FileDescriptorProtoSchema, file.proto)));
+    const proto = commentedDescriptors().get(file.proto.name) ?? file.proto;
+    encoded.push(Buffer.from(toBinary(FileDescriptorProtoSchema, proto)));
   };
   for (const file of files) {
     visit(file);
