@@ -110,6 +110,7 @@ export function renderBarChart(chart: BarChart): string {
   const height = legendY + 32;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<title>${xml(chart.title)}</title>`,
     "<style>.value{fill:#333;font-size:11px}.none{fill:#a00;font-style:italic}.sub{fill:#555}</style>",
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
     `<text x="12" y="22" font-size="15" font-weight="bold">${xml(chart.title)}</text>`,
