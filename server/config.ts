@@ -20,9 +20,10 @@
  */
 import { parseArgs } from "node:util";
 import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
+import { preview } from "./store/errors.js";
 import type { NoChangeSync } from "./store/metadata.js";
 import { type BlobLayout, parseBlobLayout } from "./store/storage/blob-header.js";
-import { isValidPartitionName } from "./store/storage/storage.js";
+import { isValidPartitionName, MAX_PARTITION_NAME_BYTES } from "./store/storage/storage.js";
 
 /** A bad flag or environment value. */
 export class ConfigError extends Error {
@@ -92,7 +93,9 @@ function integer(min: number, max: number): (texts: readonly string[], name: str
 
 function partitionName(name: string, value: string): string {
   if (!isValidPartitionName(value)) {
-    throw new ConfigError(`--${name}: invalid partition name ${JSON.stringify(value)}: use [A-Za-z0-9_-]+`);
+    throw new ConfigError(
+      `--${name}: invalid partition name ${preview(value)}: use 1 to ${MAX_PARTITION_NAME_BYTES} of [A-Za-z0-9_-]`,
+    );
   }
   return value;
 }
