@@ -1,6 +1,7 @@
 /**
- * Fault campaign: the server as a child process under mixed durable load (Put, Remove, Commit),
- * killed with SIGKILL every cycle, with a fault injected around some kills:
+ * Fault campaign: the server as a child process under mixed durable load (Put, Remove, Commit, as
+ * unary calls, and over Write streams with several requests in flight), killed with SIGKILL every
+ * cycle, with a fault injected around some kills:
  *
  *   kill          SIGKILL at a seeded moment of the load, restart
  *   enospc        the filesystem filled up under load (writes to new partitions too): answers
@@ -13,7 +14,8 @@
  *                 DATA_LOSS while the others serve; SIGTERM, `accept-data-loss`, restart: empty
  *
  * After every restart each key must hold its last acknowledged value, or the value of the write
- * that was in flight (or failed) since; a Commit in flight shows whole or not at all. The
+ * that was in flight (or failed) since; a Commit in flight shows whole or not at all ("writes
+ * checked" counts these key checks, one per key and cycle). The
  * campaign prints cycles, writes acknowledged, writes checked, lost (must be 0), torn commits,
  * statuses seen, and what each fault did.
  *
@@ -79,6 +81,8 @@ export interface CampaignResult {
   filesystemFaults: boolean;
   faults: Record<string, number>;
   writesAcknowledged: number;
+  /** Of those, acknowledged on a Write stream. */
+  streamedAcknowledged: number;
   writesChecked: number;
   lost: number;
   tornCommits: number;
@@ -106,8 +110,53 @@ interface KeyState {
 interface Writer {
   partition: string;
   keys: KeyState[];
-  /** Keys of the Commit in flight (or failed), with the value each would get. */
-  commit: Map<KeyState, string | null> | undefined;
+  /** True: writes go over one Write stream, several in flight (on distinct keys). */
+  streamed: boolean;
+  /**
+   * Commits in flight or failed, each with the value it gives each of its keys; one leaves when
+   * it is acknowledged or one of its keys is written again.
+   */
+  commits: Set<Map<KeyState, string | null>>;
+}
+
+/** The writes of a writer, over unary calls or one Write stream. */
+interface Calls {
+  put(key: Uint8Array, value: Uint8Array): Promise<unknown>;
+  remove(key: Uint8Array): Promise<unknown>;
+  commit(mutations: BatchMutation[]): Promise<unknown>;
+  /** After a failure: a new stream if the current one ended (nothing for unary calls). */
+  recover(err: unknown): void;
+  close(): void;
+}
+
+function unaryCalls(c: MetadataClient, partition: string): Calls {
+  const call = { partition, deadlineMs: CALL_DEADLINE_MS };
+  return {
+    put: (key, value) => c.put(key, value, call),
+    remove: (key) => c.remove(key, call),
+    commit: (mutations) => c.commit(mutations, [], call),
+    recover: () => undefined,
+    close: () => undefined,
+  };
+}
+
+/** Requests of one Write stream in flight at once, at most. */
+const STREAM_WINDOW = 3;
+
+function streamCalls(c: MetadataClient, partition: string): Calls {
+  let writer = c.writer({ partition, window: STREAM_WINDOW });
+  return {
+    put: (key, value) => writer.put(key, value),
+    remove: (key) => writer.remove(key),
+    commit: (mutations) => writer.commit(mutations),
+    recover: (err) => {
+      // A request refused by the server leaves the stream open; a broken stream says so.
+      if (!/outcome unknown|stream ended|closed/.test(String((err as { details?: unknown }).details))) return;
+      writer.cancel();
+      writer = c.writer({ partition, window: STREAM_WINDOW });
+    },
+    close: () => writer.cancel(),
+  };
 }
 
 function codeName(err: unknown): string {
@@ -139,6 +188,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     filesystemFaults: mounted,
     faults: {},
     writesAcknowledged: 0,
+    streamedAcknowledged: 0,
     writesChecked: 0,
     lost: 0,
     tornCommits: 0,
@@ -161,7 +211,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     const partition = w % 2 === 0 ? VARIABLE : FIXED;
     return {
       partition,
-      commit: undefined,
+      // Every third writer uses the Write stream.
+      streamed: w % 3 === 2,
+      commits: new Set(),
       keys: Array.from({ length: options.keysPerWriter ?? 4 }, (_, k) => {
         const key = Buffer.alloc(8);
         key.writeUInt32BE(w, 0);
@@ -184,72 +236,106 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   const valueFor = (partition: string): Buffer =>
     partition === FIXED ? rng.bytes(FIXED_VALUE_BYTES) : rng.bytes(1 + rng.int(64));
 
-  /** One writer's load until `stop()`: one call at a time. */
+  /** One write of `writer` on some of its `free` keys (marked busy until it is answered). */
+  const write = async (
+    writer: Writer,
+    calls: Calls,
+    free: KeyState[],
+    busy: Set<KeyState>,
+    extra?: string,
+  ) => {
+    const pick = rng.next();
+    if (extra !== undefined && pick < 0.1) {
+      // A partition that does not exist yet: creating it needs free space.
+      try {
+        await (client as MetadataClient).put(Buffer.from("k"), Buffer.from("v"), {
+          partition: `${extra}-${rng.int(1_000_000)}`,
+          deadlineMs: CALL_DEADLINE_MS,
+        });
+        count("OK");
+      } catch (err) {
+        count(codeName(err));
+      }
+      return;
+    }
+    let effect: Map<KeyState, string | null>;
+    let send: () => Promise<unknown>;
+    if (pick < 0.55) {
+      const state = free[rng.int(free.length)] as KeyState;
+      const value = valueFor(writer.partition);
+      effect = new Map([[state, value.toString("hex")]]);
+      send = () => calls.put(state.key, value);
+    } else if (pick < 0.75) {
+      const state = free[rng.int(free.length)] as KeyState;
+      effect = new Map([[state, null]]);
+      send = () => calls.remove(state.key);
+    } else {
+      const chosen = free.filter(() => rng.chance(0.6));
+      if (chosen.length === 0) chosen.push(free[0] as KeyState);
+      effect = new Map();
+      const mutations: BatchMutation[] = chosen.map((state) => {
+        if (rng.chance(0.25)) {
+          effect.set(state, null);
+          return { remove: { key: state.key } };
+        }
+        const value = valueFor(writer.partition);
+        effect.set(state, value.toString("hex"));
+        return { put: { key: state.key, value } };
+      });
+      send = () => calls.commit(mutations);
+    }
+    // A new write to a key ends what an earlier failed commit could show for it.
+    for (const commit of writer.commits) {
+      if ([...effect.keys()].some((state) => commit.has(state))) writer.commits.delete(commit);
+    }
+    if (effect.size > 1) writer.commits.add(effect);
+    for (const [state, value] of effect) {
+      busy.add(state);
+      state.maybe.add(value);
+    }
+    try {
+      await send();
+      for (const [state, value] of effect) {
+        state.acked = value;
+        state.maybe.clear();
+      }
+      writer.commits.delete(effect);
+      result.writesAcknowledged += effect.size;
+      if (writer.streamed) result.streamedAcknowledged += effect.size;
+      count("OK");
+    } catch (err) {
+      count(codeName(err));
+      calls.recover(err);
+      // Failed fast (no server): do not spin.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    } finally {
+      for (const state of effect.keys()) busy.delete(state);
+    }
+  };
+
+  /** One writer's load until `stopped()`: one call at a time, or a few on a Write stream. */
   const load = async (
     writer: Writer,
     c: MetadataClient,
     stopped: () => boolean,
     extra: string | undefined,
   ) => {
-    for (let ops = 0; ops < 5000 && !stopped(); ops++) {
-      const call = { partition: writer.partition, deadlineMs: CALL_DEADLINE_MS };
-      const pick = rng.next();
-      // Only the last call of a writer can be the one in flight at the kill.
-      writer.commit = undefined;
-      try {
-        if (extra !== undefined && pick < 0.1) {
-          // A partition that does not exist yet: creating it needs free space.
-          await c.put(Buffer.from("k"), Buffer.from("v"), {
-            partition: `${extra}-${rng.int(1_000_000)}`,
-            deadlineMs: CALL_DEADLINE_MS,
-          });
-          count("OK");
-          continue;
-        }
-        if (pick < 0.55) {
-          const state = writer.keys[rng.int(writer.keys.length)] as KeyState;
-          const value = valueFor(writer.partition);
-          state.maybe.add(value.toString("hex"));
-          await c.put(state.key, value, call);
-          state.acked = value.toString("hex");
-          state.maybe.clear();
-        } else if (pick < 0.75) {
-          const state = writer.keys[rng.int(writer.keys.length)] as KeyState;
-          state.maybe.add(null);
-          await c.remove(state.key, call);
-          state.acked = null;
-          state.maybe.clear();
-        } else {
-          const chosen = writer.keys.filter(() => rng.chance(0.6));
-          if (chosen.length === 0) chosen.push(writer.keys[0] as KeyState);
-          const effect = new Map<KeyState, string | null>();
-          const mutations: BatchMutation[] = chosen.map((state) => {
-            if (rng.chance(0.25)) {
-              effect.set(state, null);
-              return { remove: { key: state.key } };
-            }
-            const value = valueFor(writer.partition);
-            effect.set(state, value.toString("hex"));
-            return { put: { key: state.key, value } };
-          });
-          for (const [state, value] of effect) state.maybe.add(value);
-          writer.commit = effect;
-          await c.commit(mutations, [], call);
-          for (const [state, value] of effect) {
-            state.acked = value;
-            state.maybe.clear();
-          }
-          writer.commit = undefined;
-          result.writesAcknowledged += effect.size - 1;
-        }
-        result.writesAcknowledged++;
-        count("OK");
-      } catch (err) {
-        count(codeName(err));
-        // Failed fast (no server): do not spin.
-        await new Promise((resolve) => setTimeout(resolve, 5));
+    const calls = writer.streamed ? streamCalls(c, writer.partition) : unaryCalls(c, writer.partition);
+    const window = writer.streamed ? STREAM_WINDOW : 1;
+    const busy = new Set<KeyState>();
+    const running = new Set<Promise<void>>();
+    for (let ops = 0; ops < 5000 && !stopped(); ) {
+      const free = writer.keys.filter((state) => !busy.has(state));
+      if (running.size >= window || free.length === 0) {
+        await Promise.race(running);
+        continue;
       }
+      ops++;
+      const task: Promise<void> = write(writer, calls, free, busy, extra).finally(() => running.delete(task));
+      running.add(task);
     }
+    await Promise.all(running);
+    calls.close();
   };
 
   /** What the server serves for the model partitions: "partition/keyhex" -> value hex. */
@@ -285,8 +371,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
           );
         }
       }
-      if (writer.commit !== undefined) {
-        const effect = [...writer.commit];
+      for (const commit of writer.commits) {
+        const effect = [...commit];
         const someApplied = effect.some(([state, v]) => v !== state.acked && readValue(state) === v);
         const someNot = effect.some(([state, v]) => v !== state.acked && readValue(state) === state.acked);
         if (someApplied && someNot) {
@@ -297,7 +383,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     }
     for (const key of unknown) problem(`cycle ${cycle}: unknown key ${key}`);
     for (const writer of writers) {
-      writer.commit = undefined;
+      writer.commits.clear();
       for (const state of writer.keys) {
         state.acked = readValue(state);
         state.maybe.clear();
@@ -478,7 +564,7 @@ export function summary(result: CampaignResult, seed: number): string {
   return [
     `fault campaign (seed ${seed}): ${result.cycles} SIGKILL cycles in ${result.seconds} s${result.filesystemFaults ? "" : " (no tmpfs: filesystem faults ran as plain kills; run as root for them)"}`,
     `  faults: ${faults}`,
-    `  writes acknowledged: ${result.writesAcknowledged}, writes checked: ${result.writesChecked}, lost: ${result.lost}, torn commits: ${result.tornCommits}`,
+    `  writes acknowledged: ${result.writesAcknowledged} (${result.streamedAcknowledged} on Write streams), writes checked: ${result.writesChecked}, lost: ${result.lost}, torn commits: ${result.tornCommits}`,
     `  statuses seen: ${statuses}`,
     `  /healthz 503 while full: ${result.unhealthyWhileFull}/${result.faults.enospc ?? 0}; refused to start read-only: ${result.refusedReadOnly}/${result.faults.readonly ?? 0}; DATA_LOSS then accept-data-loss: ${result.dataLossRecovered}/${result.faults["corrupt-both"] ?? 0}; blobs quarantined: ${result.quarantined}`,
     `  problems: ${result.problems.length === 0 ? "none" : result.problems.length}`,
