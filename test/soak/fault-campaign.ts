@@ -116,7 +116,14 @@ interface Writer {
    * Commits in flight or failed, each with the value it gives each of its keys; one leaves when
    * it is acknowledged or one of its keys is written again.
    */
-  commits: Set<Map<KeyState, string | null>>;
+  commits: Set<CommitRecord>;
+}
+
+/** A Commit in flight or failed: the value it gives each key, and what each key could hold before. */
+interface CommitRecord {
+  effect: Map<KeyState, string | null>;
+  /** Per key: its acknowledged value and the values earlier failed writes may have left. */
+  before: Map<KeyState, Set<string | null>>;
 }
 
 /** The writes of a writer, over unary calls or one Write stream. */
@@ -286,9 +293,13 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     }
     // A new write to a key ends what an earlier failed commit could show for it.
     for (const commit of writer.commits) {
-      if ([...effect.keys()].some((state) => commit.has(state))) writer.commits.delete(commit);
+      if ([...effect.keys()].some((state) => commit.effect.has(state))) writer.commits.delete(commit);
     }
-    if (effect.size > 1) writer.commits.add(effect);
+    const record: CommitRecord = {
+      effect,
+      before: new Map([...effect.keys()].map((state) => [state, new Set([state.acked, ...state.maybe])])),
+    };
+    if (effect.size > 1) writer.commits.add(record);
     for (const [state, value] of effect) {
       busy.add(state);
       state.maybe.add(value);
@@ -299,7 +310,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
         state.acked = value;
         state.maybe.clear();
       }
-      writer.commits.delete(effect);
+      writer.commits.delete(record);
       result.writesAcknowledged += effect.size;
       if (writer.streamed) result.streamedAcknowledged += effect.size;
       count("OK");
@@ -372,12 +383,24 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
         }
       }
       for (const commit of writer.commits) {
-        const effect = [...commit];
-        const someApplied = effect.some(([state, v]) => v !== state.acked && readValue(state) === v);
-        const someNot = effect.some(([state, v]) => v !== state.acked && readValue(state) === state.acked);
-        if (someApplied && someNot) {
+        const effect = [...commit.effect];
+        // A key shows the commit when it holds its value and nothing before could explain it; it
+        // shows the commit missing when it holds what it could hold before and not that value.
+        const shows = ([state, v]: [KeyState, string | null]) =>
+          readValue(state) === v && !commit.before.get(state)?.has(v);
+        const misses = ([state, v]: [KeyState, string | null]) =>
+          readValue(state) !== v && (commit.before.get(state)?.has(readValue(state)) ?? false);
+        if (effect.some(shows) && effect.some(misses)) {
           result.tornCommits++;
-          problem(`cycle ${cycle}: a commit of ${effect.length} keys shows in part`);
+          const detail = effect
+            .map(
+              ([state, v]) =>
+                `${id(state)}: was ${state.acked ?? "(absent)"}, commit ${v ?? "(absent)"}, now ${readValue(state) ?? "(absent)"}`,
+            )
+            .join("; ");
+          problem(
+            `cycle ${cycle}: a commit of ${effect.length} keys (${writer.streamed ? "Write stream" : "unary"}) shows in part: ${detail}`,
+          );
         }
       }
     }
