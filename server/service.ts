@@ -17,8 +17,8 @@
  *   limit). While it runs, gRPC health and /healthz say NOT_SERVING whenever the directory cannot
  *   be written (data-dir-probe.ts) and SERVING again once a probe succeeds.
  * - With the filesystem, recovery keeps damaged blobs in `<data-dir>/.quarantine/` before it
- *   cuts them (quarantine.ts); a partition with data loss is listed by /healthz (still 200) and
- *   by `metadata_partition_data_loss`.
+ *   cuts them (quarantine.ts); partitions with data loss are counted by /healthz (still 200)
+ *   and named by `metadata_partition_data_loss` and the log.
  * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
  *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
  * - A tokens file or metrics token file that does not load stops the start; `reload()` (SIGHUP)
