@@ -5,7 +5,9 @@
  *
  *   kill          SIGKILL at a seeded moment of the load, restart
  *   enospc        the filesystem filled up under load (writes to new partitions too): answers
- *                 RESOURCE_EXHAUSTED "disk full", /healthz turns 503; SIGKILL, space freed, restart
+ *                 RESOURCE_EXHAUSTED "disk full", /healthz turns 503; SIGKILL, space freed, restart;
+ *                 each partition whose creation was tried meanwhile is read once (those that no
+ *                 longer open are counted apart: a creation cut short by ENOSPC)
  *   readonly      SIGKILL, filesystem remounted read-only: the server must refuse to start with one
  *                 line; remounted read-write, restart
  *   corrupt-one   SIGKILL, one byte flipped in the older blob of each partition: recovery keeps it in
@@ -91,6 +93,13 @@ export interface CampaignResult {
   unhealthyWhileFull: number;
   /** Read-only cycles where the server refused to start with the expected line. */
   refusedReadOnly: number;
+  /**
+   * Partitions whose creation was tried while the filesystem was full and that do not open after
+   * the restart (a creation cut short leaves a blob that is not one).
+   */
+  brokenCreations: number;
+  /** Partitions whose creation was tried while the filesystem was full. */
+  creationsWhileFull: number;
   /** Blobs recovery put in the quarantine. */
   quarantined: number;
   /** corrupt-both cycles where the scratch partition answered DATA_LOSS and was recovered. */
@@ -203,6 +212,8 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     unhealthyWhileFull: 0,
     refusedReadOnly: 0,
     quarantined: 0,
+    brokenCreations: 0,
+    creationsWhileFull: 0,
     dataLossRecovered: 0,
     problems: [],
   };
@@ -254,9 +265,11 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     const pick = rng.next();
     if (extra !== undefined && pick < 0.1) {
       // A partition that does not exist yet: creating it needs free space.
+      const partition = `${extra}-${rng.int(1_000_000)}`;
+      createdWhileFull.add(partition);
       try {
         await (client as MetadataClient).put(Buffer.from("k"), Buffer.from("v"), {
-          partition: `${extra}-${rng.int(1_000_000)}`,
+          partition,
           deadlineMs: CALL_DEADLINE_MS,
         });
         count("OK");
@@ -357,20 +370,30 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   /** Reads every model partition, checks each key, then takes what is there as acknowledged. */
   const verify = async (cycle: number) => {
     recovered.clear();
+    const unreadable = new Set<string>();
     for (const partition of [VARIABLE, FIXED]) {
-      for await (const entry of (client as MetadataClient).keys({
-        partition,
-        includeValues: true,
-        deadlineMs: 30_000,
-      })) {
-        recovered.set(
-          `${partition}/${Buffer.from(entry.key).toString("hex")}`,
-          Buffer.from(entry.value ?? []).toString("hex"),
+      try {
+        for await (const entry of (client as MetadataClient).keys({
+          partition,
+          includeValues: true,
+          deadlineMs: 30_000,
+        })) {
+          recovered.set(
+            `${partition}/${Buffer.from(entry.key).toString("hex")}`,
+            Buffer.from(entry.value ?? []).toString("hex"),
+          );
+        }
+      } catch (err) {
+        unreadable.add(partition);
+        count(codeName(err));
+        problem(
+          `cycle ${cycle}: reading ${partition} failed: ${String((err as { details?: unknown }).details ?? err)}`,
         );
       }
     }
     const unknown = new Set(recovered.keys());
     for (const writer of writers) {
+      if (unreadable.has(writer.partition)) continue;
       for (const state of writer.keys) {
         const value = readValue(state);
         unknown.delete(id(state));
@@ -406,6 +429,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     }
     for (const key of unknown) problem(`cycle ${cycle}: unknown key ${key}`);
     for (const writer of writers) {
+      if (unreadable.has(writer.partition)) continue;
       writer.commits.clear();
       for (const state of writer.keys) {
         state.acked = readValue(state);
@@ -450,8 +474,33 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
     return body.readUInt32BE(crcAt) === crc32c(body.subarray(0, crcAt)) ? body.readBigUInt64BE(0) : -1n;
   };
 
+  /** Partitions whose creation was tried while the filesystem was full, to read after a restart. */
+  const createdWhileFull = new Set<string>();
+  /** Reads each of them once: one that no longer opens is counted (and not a lost write). */
+  const checkCreatedWhileFull = async () => {
+    for (const partition of createdWhileFull) {
+      result.creationsWhileFull++;
+      try {
+        await (client as MetadataClient).get(Buffer.from("k"), { partition, deadlineMs: CALL_DEADLINE_MS });
+      } catch (err) {
+        result.brokenCreations++;
+        count(codeName(err));
+        log(`partition ${partition}, created while the disk was full, does not open: ${codeName(err)}`);
+      }
+    }
+    createdWhileFull.clear();
+  };
+
   try {
     await start();
+    // The model partitions exist before the first fault, so that a full disk meets them open.
+    for (const partition of [VARIABLE, FIXED]) {
+      const state = writers.find((w) => w.partition === partition)?.keys[0] as KeyState;
+      const value = valueFor(partition);
+      await (client as MetadataClient).put(state.key, value, { partition, deadlineMs: CALL_DEADLINE_MS });
+      state.acked = value.toString("hex");
+      result.writesAcknowledged++;
+    }
     for (let cycle = 0; cycle < options.cycles; cycle++) {
       const scheduled = SCHEDULE[cycle % SCHEDULE.length] as Fault;
       const fault: Fault =
@@ -536,6 +585,7 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
           problem(`cycle ${cycle}: a partition with both blobs damaged answered ${answer}`);
       }
       await verify(cycle);
+      await checkCreatedWhileFull();
       if (fault === "corrupt-one") {
         const added = (await quarantineCount()) - quarantinedBefore;
         if (added !== corrupted) problem(`cycle ${cycle}: ${corrupted} blobs damaged, ${added} quarantined`);
@@ -590,6 +640,7 @@ export function summary(result: CampaignResult, seed: number): string {
     `  writes acknowledged: ${result.writesAcknowledged} (${result.streamedAcknowledged} on Write streams), writes checked: ${result.writesChecked}, lost: ${result.lost}, torn commits: ${result.tornCommits}`,
     `  statuses seen: ${statuses}`,
     `  /healthz 503 while full: ${result.unhealthyWhileFull}/${result.faults.enospc ?? 0}; refused to start read-only: ${result.refusedReadOnly}/${result.faults.readonly ?? 0}; DATA_LOSS then accept-data-loss: ${result.dataLossRecovered}/${result.faults["corrupt-both"] ?? 0}; blobs quarantined: ${result.quarantined}`,
+    `  partitions whose creation was tried while the disk was full: ${result.creationsWhileFull}, of which no longer open: ${result.brokenCreations}`,
     `  problems: ${result.problems.length === 0 ? "none" : result.problems.length}`,
   ].join("\n");
 }
