@@ -1,6 +1,6 @@
 /**
  * Recovery of damaged blobs on the filesystem: flipped bytes, truncated and zero-filled bodies in
- * one and in both blobs. Each case asserts what is served, what is logged, what is kept in the
+ * one and in both blobs, for both blob layouts (V0 and V1). Each case asserts what is served, what is logged, what is kept in the
  * quarantine (byte for byte) and what `metadata_blobs_discarded_total` counts.
  */
 import assert from "node:assert/strict";
@@ -12,12 +12,28 @@ import { fixedKeys } from "../../server/store/codec.js";
 import { isStoreError } from "../../server/store/errors.js";
 import { type MetadataConfig, openMetadata } from "../../server/store/metadata.js";
 import { createFileQuarantine, QUARANTINE_DIRECTORY } from "../../server/store/quarantine.js";
+import { type BlobLayout, V1_DATA_OFFSET } from "../../server/store/storage/blob-header.js";
 import { FilesystemStorage } from "../../server/store/storage/filesystem.js";
 import { tempDir } from "../support/temp-dir.js";
 
 const LEFT_FILE = "6c656674";
 const RIGHT_FILE = "7269676874";
-const HEADER = 8;
+/** Bytes before the body of a blob file, per layout (V0: 8, V1: one 4096-byte page). */
+const HEADER_BYTES: Readonly<Record<BlobLayout, number>> = { v0: 8, v1: V1_DATA_OFFSET };
+/** The layout of the test running now, and its header size. */
+let layout: BlobLayout = "v1";
+let HEADER = HEADER_BYTES[layout];
+
+/** Registers `body` once per blob layout. */
+function layoutTest(name: string, body: () => Promise<void>): void {
+  for (const each of ["v0", "v1"] as const) {
+    test(`${name} (${each})`, async () => {
+      layout = each;
+      HEADER = HEADER_BYTES[each];
+      await body();
+    });
+  }
+}
 
 let dir: { path: string; remove(): Promise<void> };
 let warnings: string[];
@@ -40,6 +56,7 @@ function config(extra: Partial<MetadataConfig> = {}): MetadataConfig {
     registry,
     quarantine: createFileQuarantine(dir.path),
     warn: (message) => warnings.push(message),
+    blobLayout: layout,
     ...extra,
   };
 }
@@ -107,83 +124,89 @@ for (const [damage, apply, reason] of [
   ["a body truncated below 12 bytes", async (n: string) => truncate(file(n), HEADER + 5), "too_short"],
   ["a zero-filled body", zeroBody, "checksum_mismatch"],
 ] as const) {
-  test(`${damage} in the newest blob: the previous version is served, its bytes are quarantined, logged and counted`, async () => {
-    await twoVersions();
-    await apply(LEFT_FILE);
-    const damaged = await readFile(file(LEFT_FILE));
+  layoutTest(
+    `${damage} in the newest blob: the previous version is served, its bytes are quarantined, logged and counted`,
+    async () => {
+      await twoVersions();
+      await apply(LEFT_FILE);
+      const damaged = await readFile(file(LEFT_FILE));
 
-    const store = await open();
-    assert.deepEqual(entries(store), ["01=one"]);
-    assert.equal(store.committed().version, 1n);
+      const store = await open();
+      assert.deepEqual(entries(store), ["01=one"]);
+      assert.equal(store.committed().version, 1n);
 
-    assert.equal(warnings.length, 1);
-    const claims =
-      damage === "a zero-filled body"
-        ? "claims version 0"
-        : reason === "too_short"
-          ? "no readable version"
-          : "claims version 2";
-    assert.match(warnings[0] as string, new RegExp(`discarding blob left \\(p/${LEFT_FILE}\\)`));
-    assert.match(warnings[0] as string, new RegExp(reason.replace("_", " ")));
-    assert.match(warnings[0] as string, new RegExp(claims));
-    assert.match(warnings[0] as string, /right holds version 1/);
-    assert.match(warnings[0] as string, /kept in \.quarantine\/p\/6c656674\./);
+      assert.equal(warnings.length, 1);
+      const claims =
+        damage === "a zero-filled body"
+          ? "claims version 0"
+          : reason === "too_short"
+            ? "no readable version"
+            : "claims version 2";
+      assert.match(warnings[0] as string, new RegExp(`discarding blob left \\(p/${LEFT_FILE}\\)`));
+      assert.match(warnings[0] as string, new RegExp(reason.replace("_", " ")));
+      assert.match(warnings[0] as string, new RegExp(claims));
+      assert.match(warnings[0] as string, /right holds version 1/);
+      assert.match(warnings[0] as string, /kept in \.quarantine\/p\/6c656674\./);
 
-    const kept = await quarantined();
-    assert.equal(kept.length, 1);
-    assert.deepEqual(kept[0]?.bytes, damaged, "the quarantine holds the file as it was");
-    assert.match(kept[0]?.name as string, new RegExp(`^${LEFT_FILE}\\.${reason}\\.`));
-    assert.equal((await stat(file(LEFT_FILE))).size, HEADER, "the blob itself is cut");
-    assert.equal(await discarded(reason), 1);
+      const kept = await quarantined();
+      assert.equal(kept.length, 1);
+      assert.deepEqual(kept[0]?.bytes, damaged, "the quarantine holds the file as it was");
+      assert.match(kept[0]?.name as string, new RegExp(`^${LEFT_FILE}\\.${reason}\\.`));
+      assert.equal((await stat(file(LEFT_FILE))).size, HEADER, "the blob itself is cut");
+      assert.equal(await discarded(reason), 1);
 
-    // The next syncs go on from version 1 without losing anything served.
-    store.put(Buffer.of(3), Buffer.from("three"));
-    assert.equal(await store.sync(), 2n);
-    await store.close();
-    const again = await open();
-    assert.deepEqual(entries(again), ["01=one", "03=three"]);
-    await again.close();
-  });
+      // The next syncs go on from version 1 without losing anything served.
+      store.put(Buffer.of(3), Buffer.from("three"));
+      assert.equal(await store.sync(), 2n);
+      await store.close();
+      const again = await open();
+      assert.deepEqual(entries(again), ["01=one", "03=three"]);
+      await again.close();
+    },
+  );
 
-  test(`${damage} in both blobs: DataLoss, nothing changed on disk, until the loss is accepted`, async () => {
-    await twoVersions();
-    await apply(LEFT_FILE);
-    await apply(RIGHT_FILE);
-    const before = [await readFile(file(LEFT_FILE)), await readFile(file(RIGHT_FILE))];
+  layoutTest(
+    `${damage} in both blobs: DataLoss, nothing changed on disk, until the loss is accepted`,
+    async () => {
+      await twoVersions();
+      await apply(LEFT_FILE);
+      await apply(RIGHT_FILE);
+      const before = [await readFile(file(LEFT_FILE)), await readFile(file(RIGHT_FILE))];
 
-    for (let attempt = 0; attempt < 2; attempt++) {
-      await assert.rejects(open(), (err: unknown) => {
-        assert.ok(isStoreError(err, "DataLoss"), String(err));
-        assert.match((err as Error).message, /data loss in partition p: no valid blob/);
-        assert.match((err as Error).message, /accept-data-loss p/);
-        return true;
-      });
-    }
-    assert.deepEqual([await readFile(file(LEFT_FILE)), await readFile(file(RIGHT_FILE))], before);
-    assert.deepEqual(await quarantined(), []);
-    assert.match(await registry.metrics(), /^metadata_partition_data_loss\{partition="p"\} 1$/m);
-    assert.match(warnings[0] as string, /^data loss in partition p/);
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await assert.rejects(open(), (err: unknown) => {
+          assert.ok(isStoreError(err, "DataLoss"), String(err));
+          assert.match((err as Error).message, /data loss in partition p: no valid blob/);
+          assert.match((err as Error).message, /accept-data-loss p/);
+          return true;
+        });
+      }
+      assert.deepEqual([await readFile(file(LEFT_FILE)), await readFile(file(RIGHT_FILE))], before);
+      assert.deepEqual(await quarantined(), []);
+      assert.match(await registry.metrics(), /^metadata_partition_data_loss\{partition="p"\} 1$/m);
+      assert.match(warnings[0] as string, /^data loss in partition p/);
 
-    const store = await open({ acceptDataLoss: true });
-    assert.deepEqual(entries(store), []);
-    const kept = await quarantined();
-    assert.deepEqual(
-      kept.map((k) => k.bytes),
-      [before[0], before[1]],
-      "both blobs are kept, byte for byte",
-    );
-    assert.equal(await discarded(reason), 2);
-    assert.doesNotMatch(await registry.metrics(), /^metadata_partition_data_loss\{/m);
-    store.put(Buffer.of(9), Buffer.from("after"));
-    await store.sync();
-    await store.close();
-    const reopened = await open();
-    assert.deepEqual(entries(reopened), ["09=after"]);
-    await reopened.close();
-  });
+      const store = await open({ acceptDataLoss: true });
+      assert.deepEqual(entries(store), []);
+      const kept = await quarantined();
+      assert.deepEqual(
+        kept.map((k) => k.bytes),
+        [before[0], before[1]],
+        "both blobs are kept, byte for byte",
+      );
+      assert.equal(await discarded(reason), 2);
+      assert.doesNotMatch(await registry.metrics(), /^metadata_partition_data_loss\{/m);
+      store.put(Buffer.of(9), Buffer.from("after"));
+      await store.sync();
+      await store.close();
+      const reopened = await open();
+      assert.deepEqual(entries(reopened), ["09=after"]);
+      await reopened.close();
+    },
+  );
 }
 
-test("the same blob damaged twice is quarantined twice, in two files", async () => {
+layoutTest("the same blob damaged twice is quarantined twice, in two files", async () => {
   await twoVersions();
   await flipLastBodyByte(LEFT_FILE);
   let store = await open();
@@ -200,7 +223,7 @@ test("the same blob damaged twice is quarantined twice, in two files", async () 
   assert.equal(await discarded("checksum_mismatch"), 2);
 });
 
-test("a quarantine that fails leaves the damaged blob uncut and fails the open", async () => {
+layoutTest("a quarantine that fails leaves the damaged blob uncut and fails the open", async () => {
   await twoVersions();
   await flipLastBodyByte(LEFT_FILE);
   const damaged = await readFile(file(LEFT_FILE));
@@ -214,15 +237,18 @@ test("a quarantine that fails leaves the damaged blob uncut and fails the open",
   assert.equal(await discarded("checksum_mismatch"), 0);
 });
 
-test("the only blob that ever held data, damaged: served empty (a first sync cut short looks the same), kept and logged", async () => {
-  const store = await open();
-  store.put(Buffer.of(1), Buffer.from("one"));
-  await store.sync(); // v1 into right; left never held a body
-  await store.close();
-  await flipLastBodyByte(RIGHT_FILE);
-  const reopened = await open();
-  assert.deepEqual(entries(reopened), []);
-  await reopened.close();
-  assert.equal((await quarantined()).length, 1);
-  assert.match(warnings[0] as string, /discarding blob right .*claims version 1, left holds version 0/);
-});
+layoutTest(
+  "the only blob that ever held data, damaged: served empty (a first sync cut short looks the same), kept and logged",
+  async () => {
+    const store = await open();
+    store.put(Buffer.of(1), Buffer.from("one"));
+    await store.sync(); // v1 into right; left never held a body
+    await store.close();
+    await flipLastBodyByte(RIGHT_FILE);
+    const reopened = await open();
+    assert.deepEqual(entries(reopened), []);
+    await reopened.close();
+    assert.equal((await quarantined()).length, 1);
+    assert.match(warnings[0] as string, /discarding blob right .*claims version 1, left holds version 0/);
+  },
+);
