@@ -64,7 +64,10 @@ const SERVER_FLAGS = ["--partition-key-codec", `${FIXED}=fixed:8`, "--data-dir-p
 const CALL_DEADLINE_MS = 5_000;
 const LEFT = "6c656674";
 const RIGHT = "7269676874";
-const HEADER_BYTES = 8;
+/** Bytes before the body of a blob file: 8 for a V0 header ("CWIC"), one 4096-byte page for V1. */
+function headerBytes(file: Buffer): number {
+  return file.subarray(0, 4).toString("latin1") === "CWIC" ? 8 : 4096;
+}
 
 /** Options of a campaign. */
 export interface CampaignOptions {
@@ -458,8 +461,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   /** Flips one bit in the body of the blob file at `path` (past its version); false if it has none. */
   const flip = async (path: string): Promise<boolean> => {
     const bytes = await readFile(path).catch(() => Buffer.alloc(0));
-    if (bytes.length < HEADER_BYTES + 12) return false;
-    const offset = HEADER_BYTES + 8 + rng.int(bytes.length - HEADER_BYTES - 8);
+    const header = headerBytes(bytes);
+    if (bytes.length < header + 12) return false;
+    const offset = header + 8 + rng.int(bytes.length - header - 8);
     bytes[offset] = (bytes[offset] as number) ^ (1 << rng.int(8));
     await writeFile(path, bytes);
     return true;
@@ -468,8 +472,9 @@ export async function runCampaign(options: CampaignOptions): Promise<CampaignRes
   /** Version of a blob file when its body is valid, else -1. */
   const validVersion = async (path: string): Promise<bigint> => {
     const bytes = await readFile(path).catch(() => Buffer.alloc(0));
-    if (bytes.length < HEADER_BYTES + 12) return -1n;
-    const body = bytes.subarray(HEADER_BYTES);
+    const header = headerBytes(bytes);
+    if (bytes.length < header + 12) return -1n;
+    const body = bytes.subarray(header);
     const crcAt = body.length - 4;
     return body.readUInt32BE(crcAt) === crc32c(body.subarray(0, crcAt)) ? body.readBigUInt64BE(0) : -1n;
   };
