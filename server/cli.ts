@@ -15,6 +15,7 @@
  *                                                KEY<TAB>VALUE a line, over one Write stream
  *   npm run cli -- watch [--prefix P] [--from-version N] [--values]
  *                                                prints committed changes as they come, one a line
+ *   npm run cli -- accept-data-loss PARTITION [server flags]   on the data directory, server stopped
  * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`,
  * `--deadline-ms N` and `--output text|json` on every call, and for secured servers `--token T`
  * (env METADATA_TOKEN), `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a
@@ -84,6 +85,10 @@ Commands:
                         failed (the failed lines are listed on stderr)
   watch                 print committed changes as they come, one a line: VERSION<TAB>put<TAB>KEY
                         (<TAB>VALUE with --values) or VERSION<TAB>rm<TAB>KEY; runs until stopped
+  accept-data-loss PARTITION [SERVER FLAGS]
+                        with the server stopped: keep both damaged blobs of PARTITION in
+                        <data-dir>/.quarantine/ and restart it empty (see README: corruption);
+                        takes the server's --data-dir and key codec flags
   help                  print this text
 
 Options:
@@ -226,6 +231,7 @@ export interface CliOptions {
 export type Command =
   | { name: "help" }
   | { name: "serve"; args: string[] }
+  | { name: "accept-data-loss"; args: string[] }
   | {
       name:
         | "put"
@@ -312,6 +318,11 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
         if (command === "serve") {
           if (flags.size > 0) throw new UsageError("serve takes server flags only, after the word serve");
           return { name: "serve", args: argv.slice(i + 1) };
+        }
+        if (command === "accept-data-loss") {
+          if (flags.size > 0)
+            throw new UsageError("accept-data-loss takes server flags only, after its partition");
+          return { name: "accept-data-loss", args: argv.slice(i + 1) };
         }
       } else {
         positionals.push(arg);
@@ -893,6 +904,38 @@ async function serve(args: string[]): Promise<void> {
   await run(args, "npm run cli -- serve [flags]");
 }
 
+/** `accept-data-loss PARTITION [server flags]`; resolves with the exit status. */
+async function acceptLoss(args: string[]): Promise<number> {
+  const [partition, ...flags] = args;
+  const { ConfigError, parseConfig } = await import("./config.js");
+  const { acceptDataLoss } = await import("./accept-data-loss.js");
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    if (partition === undefined || partition.startsWith("--"))
+      throw new UsageError("accept-data-loss takes PARTITION");
+    config = parseConfig(flags);
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      console.error(`error: ${err.message}\nrun "npm run cli -- help" for usage`);
+      return 2;
+    }
+    throw err;
+  }
+  try {
+    const result = await acceptDataLoss(config, partition, (message) => console.error(`warning: ${message}`));
+    for (const path of result.kept) console.log(`kept ${path}`);
+    console.log(
+      result.accepted
+        ? `accepted the data loss of partition ${partition}: it is empty now (version ${result.version}); start the server`
+        : `partition ${partition} has no data loss (version ${result.version}): nothing accepted`,
+    );
+    return 0;
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
 /** Resolves when stdout can take more, or has failed (the error handler then exits). */
 async function drained(): Promise<void> {
   await new Promise<void>((resolve) => {
@@ -925,6 +968,10 @@ async function main(): Promise<void> {
   }
   if (command.name === "serve") {
     await serve(command.args);
+    return;
+  }
+  if (command.name === "accept-data-loss") {
+    process.exitCode = await acceptLoss(command.args);
     return;
   }
   // A reader that goes away (`keys | head`) ends the command quietly, as for other CLIs.

@@ -20,9 +20,10 @@
  */
 import { parseArgs } from "node:util";
 import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
+import { preview } from "./store/errors.js";
 import type { NoChangeSync } from "./store/metadata.js";
 import { type BlobLayout, parseBlobLayout } from "./store/storage/blob-header.js";
-import { isValidPartitionName } from "./store/storage/storage.js";
+import { isValidPartitionName, MAX_PARTITION_NAME_BYTES } from "./store/storage/storage.js";
 
 /** A bad flag or environment value. */
 export class ConfigError extends Error {
@@ -92,7 +93,9 @@ function integer(min: number, max: number): (texts: readonly string[], name: str
 
 function partitionName(name: string, value: string): string {
   if (!isValidPartitionName(value)) {
-    throw new ConfigError(`--${name}: invalid partition name ${JSON.stringify(value)}: use [A-Za-z0-9_-]+`);
+    throw new ConfigError(
+      `--${name}: invalid partition name ${preview(value)}: use 1 to ${MAX_PARTITION_NAME_BYTES} of [A-Za-z0-9_-]`,
+    );
   }
   return value;
 }
@@ -374,6 +377,24 @@ export const FLAGS = {
     unit: "bytes",
     description: "largest gRPC message received or sent",
     parse: integer(1024, 2 ** 31 - 1),
+  }),
+  dataDirProbeIntervalMs: spec({
+    flag: "data-dir-probe-interval-ms",
+    env: "METADATA_DATA_DIR_PROBE_INTERVAL_MS",
+    value: "N",
+    default: "5000",
+    unit: "ms",
+    description: "time between two write probes of the data directory (health; every second while failing)",
+    parse: integer(10, 3_600_000),
+  }),
+  dataDirProbeTimeoutMs: spec({
+    flag: "data-dir-probe-timeout-ms",
+    env: "METADATA_DATA_DIR_PROBE_TIMEOUT_MS",
+    value: "N",
+    default: "10000",
+    unit: "ms",
+    description: "a slower write probe fails; also the limit of the start-up check of the data directory",
+    parse: integer(10, 600_000),
   }),
   shutdownGraceMs: spec({
     flag: "shutdown-grace-ms",

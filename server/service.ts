@@ -12,6 +12,13 @@
  *   the owner and reports NOT_SERVING; only the owner serves, and only its syncs can commit.
  *   `stop()` resigns after the last commit, so a standby takes over at once, then closes the
  *   etcd client.
+ * - With the filesystem, the data directory is created and probed before anything else: a
+ *   server never starts on a directory it cannot write (`DataDirError`, within the probe's time
+ *   limit). While it runs, gRPC health and /healthz say NOT_SERVING whenever the directory cannot
+ *   be written (data-dir-probe.ts) and SERVING again once a probe succeeds.
+ * - With the filesystem, recovery keeps damaged blobs in `<data-dir>/.quarantine/` before it
+ *   cuts them (quarantine.ts); partitions with data loss are counted by /healthz (still 200)
+ *   and named by `metadata_partition_data_loss` and the log.
  * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
  *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
  * - A tokens file or metrics token file that does not load stops the start; `reload()` (SIGHUP)
@@ -28,15 +35,18 @@ import { loadTokenHashFile } from "./auth/policy.js";
 import { Ownership } from "./cluster/ownership.js";
 import type { EtcdConfig, ServerConfig } from "./config.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
+import { checkDataDir, DataDirProbe } from "./data-dir-probe.js";
 import { createGroupCommitMetrics } from "./engine/group-commit.js";
 import { Engine } from "./engine/operations.js";
 import { Partitions } from "./engine/partitions.js";
 import { type HttpServer, startHttpServer } from "./http/http-server.js";
 import { RpcServer } from "./rpc/server.js";
+import { createFileQuarantine } from "./store/quarantine.js";
 import { EtcdStorage } from "./store/storage/etcd.js";
 import { FilesystemStorage } from "./store/storage/filesystem.js";
 import { MeteredStorage } from "./store/storage/metered.js";
 import type { Storage } from "./store/storage/storage.js";
+import { WatchedStorage } from "./store/storage/watched.js";
 
 /** A started service. */
 export interface RunningService {
@@ -55,6 +65,8 @@ export interface RunningService {
   ownershipLost?: Promise<string>;
   /** Reads the tokens file and the metrics token file again (SIGHUP); see the module comment. */
   reload(): void;
+  /** Whether the data directory can be written (filesystem only). */
+  probe: DataDirProbe | undefined;
   stop(): Promise<void>;
 }
 
@@ -64,6 +76,7 @@ export interface RunningService {
  */
 export async function startService(config: ServerConfig, storage?: Storage): Promise<RunningService> {
   if (storage === undefined && config.etcd !== undefined) return startOnEtcd(config, config.etcd);
+  if (storage === undefined) await checkDataDir(config.dataDir, config.dataDirProbeTimeoutMs);
   const lock = storage === undefined ? await lockDataDir(config.dataDir) : undefined;
   try {
     return await startLocked(config, storage, lock, undefined);
@@ -160,7 +173,30 @@ async function startLocked(
     help: "Most operations waiting per partition (--max-queued-operations); more are refused.",
     registers: [registry],
   }).set(config.maxQueuedOperations);
-  const metered = new MeteredStorage(storage ?? new FilesystemStorage(config.dataDir), registry);
+  const warn = (message: string) => console.warn(`warning: ${message}`);
+  const writableGauge = new Gauge({
+    name: "metadata_data_dir_writable",
+    help: "1 while the data directory can be written (last write probe or store operation), else 0.",
+    registers: [registry],
+  });
+  writableGauge.set(1);
+  let rpc: RpcServer | undefined;
+  const probe =
+    storage === undefined
+      ? new DataDirProbe(config.dataDir, {
+          intervalMs: config.dataDirProbeIntervalMs,
+          timeoutMs: config.dataDirProbeTimeoutMs,
+          onChange: (writable, reason) => {
+            writableGauge.set(writable ? 1 : 0);
+            rpc?.setHealthy(writable);
+            if (writable) console.warn(`data directory ${config.dataDir} is writable again: serving`);
+            else warn(`data directory ${config.dataDir} cannot be written (${reason}): not serving`);
+          },
+        })
+      : undefined;
+  const base = storage ?? new FilesystemStorage(config.dataDir);
+  const watched = probe === undefined ? base : new WatchedStorage(base, (err) => probe.report(err));
+  const metered = new MeteredStorage(watched, registry);
   const partitions = new Partitions(
     metered,
     {
@@ -183,6 +219,7 @@ async function startLocked(
         maxQueuedOperations: config.maxQueuedOperations,
       },
       watchHistory: { historyMaxSyncs: config.watchHistorySyncs, historyMaxBytes: config.watchHistoryBytes },
+      recovery: storage === undefined ? { quarantine: createFileQuarantine(config.dataDir), warn } : { warn },
     },
     registry,
     createGroupCommitMetrics(registry),
@@ -203,7 +240,7 @@ async function startLocked(
           config.tlsClientCaFile !== undefined,
         );
   const engine = new Engine(partitions);
-  const rpc = await RpcServer.start(config.listen, engine, registry, {
+  const started = await RpcServer.start(config.listen, engine, registry, {
     maxConcurrentStreams: config.maxConcurrentStreams,
     maxStreams: config.maxStreams,
     streamBufferBytes: config.streamBufferBytes,
@@ -215,6 +252,7 @@ async function startLocked(
     ...(credentials === undefined ? {} : { credentials }),
     ...(cluster === undefined ? {} : { refusal: () => cluster.ownership.refusal() }),
   });
+  rpc = started;
   let http: HttpServer | undefined;
   try {
     if (config.metricsListen !== undefined) {
@@ -222,7 +260,7 @@ async function startLocked(
         config.metricsListen.host,
         config.metricsListen.port,
         registry,
-        () => rpc.serving,
+        () => started.serving && (probe?.writable ?? true),
         {
           ...(config.metricsTls === undefined
             ? {}
@@ -233,17 +271,30 @@ async function startLocked(
                 },
               }),
           ...(config.metricsTokenFile === undefined ? {} : { metricsTokenHash: () => metricsTokenHash }),
+          // /healthz is open to anyone: the lines name no partition and no path.
+          problems: () => [
+            ...(probe === undefined || probe.writable
+              ? []
+              : [`data directory cannot be written (${errnoName(probe.reason)}): not serving`]),
+            ...(partitions.dataLoss().length === 0
+              ? []
+              : [
+                  `data loss: ${partitions.dataLoss().length} partition(s) not served (metadata_partition_data_loss, server log)`,
+                ]),
+          ],
         },
       );
     }
-    await cluster?.started(rpc, rpc.port);
+    await cluster?.started(started, started.port);
   } catch (err) {
-    await rpc.shutdown(0);
+    await started.shutdown(0);
     throw err;
   }
+  probe?.start();
   let stopping: Promise<void> | undefined;
   return {
-    port: rpc.port,
+    port: started.port,
+    probe,
     metricsPort: http?.port,
     registry,
     partitions,
@@ -263,7 +314,8 @@ async function startLocked(
     },
     stop: () => {
       stopping ??= (async () => {
-        await rpc.shutdown(config.shutdownGraceMs);
+        probe?.stop();
+        await started.shutdown(config.shutdownGraceMs);
         await http?.close();
         await cluster?.stop();
         await lock?.release();
@@ -271,4 +323,9 @@ async function startLocked(
       return stopping;
     },
   };
+}
+
+/** The errno name in an error message (`... EROFS: read-only ...`), else "probe failed". */
+function errnoName(reason: string | undefined): string {
+  return /\bE[A-Z]{2,}\b/.exec(reason ?? "")?.[0] ?? "probe failed";
 }

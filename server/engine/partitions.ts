@@ -23,11 +23,21 @@
  *   partition in the same turn as the open that creates it, before any sync of it can complete.
  *   A partition with watchers is not idle, so it is never retired under them.
  * - Once shutdown begins (`expedite`), every watch ends (ShuttingDown) and no new one starts.
+ * - A failed open is forgotten (the next call tries again), except DataLoss: that partition
+ *   answers the same error until the server restarts after an operator accepted the loss.
+ * - A stray entry in a partition directory (anything but the two blob files) is left alone and
+ *   warned about once; the partition counts as existing.
  */
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
-import { StoreError } from "../store/errors.js";
-import { emptySnapshot, type NoChangeSync, openMetadata, type Snapshot } from "../store/metadata.js";
+import { isStoreError, StoreError } from "../store/errors.js";
+import {
+  emptySnapshot,
+  type MetadataConfig,
+  type NoChangeSync,
+  openMetadata,
+  type Snapshot,
+} from "../store/metadata.js";
 import { removePartitionMetrics } from "../store/metrics.js";
 import { type BlobLayout, type Storage, validatePartitionName } from "../store/storage/storage.js";
 import type { ChangeFeedOptions } from "./change-feed.js";
@@ -61,6 +71,8 @@ export interface PartitionsConfig {
   };
   /** Bounds of each partition's watch history (defaults: DEFAULT_CHANGE_FEED_OPTIONS). */
   watchHistory?: ChangeFeedOptions;
+  /** Where recovery keeps damaged blobs and reports what it discards (see openMetadata). */
+  recovery?: Pick<MetadataConfig, "quarantine" | "warn">;
 }
 
 interface CreationWaiter {
@@ -84,6 +96,8 @@ export class Partitions {
   /** Names of the partitions that exist, loaded at the first creation (for `maxPartitions`). */
   private known: Promise<Set<string>> | undefined;
   private retirementScheduled = false;
+  private readonly lost = new Set<string>();
+  private readonly strayWarned = new Set<string>();
   private closed = false;
   private expedited = false;
   /** Watches waiting for a partition that does not exist yet, by name. */
@@ -158,8 +172,12 @@ export class Partitions {
     if (opening === undefined) {
       opening = this.openPartition(partition);
       this.open.set(partition, opening);
-      // A failed open is forgotten, so that a later call tries again.
-      opening.catch(() => this.open.delete(partition));
+      // A failed open is forgotten, so that a later call tries again; data loss is kept, as
+      // nothing changes on disk until an operator accepts it.
+      opening.catch((err: unknown) => {
+        if (isStoreError(err, "DataLoss")) this.lost.add(partition);
+        else this.open.delete(partition);
+      });
     }
     return opening;
   }
@@ -224,6 +242,11 @@ export class Partitions {
     return [...names].sort();
   }
 
+  /** Partitions not served because their data was lost (DataLoss), sorted. */
+  dataLoss(): string[] {
+    return [...this.lost].sort();
+  }
+
   /**
    * Makes every open partition commit at once from now on, and ends every watch (shutdown has
    * begun: a watch would otherwise hold the shutdown for its whole grace period).
@@ -257,6 +280,13 @@ export class Partitions {
       return (await this.storage.scan(partition)).length > 0;
     } catch (err) {
       if (err instanceof StoreError && err.kind === "PartitionMissing") return false;
+      if (err instanceof StoreError && err.kind === "PartitionCorrupt") {
+        if (!this.strayWarned.has(partition)) {
+          this.strayWarned.add(partition);
+          (this.config.recovery?.warn ?? console.warn)(`${err.message} (ignored, left in place)`);
+        }
+        return true;
+      }
       throw err;
     }
   }
@@ -276,6 +306,7 @@ export class Partitions {
         ...(layouts?.noChangeSync === undefined ? {} : { noChangeSync: layouts.noChangeSync }),
         ...(this.registry === undefined ? {} : { registry: this.registry }),
         ...(discardVersionsFrom === undefined ? {} : { discardVersionsFrom }),
+        ...this.config.recovery,
       });
     const store = await openStore(undefined);
     const group = new GroupCommit(

@@ -1,7 +1,9 @@
 /**
  * HttpServer: the HTTP side of the server: `/metrics` (Prometheus text from the registry) and
- * `/healthz` (200 "ok" while serving, 503 once shutdown has started), over plain HTTP or, with a
- * certificate, HTTPS.
+ * `/healthz`, over plain HTTP or, with a certificate, HTTPS. `/healthz` answers 200 "ok" while
+ * serving, 503 once shutdown has started or while `serving` says no (the data directory cannot be
+ * written); the body then names why, one line each, followed by any other problem
+ * `options.problems` lists (e.g. partitions with data loss, which do not make it 503).
  *
  * Invariants:
  * - It answers only GET and HEAD on those two paths (404 otherwise, 405 for other methods) and
@@ -22,6 +24,8 @@ export interface HttpServerOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** SHA-256 of the bearer token /metrics requires (read per request); /metrics is open when absent. */
   metricsTokenHash?: () => Buffer | undefined;
+  /** Problems for the /healthz body, one line each (why it is 503, or what is degraded). */
+  problems?: () => string[];
 }
 
 /** A running metrics and health endpoint. */
@@ -47,9 +51,11 @@ export async function startHttpServer(
     }
     if (path === "/healthz") {
       const ok = serving();
+      const lines = options.problems?.() ?? [];
+      const head = ok ? "ok" : lines.length === 0 ? "shutting down" : "not serving";
       response
         .writeHead(ok ? 200 : 503, { "content-type": "text/plain" })
-        .end(ok ? "ok\n" : "shutting down\n");
+        .end(`${[head, ...lines].join("\n")}\n`);
       return;
     }
     if (path === "/metrics") {

@@ -156,6 +156,18 @@ export class RpcServer {
     return new RpcServer(server, health, engine, calls, writeStreams, port, refusal);
   }
 
+  /**
+   * Sets whether the server is healthy for a reason other than shutdown and `refusal` (the data
+   * directory cannot be written): health is SERVING only while all three allow it. Calls are not
+   * refused for it (reads still work).
+   */
+  setHealthy(healthy: boolean): void {
+    this.healthy = healthy;
+    this.updateHealth();
+  }
+
+  private healthy = true;
+
   /** True until shutdown starts, while MetadataService calls are not refused (`refusal`). */
   get serving(): boolean {
     return this.health !== undefined && !this.stopping && this.refusal() === undefined;
@@ -163,7 +175,7 @@ export class RpcServer {
 
   /** Sets health to SERVING or NOT_SERVING after `refusal` changed its answer. */
   updateHealth(): void {
-    const status = this.serving ? "SERVING" : "NOT_SERVING";
+    const status = this.serving && this.healthy ? "SERVING" : "NOT_SERVING";
     this.health.setStatus("", status);
     this.health.setStatus(SERVICE_NAME, status);
   }

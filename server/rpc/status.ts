@@ -8,9 +8,15 @@
  *   EngineError OutOfRange (a watch's history is gone)           -> OUT_OF_RANGE
  *   EngineError ShuttingDown, NotCommitted; StoreError Closed,
  *   SyncFailed, Failed                                           -> UNAVAILABLE (not committed)
+ *   StoreError DiskFull ("disk full"), FileLimit                 -> RESOURCE_EXHAUSTED
+ *   StoreError NotWritable (names the path)                      -> UNAVAILABLE
+ *   StoreError DataLoss, BlobCorrupt, Corrupt                    -> DATA_LOSS
  *   every other StoreError (format, recovery, I/O)               -> INTERNAL, cause logged
  *   AuthError Unauthenticated                                    -> UNAUTHENTICATED
  *   AuthError PermissionDenied                                   -> PERMISSION_DENIED
+ *
+ * A NotCommitted, SyncFailed or Failed caused by a full disk or the file limit answers
+ * RESOURCE_EXHAUSTED instead of UNAVAILABLE; its message still says the write was not committed.
  *
  * Invariants:
  * - Both switches are exhaustive: adding an error kind fails to compile until it is mapped here.
@@ -23,7 +29,7 @@ import { randomUUID } from "node:crypto";
 import { Metadata as GrpcMetadata, type StatusObject, status } from "@grpc/grpc-js";
 import { AuthError } from "../auth/access-control.js";
 import { EngineError, type EngineErrorKind } from "../engine/errors.js";
-import { StoreError, type StoreErrorKind } from "../store/errors.js";
+import { environmentKindOf, StoreError, type StoreErrorKind } from "../store/errors.js";
 
 /** A grpc-js error answer. */
 export type StatusError = Partial<StatusObject> & { code: status; details: string };
@@ -73,13 +79,19 @@ function storeCode(kind: StoreErrorKind): status | undefined {
     case "Closed":
     case "SyncFailed":
     case "Failed":
+    case "NotWritable":
       return status.UNAVAILABLE;
+    case "DiskFull":
+    case "FileLimit":
+      return status.RESOURCE_EXHAUSTED;
+    case "DataLoss":
     case "BlobCorrupt":
+    case "Corrupt":
+      return status.DATA_LOSS;
     case "BlobVersionMismatch":
     case "BlobMissing":
     case "PartitionMissing":
     case "PartitionCorrupt":
-    case "Corrupt":
     case "InvalidConfig":
     case "VersionOverflow":
     case "Io":
@@ -108,17 +120,34 @@ function unmapped(kind: never): never {
 /** Maps any error thrown while serving a call to the status the client gets. */
 export function toStatus(err: unknown, log: ErrorLog = defaultLog): StatusError {
   if (err instanceof AuthError) return answer(authCode(err.kind), err.message);
-  if (err instanceof EngineError) return answer(engineCode(err.kind), err.message);
+  if (err instanceof EngineError) {
+    const code = engineCode(err.kind);
+    return answer(
+      code === status.UNAVAILABLE && exhausted(err.cause) ? status.RESOURCE_EXHAUSTED : code,
+      err.message,
+    );
+  }
   if (err instanceof StoreError) {
     const code = storeCode(err.kind);
-    if (code === status.UNAVAILABLE && !NOT_COMMITTED.test(err.message)) {
-      return answer(code, `${err.message}: the write was not committed`);
+    if (code !== undefined) {
+      if (err.kind !== "Closed" && err.kind !== "SyncFailed" && err.kind !== "Failed") {
+        return answer(code, err.message);
+      }
+      const details = NOT_COMMITTED.test(err.message)
+        ? err.message
+        : `${err.message}: the write was not committed`;
+      return answer(exhausted(err.cause) ? status.RESOURCE_EXHAUSTED : code, details);
     }
-    if (code !== undefined) return answer(code, err.message);
   }
   const id = randomUUID();
   log(`internal error ${id}`, err);
   return answer(status.INTERNAL, `internal error (id ${id})`);
+}
+
+/** True when `cause` comes from a full disk or the file limit. */
+function exhausted(cause: unknown): boolean {
+  const kind = environmentKindOf(cause);
+  return kind === "DiskFull" || kind === "FileLimit";
 }
 
 function defaultLog(message: string, err: unknown): void {

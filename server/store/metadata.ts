@@ -34,6 +34,10 @@
  *   the next sync rewrites the target in full. If even that cleanup fails, the store refuses all
  *   further mutations and syncs (`StoreError("Failed")`) until reopened, and `unsafeVersionsFrom`
  *   names the versions a reopen must discard.
+ * - Recovery destroys no evidence: a damaged blob (too short, bad CRC) is handed to
+ *   `config.quarantine` and logged with the reason and both versions before it is cut; when both
+ *   blobs held a body and neither is valid, the open fails with `DataLoss` and changes nothing,
+ *   instead of serving an empty store (see `openMetadata`).
  * - Values handed to `put` are owned by the store afterwards and must not be changed by the
  *   caller; values returned are shared and must not be changed either (use `update`).
  * - Input errors (key width, empty key, oversize value) are thrown before anything changes.
@@ -72,9 +76,9 @@ import {
   variableKeys,
 } from "./codec.js";
 import { asIoError, StoreError } from "./errors.js";
-import { createStoreMetrics, type StoreMetrics } from "./metrics.js";
+import { createRecoveryMetrics, createStoreMetrics, type StoreMetrics } from "./metrics.js";
 import { type BlobLayout, DEFAULT_BLOB_LAYOUT } from "./storage/blob-header.js";
-import type { Blob, Storage } from "./storage/storage.js";
+import { type Blob, blobFileName, describeBlob, type Storage } from "./storage/storage.js";
 
 /** Names of the two blobs of a store. */
 export const BLOB_NAMES = [Buffer.from("left"), Buffer.from("right")] as const;
@@ -108,6 +112,18 @@ export interface MetadataConfig {
    * 4096 bytes whole (2026.10.0). Default by the partition's layout: V1 "skip", V0 "bump".
    */
   noChangeSync?: NoChangeSync;
+  /**
+   * Keeps a damaged blob's bytes somewhere safe before recovery cuts it, and resolves with where
+   * (for the warning). If it throws, the open fails and nothing is cut. None by default.
+   */
+  quarantine?: (discarded: DiscardedBlob) => Promise<string>;
+  /** Receives recovery warnings (a discarded blob, data loss); default `console.warn`. */
+  warn?: (message: string) => void;
+  /**
+   * Open even when both blobs are damaged (see `openMetadata`): quarantine and cut both, and
+   * start empty. Only for an operator who accepted the loss.
+   */
+  acceptDataLoss?: boolean;
 }
 
 /** What a sync with nothing to write does; see `MetadataConfig.noChangeSync`. */
@@ -686,24 +702,61 @@ export class Metadata {
   }
 }
 
-/** A blob as opened, with its layout and whether the open created it. */
-type LoadedBlob = BlobState & { layout: BlobLayout; created: boolean };
+/** Why recovery discarded a blob (the `reason` label of `metadata_blobs_discarded_total`). */
+export type DiscardReason =
+  /** A body shorter than a version and a checksum. */
+  | "too_short"
+  /** A body whose CRC32C does not match. */
+  | "checksum_mismatch"
+  /** A body at or above `discardVersionsFrom`: the bytes of a sync that failed (never committed). */
+  | "failed_sync";
+
+const REASON_TEXT: Readonly<Record<DiscardReason, string>> = {
+  too_short: "too short",
+  checksum_mismatch: "checksum mismatch",
+  failed_sync: "left by a failed sync",
+};
+
+/** A blob recovery is about to cut to empty, as handed to `MetadataConfig.quarantine`. */
+export interface DiscardedBlob {
+  partition: string;
+  /** "left" or "right". */
+  blob: "left" | "right";
+  /** File name of the blob in its partition (lowercase hex of the blob name). */
+  fileName: string;
+  reason: DiscardReason;
+  /** Version in the body's first 8 bytes (not verified by any checksum), if it has them. */
+  claimedVersion: bigint | undefined;
+  /** The body (the blob without its header), as read. */
+  body: Uint8Array;
+}
+
+/** One blob as found at open, before anything is cut. */
+interface Inspected {
+  state: BlobState;
+  /** Layout of the blob, and whether this open created it. */
+  layout: BlobLayout;
+  created: boolean;
+  /** Logical length at open: 0 means the blob never held a body. */
+  length: number;
+  /** Why the body is not usable, if it is not. */
+  discard?: DiscardedBlob;
+}
 
 /**
- * Opens one blob and checks its body: too short or failing its CRC means cut to empty (and
- * fsynced); otherwise the body is kept as the blob's image, not decoded yet.
+ * Opens one blob and checks its body without changing anything: a body too short, failing its
+ * CRC or holding a discarded version comes back with a `discard` verdict; a valid body is kept as
+ * the blob's image, not decoded yet.
  */
-async function loadBlob(
+async function inspectBlob(
   storage: Storage,
   config: MetadataConfig,
   index: 0 | 1,
   layout: BlobLayout,
-): Promise<LoadedBlob> {
+): Promise<Inspected> {
   const name = BLOB_NAMES[index];
   const { blob, length, layout: opened, created } = await storage.open(config.partition, name, { layout });
-  const empty = (): LoadedBlob => ({
-    layout: opened,
-    created,
+  const state: BlobState = {
     blob,
     version: 0n,
     image: EMPTY,
@@ -711,46 +764,112 @@ async function loadBlob(
     spans: new Map(),
     modified: new Map(),
     shared: false,
-  });
-  const cut = async (): Promise<LoadedBlob> => {
-    await blob.resize(0);
-    await blob.sync();
-    return empty();
   };
   try {
-    if (length === 0) return empty();
-    if (length < MIN_BODY_BYTES) return await cut();
+    if (length === 0) return { state, length, layout: opened, created };
     const read = await blob.read(0, length);
     const body = Buffer.from(read.buffer, read.byteOffset, read.byteLength);
+    const discard = (reason: DiscardReason): Inspected => ({
+      state,
+      length,
+      layout: opened,
+      created,
+      discard: {
+        partition: config.partition,
+        blob: index === 0 ? "left" : "right",
+        fileName: blobFileName(name),
+        reason,
+        claimedVersion: length >= VERSION_BYTES ? body.readBigUInt64BE(0) : undefined,
+        body,
+      },
+    });
+    if (length < MIN_BODY_BYTES) return discard("too_short");
     const stored = body.readUInt32BE(length - CRC_BYTES);
-    if (stored !== crc32c(body.subarray(0, length - CRC_BYTES))) return await cut();
+    if (stored !== crc32c(body.subarray(0, length - CRC_BYTES))) return discard("checksum_mismatch");
     const version = body.readBigUInt64BE(0);
-    if (config.discardVersionsFrom !== undefined && version >= config.discardVersionsFrom) return await cut();
+    if (config.discardVersionsFrom !== undefined && version >= config.discardVersionsFrom) {
+      return discard("failed_sync");
+    }
     // Spans stay empty: the first two syncs after an open rewrite both blobs in full (KOC is
     // set to the next version), so nothing is ever patched into an image loaded here.
     return {
+      state: { blob, version, image: body, crc: stored, spans: new Map(), modified: new Map(), shared: true },
+      length,
       layout: opened,
       created,
-      blob,
-      version,
-      image: body,
-      crc: stored,
-      spans: new Map(),
-      modified: new Map(),
-      shared: true,
     };
   } catch (err) {
     await blob.close().catch(() => undefined);
-    throw asIoError(err, `open ${config.partition}/${name.toString()}`);
+    throw asIoError(err, `open ${describeBlob(config.partition, name)}`);
   }
+}
+
+function describeVersion(version: bigint | undefined): string {
+  return version === undefined ? "no readable version" : `version ${version}`;
+}
+
+/**
+ * Keeps a discarded blob's bytes aside (when configured and the blob was damaged), says so,
+ * counts it, then cuts the blob to empty and fsyncs it. A failed quarantine fails the open with
+ * nothing cut.
+ */
+async function discardBlob(
+  config: MetadataConfig,
+  found: Inspected & { discard: DiscardedBlob },
+  other: Inspected,
+  counter: ((reason: DiscardReason) => void) | undefined,
+): Promise<void> {
+  const { discard } = found;
+  let kept = "";
+  // The bytes of a failed sync were never committed: they are cut without a copy, so that a
+  // reopen after ENOSPC does not need free space.
+  if (discard.reason !== "failed_sync" && config.quarantine !== undefined) {
+    kept = `; its bytes are kept in ${await config.quarantine(discard)}`;
+  }
+  const otherName = discard.blob === "left" ? "right" : "left";
+  const otherText =
+    other.discard !== undefined
+      ? `${otherName} is discarded too`
+      : `${otherName} holds version ${other.state.version}`;
+  (config.warn ?? defaultWarn)(
+    `partition ${config.partition}: discarding blob ${discard.blob} (${describeBlob(config.partition, BLOB_NAMES[discard.blob === "left" ? 0 : 1])}): ${REASON_TEXT[discard.reason]}; it claims ${describeVersion(discard.claimedVersion)}, ${otherText}${kept}`,
+  );
+  counter?.(discard.reason);
+  try {
+    await found.state.blob.resize(0);
+    await found.state.blob.sync();
+  } catch (err) {
+    throw asIoError(
+      err,
+      `cut ${describeBlob(config.partition, BLOB_NAMES[discard.blob === "left" ? 0 : 1])}`,
+    );
+  }
+}
+
+function defaultWarn(message: string): void {
+  console.warn(`warning: ${message}`);
+}
+
+/** True when `found` held a body that failed validation (not merely a failed sync's bytes). */
+function damaged(found: Inspected): boolean {
+  return found.discard !== undefined && found.discard.reason !== "failed_sync";
 }
 
 /**
  * Opens (creating if needed) the store of `config.partition` and recovers its newest valid state:
- * a blob that is too short or fails its CRC is cut to empty; the valid blob with the higher
- * version wins (left on a tie); two invalid blobs give an empty store.
+ * the valid blob with the higher version wins (left on a tie). A blob that is too short, fails
+ * its CRC or holds a discarded version is first handed to `config.quarantine`, logged through
+ * `config.warn` with the reason and both versions, counted in `metadata_blobs_discarded_total`,
+ * then cut to empty.
+ *
+ * Data loss: when both blobs held a body and neither is valid (at least one damaged), nothing is
+ * cut and the open fails with `DataLoss`, unless `config.acceptDataLoss`, which keeps both aside
+ * and opens an empty store. When only one blob ever held a body and it is damaged, the state is
+ * that of a first sync interrupted by a crash (nothing was ever committed) or of a loss; the
+ * store opens empty after keeping it aside.
  * @throws StoreError InvalidPartitionName, InvalidConfig, BlobCorrupt, BlobVersionMismatch,
- *   Corrupt (a body with a valid CRC that does not decode: nothing is modified), Io
+ *   Corrupt (a body with a valid CRC that does not decode: nothing is modified), DataLoss, Io
+ *   and its environment kinds (DiskFull, FileLimit, NotWritable), or what `quarantine` throws
  */
 export async function openMetadata(storage: Storage, config: MetadataConfig): Promise<Metadata> {
   const codec = config.keyCodec ?? variableKeys();
@@ -769,26 +888,61 @@ export async function openMetadata(storage: Storage, config: MetadataConfig): Pr
   }
   // The partition's layout is the one its blobs have: the second blob follows the first, and a
   // first blob created beside an existing second one is created again in the second's layout.
-  let left: LoadedBlob | undefined = await loadBlob(
+  let inspectedLeft: Inspected | undefined = await inspectBlob(
     storage,
     config,
     0,
     config.blobLayout ?? DEFAULT_BLOB_LAYOUT,
   );
-  let right: LoadedBlob | undefined;
+  let inspectedRight: Inspected | undefined;
   try {
-    right = await loadBlob(storage, config, 1, left.layout);
-    if (left.created && !right.created && right.layout !== left.layout) {
-      const stale = left;
-      left = undefined;
-      await stale.blob.close();
+    inspectedRight = await inspectBlob(storage, config, 1, inspectedLeft.layout);
+    if (inspectedLeft.created && !inspectedRight.created && inspectedRight.layout !== inspectedLeft.layout) {
+      const stale = inspectedLeft;
+      inspectedLeft = undefined;
+      await stale.state.blob.close();
       await storage.remove(config.partition, BLOB_NAMES[0]);
-      left = await loadBlob(storage, config, 0, right.layout);
+      inspectedLeft = await inspectBlob(storage, config, 0, inspectedRight.layout);
     }
   } catch (err) {
-    await Promise.allSettled([left?.blob.close(), right?.blob.close()]);
+    await Promise.allSettled([inspectedLeft?.state.blob.close(), inspectedRight?.state.blob.close()]);
     throw err;
   }
+  const found = [inspectedLeft, inspectedRight] as const;
+  const closeBoth = () => Promise.allSettled(found.map((f) => f.state.blob.close()));
+  const recovery = createRecoveryMetrics(config.registry, config.partition);
+  const lost =
+    found.every((f) => f.length > 0 && f.discard !== undefined) && (damaged(found[0]) || damaged(found[1]));
+  try {
+    if (lost && config.acceptDataLoss !== true) {
+      recovery?.dataLoss(true);
+      const detail = found
+        .map(
+          (f) =>
+            `${f.discard?.blob} ${REASON_TEXT[f.discard?.reason ?? "checksum_mismatch"]} (claims ${describeVersion(f.discard?.claimedVersion)})`,
+        )
+        .join(", ");
+      const message = `data loss in partition ${config.partition}: no valid blob: ${detail}; nothing was changed on disk; the partition is not served until the loss is accepted (metadata-cli accept-data-loss ${config.partition}, server stopped)`;
+      (config.warn ?? defaultWarn)(message);
+      throw new StoreError("DataLoss", message);
+    }
+    for (const [index, f] of found.entries()) {
+      if (f.discard !== undefined) {
+        await discardBlob(
+          config,
+          f as Inspected & { discard: DiscardedBlob },
+          found[index === 0 ? 1 : 0],
+          recovery?.discarded,
+        );
+      }
+    }
+    recovery?.dataLoss(false);
+  } catch (err) {
+    await closeBoth();
+    throw err;
+  }
+  const left = inspectedLeft.state;
+  const right = inspectedRight.state;
   const cursor: 0 | 1 = right.version > left.version ? 1 : 0;
   const newest = cursor === 0 ? left : right;
   // Only the newest body is decoded: the older one was checked by its CRC and is rewritten in
@@ -818,7 +972,7 @@ export async function openMetadata(storage: Storage, config: MetadataConfig): Pr
     map,
     decoded?.entriesBytes ?? 0,
     metrics,
-    left.layout,
-    config.noChangeSync ?? defaultNoChangeSync(left.layout),
+    inspectedLeft.layout,
+    config.noChangeSync ?? defaultNoChangeSync(inspectedLeft.layout),
   );
 }

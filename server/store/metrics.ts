@@ -10,6 +10,10 @@
  *   metadata_storage_syncs_total{partition}    blob fsyncs
  *   metadata_storage_read_bytes_total{partition}   bytes read from blobs
  *   metadata_storage_errors_total{partition}   blob opens, reads, writes, resizes, fsyncs that failed
+ *   metadata_blobs_discarded_total{partition,reason}  blobs recovery cut (reason: too_short,
+ *                                              checksum_mismatch, failed_sync)
+ *   metadata_partition_data_loss{partition}    1 while opening the partition fails with DataLoss
+ *                                              (absent otherwise)
  *
  * Invariants:
  * - The sync counters of a partition restart at 0 each time a store instance opens it (as in the
@@ -136,4 +140,45 @@ export async function removePartitionMetrics(registry: Registry, partition: stri
       metric.remove(own as Record<string, string | number>);
     }
   }
+}
+
+/** Recovery metrics of one partition: what `openMetadata` discarded and whether data was lost. */
+export interface RecoveryMetrics {
+  /** Counts one blob cut by recovery. */
+  discarded(reason: string): void;
+  /** Reports whether opening the partition failed with DataLoss (absent from the scrape when not). */
+  dataLoss(lost: boolean): void;
+}
+
+/** Recovery metrics for `partition` in `registry`, or undefined without a registry. */
+export function createRecoveryMetrics(
+  registry: Registry | undefined,
+  partition: string,
+): RecoveryMetrics | undefined {
+  if (registry === undefined) return undefined;
+  const discardedName = `${PREFIX}blobs_discarded_total`;
+  const discarded =
+    (registry.getSingleMetric(discardedName) as Counter<"partition" | "reason"> | undefined) ??
+    new Counter({
+      name: discardedName,
+      help: "Blobs cut by recovery at open, by reason (too_short, checksum_mismatch, failed_sync).",
+      labelNames: ["partition", "reason"],
+      registers: [registry],
+    });
+  const lossName = `${PREFIX}partition_data_loss`;
+  const loss =
+    (registry.getSingleMetric(lossName) as Gauge<"partition"> | undefined) ??
+    new Gauge({
+      name: lossName,
+      help: "1 while the partition is not served because both blobs are damaged (DataLoss).",
+      labelNames: ["partition"],
+      registers: [registry],
+    });
+  return {
+    discarded: (reason) => discarded.inc({ partition, reason }),
+    dataLoss: (lost) => {
+      if (lost) loss.set({ partition }, 1);
+      else loss.remove({ partition });
+    },
+  };
 }

@@ -16,7 +16,7 @@
  *   const client = new MetadataClient(server.address);
  *   const { code, signal } = await server.kill("SIGKILL");
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, type SpawnOptionsWithStdioTuple, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createConnection } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -41,6 +41,8 @@ export interface ServerProcessOptions {
   entry?: string[];
   /** Longest wait for the server to accept connections; default 30 s. */
   startTimeoutMs?: number;
+  /** Most open file descriptors of the child (`ulimit -n`); the inherited limit by default. */
+  fileLimit?: number;
 }
 
 /** Resolves once `port` on 127.0.0.1 accepts a TCP connection; false if it refused. */
@@ -91,23 +93,30 @@ export class ServerProcess {
     let lastError: unknown;
     for (let attempt = 0; attempt < 3; attempt++) {
       const port = await freePort();
+      const args = [
+        "--import",
+        "tsx",
+        ...(options.entry ?? ["server/main.ts"]),
+        "--data-dir",
+        options.dataDir,
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--metrics-listen",
+        "127.0.0.1:0",
+        ...(options.flags ?? []),
+      ];
+      const spawnOptions: SpawnOptionsWithStdioTuple<"ignore", "pipe", "pipe"> = {
+        cwd: REPO_ROOT,
+        stdio: ["ignore", "pipe", "pipe"],
+      };
       const server = new ServerProcess(
-        spawn(
-          process.execPath,
-          [
-            "--import",
-            "tsx",
-            ...(options.entry ?? ["server/main.ts"]),
-            "--data-dir",
-            options.dataDir,
-            "--listen",
-            `127.0.0.1:${port}`,
-            "--metrics-listen",
-            "127.0.0.1:0",
-            ...(options.flags ?? []),
-          ],
-          { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] },
-        ),
+        options.fileLimit === undefined
+          ? spawn(process.execPath, args, spawnOptions)
+          : spawn(
+              "/bin/sh",
+              ["-c", `ulimit -n ${options.fileLimit} && exec "$0" "$@"`, process.execPath, ...args],
+              spawnOptions,
+            ),
         port,
       );
       try {

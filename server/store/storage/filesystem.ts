@@ -26,7 +26,7 @@
  */
 import { writeSync } from "node:fs";
 import { constants, type FileHandle, mkdir, open, readdir, rm, stat, unlink } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { asIoError, StoreError } from "../errors.js";
 import { DEFAULT_BLOB_LAYOUT } from "./blob-header.js";
 import { openHeadered, type RawFile } from "./headered-blob.js";
@@ -52,7 +52,7 @@ export class FilesystemStorage implements Storage {
     const path = join(directory, blobFileName(name));
     let handle: FileHandle;
     try {
-      if (!(await exists(directory))) await mkdir(directory, { recursive: true });
+      if (!(await exists(directory))) await makeDirectory(directory);
       handle = await open(path, constants.O_RDWR | constants.O_CREAT);
       const { size } = await handle.stat();
       return await openHeadered(new FileRaw(handle, size), where, {
@@ -216,6 +216,26 @@ async function exists(path: string): Promise<boolean> {
   } catch (err) {
     if (isErrno(err, "ENOENT")) return false;
     throw err;
+  }
+}
+
+/**
+ * Creates `path`, and its missing parents first (each tried once, so this ends under /proc).
+ * Not `mkdir(..., { recursive })`: that answers ENOENT for EROFS (or loops) where a plain mkdir
+ * names the real cause.
+ */
+async function makeDirectory(path: string): Promise<void> {
+  try {
+    await mkdir(path);
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) return;
+    if (!isErrno(err, "ENOENT") || dirname(path) === path) throw err;
+    await makeDirectory(dirname(path));
+    try {
+      await mkdir(path);
+    } catch (again) {
+      if (!isErrno(again, "EEXIST")) throw again;
+    }
   }
 }
 

@@ -15,15 +15,16 @@
  *   Creating a blob (open) and removing a blob or partition are durable when they resolve.
  *
  * Invariants:
- * - A partition name is non-empty and made only of ASCII letters, digits, '-' and '_'; any other
- *   name is refused with `StoreError("InvalidPartitionName")` before the backend is touched, so no
- *   name can escape the storage root.
+ * - A partition name is non-empty, at most 255 bytes (a directory name every filesystem takes)
+ *   and made only of ASCII letters, digits, '-' and '_'; any other name is refused with
+ *   `StoreError("InvalidPartitionName")` before the backend is touched, so no name can escape the
+ *   storage root. The message quotes at most a short prefix of the name.
  *
  * Usage:
  *   const { blob, length, layout } = await storage.open("meta", BLOB_LEFT, { layout: "v0" });
  *   await blob.write(0, bytes); await blob.sync();
  */
-import { StoreError } from "../errors.js";
+import { preview, StoreError } from "../errors.js";
 import type { BlobLayout } from "./blob-header.js";
 import type { RawFile } from "./headered-blob.js";
 
@@ -116,17 +117,26 @@ export abstract class StorageWrapper implements Storage {
 
 const PARTITION_NAME = /^[A-Za-z0-9_-]+$/;
 
+/** Longest partition name, in bytes (NAME_MAX of common filesystems). */
+export const MAX_PARTITION_NAME_BYTES = 255;
+
 /** True when `name` is a valid partition name. */
 export function isValidPartitionName(name: string): boolean {
-  return PARTITION_NAME.test(name);
+  return name.length <= MAX_PARTITION_NAME_BYTES && PARTITION_NAME.test(name);
 }
 
 /** Throws `StoreError("InvalidPartitionName")` unless `name` is a valid partition name. */
 export function validatePartitionName(name: string): void {
-  if (!isValidPartitionName(name)) {
+  if (name.length > MAX_PARTITION_NAME_BYTES) {
     throw new StoreError(
       "InvalidPartitionName",
-      `invalid partition name ${JSON.stringify(name)}: use 1 or more ASCII letters, digits, '-' or '_'`,
+      `invalid partition name ${preview(name)}: longer than ${MAX_PARTITION_NAME_BYTES} bytes`,
+    );
+  }
+  if (!PARTITION_NAME.test(name)) {
+    throw new StoreError(
+      "InvalidPartitionName",
+      `invalid partition name ${preview(name)}: use 1 or more ASCII letters, digits, '-' or '_'`,
     );
   }
 }

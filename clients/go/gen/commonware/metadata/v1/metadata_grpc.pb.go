@@ -54,7 +54,11 @@ const (
 // oversize value; RESOURCE_EXHAUSTED for a configured limit; FAILED_PRECONDITION when a Commit
 // condition does not hold; UNAVAILABLE when the server is shutting down or a sync failed (the
 // write was not committed); DEADLINE_EXCEEDED when the deadline passed while waiting for a sync
-// (the outcome of the write is then unknown: it may or may not have been committed).
+// (the outcome of the write is then unknown: it may or may not have been committed). Any call
+// may also answer RESOURCE_EXHAUSTED when the disk is full or the server is out of file
+// descriptors, UNAVAILABLE when the data directory cannot be written, and DATA_LOSS when both
+// blobs of the partition are damaged (the partition is not served until an operator accepts the
+// loss; see the README).
 type MetadataServiceClient interface {
 	// Put stores value under key and returns the previous value. Durable per `durability`.
 	// Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED.
@@ -287,7 +291,11 @@ type MetadataService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 // oversize value; RESOURCE_EXHAUSTED for a configured limit; FAILED_PRECONDITION when a Commit
 // condition does not hold; UNAVAILABLE when the server is shutting down or a sync failed (the
 // write was not committed); DEADLINE_EXCEEDED when the deadline passed while waiting for a sync
-// (the outcome of the write is then unknown: it may or may not have been committed).
+// (the outcome of the write is then unknown: it may or may not have been committed). Any call
+// may also answer RESOURCE_EXHAUSTED when the disk is full or the server is out of file
+// descriptors, UNAVAILABLE when the data directory cannot be written, and DATA_LOSS when both
+// blobs of the partition are damaged (the partition is not served until an operator accepts the
+// loss; see the README).
 type MetadataServiceServer interface {
 	// Put stores value under key and returns the previous value. Durable per `durability`.
 	// Errors: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED.
