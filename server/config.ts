@@ -297,6 +297,15 @@ export const FLAGS = {
     description: "concurrent calls on one HTTP/2 connection",
     parse: integer(1, 1_000_000),
   }),
+  maxConnections: spec({
+    flag: "max-connections",
+    env: "METADATA_MAX_CONNECTIONS",
+    value: "N",
+    default: "1000",
+    unit: "connections",
+    description: "HTTP/2 connections open at once on the gRPC port; more are closed at once",
+    parse: integer(1, 10_000_000),
+  }),
   maxStreams: spec({
     flag: "max-streams",
     env: "METADATA_MAX_STREAMS",

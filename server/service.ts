@@ -243,6 +243,7 @@ async function startLocked(
   const started = await RpcServer.start(config.listen, engine, registry, {
     maxConcurrentStreams: config.maxConcurrentStreams,
     maxStreams: config.maxStreams,
+    maxConnections: config.maxConnections,
     streamBufferBytes: config.streamBufferBytes,
     writeStreamMaxInFlight: config.writeStreamMaxInFlight,
     writeStreamMaxInFlightBytes: config.writeStreamMaxInFlightBytes,

@@ -24,6 +24,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import type { AccessControl } from "../auth/access-control.js";
 import type { Engine } from "../engine/operations.js";
+import { limitConnections } from "./connection-limit.js";
 import { createMetadataService } from "./metadata-service.js";
 import { createReflectionService } from "./reflection.js";
 import { addService } from "./service-definition.js";
@@ -40,6 +41,8 @@ export interface RpcServerOptions {
   maxMessageBytes: number;
   /** Most streaming calls (Keys, Write) open at once, server-wide. */
   maxStreams: number;
+  /** Most HTTP/2 connections open at once (more are closed when they open). */
+  maxConnections: number;
   /** Most bytes of streamed responses handed to the transport and not yet flushed, server-wide. */
   streamBufferBytes: number;
   /** Most requests read and not yet answered on one Write stream. */
@@ -153,6 +156,7 @@ export class RpcServer {
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, credentials, (err, bound) => (err ? reject(err) : resolve(bound))),
     );
+    connectionMetrics(registry, server, options.maxConnections);
     return new RpcServer(server, health, engine, calls, writeStreams, port, refusal);
   }
 
@@ -215,6 +219,36 @@ export class RpcServer {
     });
     await this.engine.partitions.close();
   }
+}
+
+/** Applies --max-connections and reports it as `metadata_connections_open` and `_refused_total`. */
+function connectionMetrics(registry: Registry, server: grpc.Server, max: number): void {
+  const counts = limitConnections(server, max);
+  if (counts === undefined) {
+    console.error(
+      "warning: --max-connections is not applied: this grpc-js does not expose its HTTP/2 servers",
+    );
+    return;
+  }
+  registry.removeSingleMetric("metadata_connections_open");
+  new Gauge({
+    name: "metadata_connections_open",
+    help: "HTTP/2 connections open on the gRPC port; at most --max-connections.",
+    registers: [registry],
+    collect() {
+      this.set(counts.open);
+    },
+  });
+  registry.removeSingleMetric("metadata_connections_refused_total");
+  new Counter({
+    name: "metadata_connections_refused_total",
+    help: "HTTP/2 connections closed at once because --max-connections were open.",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(counts.refused);
+    },
+  });
 }
 
 /** Stream limits reported as `metadata_streams_open` and `metadata_stream_buffered_bytes`. */

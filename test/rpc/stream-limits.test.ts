@@ -143,3 +143,47 @@ describe("StreamLimits", () => {
     limits.admit();
   });
 });
+
+describe("connection limit", () => {
+  test("connections beyond --max-connections are closed at once; those admitted serve on", async () => {
+    const server = await startTestServer(["--max-connections", "3"]);
+    const sessions: http2.ClientHttp2Session[] = [];
+    try {
+      // The test server's own client holds one connection once it has made a call.
+      await server.client.put(utf8("k"), utf8("v"));
+      const connect = () =>
+        new Promise<"open" | "closed">((resolve) => {
+          const session = http2.connect(`http://${server.address}`);
+          sessions.push(session);
+          let settled = false;
+          const settle = (outcome: "open" | "closed") => {
+            if (!settled) {
+              settled = true;
+              resolve(outcome);
+            }
+          };
+          session.once("goaway", () => settle("closed"));
+          session.once("close", () => settle("closed"));
+          session.once("error", () => settle("closed"));
+          // Admitted: a ping is answered.
+          session.once("connect", () => session.ping(() => setTimeout(() => settle("open"), 200)));
+        });
+      const outcomes = [];
+      for (let i = 0; i < 4; i++) outcomes.push(await connect());
+      assert.deepEqual(outcomes, ["open", "open", "closed", "closed"]);
+      const text = await server.metrics();
+      assert.equal(metricValue(text, "metadata_connections_open"), 3);
+      assert.equal(metricValue(text, "metadata_connections_refused_total"), 2);
+      assert.equal(Buffer.from((await server.client.get(utf8("k"))) ?? []).toString(), "v");
+      // A connection closed frees its place.
+      for (const session of sessions.splice(0)) session.destroy();
+      await waitUntil(
+        async () => metricValue(await server.metrics(), "metadata_connections_open") === 1,
+        "the closed connections to be released",
+      );
+    } finally {
+      for (const session of sessions) session.destroy();
+      await server.stop();
+    }
+  });
+});
