@@ -3,13 +3,12 @@
  * (no token: UNAUTHENTICATED, exit 1), and `--cacert --cert --key` on a mutual-TLS server.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { parseCommandLine, UsageError } from "../../server/cli.js";
-import { REPO_ROOT } from "../e2e/server-process.js";
+import { type CliRun, runCli } from "../support/cli-process.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { createTestPki, type TestPki } from "../support/test-pki.js";
 
@@ -50,33 +49,8 @@ after(async () => {
   await pki?.remove();
 });
 
-async function cli(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "server/cli.ts", ...args], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, METADATA_TOKEN: "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("close", resolve);
-    });
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+  return runCli(args, { env: { METADATA_TOKEN: "", ...env }, timeoutMs: 30_000 });
 }
 
 test("--token and METADATA_TOKEN authenticate; without a token the call is refused", async () => {

@@ -22,52 +22,23 @@ import {
   UsageError,
 } from "../../server/cli.js";
 import { ServerProcess } from "../e2e/server-process.js";
+import { type CliRun, runCli } from "../support/cli-process.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
 
 const REPO_ROOT = new URL("../../", import.meta.url);
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
 
-/**
- * Runs the CLI with `args` and METADATA_ADDRESS=`address` (unless `env` says otherwise); resolves
- * with its exit status and output. Asynchronous, so the in-process server keeps serving meanwhile.
- */
-async function cli(
+/** Runs the CLI with `args` and METADATA_ADDRESS=`address` (unless `env` says otherwise). */
+function cli(
   address: string,
   args: string[],
   env: NodeJS.ProcessEnv = {},
   stdin: string | Uint8Array = "",
 ): Promise<Run> {
-  const child = spawn(process.execPath, ["--import", "tsx", "server/cli.ts", ...args], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, METADATA_ADDRESS: address, ...env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  child.stdin.end(stdin);
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("close", (exitCode) => resolve(exitCode));
-    });
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
+  return runCli(args, { env: { METADATA_ADDRESS: address, ...env }, input: [stdin], timeoutMs: 30_000 });
 }
 
 /** Asserts a successful run and returns its stdout lines. */

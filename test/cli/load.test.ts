@@ -7,65 +7,28 @@
  * killed mid-load (unanswered lines fail with an unknown outcome, reading stops, exit status 1).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseCommandLine } from "../../server/cli.js";
 import { ServerProcess } from "../e2e/server-process.js";
+import { type CliRun, runCli } from "../support/cli-process.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { waitUntil } from "../support/rpc-helpers.js";
 import { u64 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
 
-const REPO_ROOT = new URL("../../", import.meta.url);
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * Runs the CLI with `args` against `address`, writing `input` to its stdin chunk by chunk with
- * `pauseMs` between chunks (a function in `input` is awaited instead of written); resolves with
- * its exit status and output.
+ * `pauseMs` between chunks (a function in `input` is awaited instead of written).
  */
-async function cli(
+function cli(
   address: string,
   args: string[],
   input: (string | (() => Promise<void>))[] = [],
   pauseMs = 0,
-): Promise<Run> {
-  const child = spawn(process.execPath, ["--import", "tsx", "server/cli.ts", ...args], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, METADATA_ADDRESS: address },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk;
-  });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  try {
-    const exited = new Promise<number | null>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("close", (exitCode) => resolve(exitCode));
-    });
-    for (const [i, chunk] of input.entries()) {
-      if (i > 0 && pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs));
-      if (typeof chunk === "function") await chunk();
-      else child.stdin.write(chunk);
-    }
-    child.stdin.end();
-    return { code: await exited, stdout, stderr };
-  } finally {
-    clearTimeout(timer);
-  }
+): Promise<CliRun> {
+  return runCli(args, { env: { METADATA_ADDRESS: address }, input, pauseMs });
 }
 
 describe("cli load", () => {
