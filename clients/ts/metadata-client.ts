@@ -346,35 +346,7 @@ export class MetadataClient {
    * cancels the stream on the server.
    */
   async *keys(options: KeysOptions = {}): AsyncGenerator<KeyEntry> {
-    const method = MetadataService.method.keys;
-    const request = create(method.input, {
-      partition: options.partition ?? "",
-      prefix: options.prefix ?? new Uint8Array(),
-      start: options.start ?? new Uint8Array(),
-      end: options.end ?? new Uint8Array(),
-      limit: options.limit ?? 0,
-      includeValues: options.includeValues ?? false,
-    });
-    const call = this.client.makeServerStreamRequest(
-      path(method),
-      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
-      (bytes: Buffer) => fromBinary(method.output, bytes),
-      request,
-      options.metadata ?? new grpc.Metadata(),
-      callOptions(options),
-    );
-    try {
-      for await (const chunk of call as AsyncIterable<KeysResponse>) {
-        for (let i = 0; i < chunk.keys.length; i++) {
-          const value = chunk.values[i];
-          yield value === undefined
-            ? { key: chunk.keys[i] as Uint8Array }
-            : { key: chunk.keys[i] as Uint8Array, value };
-        }
-      }
-    } finally {
-      call.cancel();
-    }
+    for await (const chunk of this.keysChunks(options)) yield* entriesOf(chunk);
   }
 
   /**
@@ -386,14 +358,7 @@ export class MetadataClient {
     const entries: KeyEntry[] = [];
     for await (const chunk of this.keysChunks(options)) {
       version = chunk.version;
-      for (let i = 0; i < chunk.keys.length; i++) {
-        const value = chunk.values[i];
-        entries.push(
-          value === undefined
-            ? { key: chunk.keys[i] as Uint8Array }
-            : { key: chunk.keys[i] as Uint8Array, value },
-        );
-      }
+      entries.push(...entriesOf(chunk));
     }
     return { version, entries };
   }
@@ -479,6 +444,14 @@ export class MetadataClient {
       );
     });
   }
+}
+
+/** The entries of one chunk of a Keys listing (`value` only when values were asked for). */
+function entriesOf(chunk: KeysResponse): KeyEntry[] {
+  return chunk.keys.map((key, i) => {
+    const value = chunk.values[i];
+    return value === undefined ? { key } : { key, value };
+  });
 }
 
 function callOptions(options: CallOptions): grpc.CallOptions {
