@@ -157,7 +157,7 @@ func main() {
 
 func parseFlags() *config {
 	c := &config{}
-	flag.StringVar(&c.target, "target", "", "host:port of the server; loopback only (127.0.0.1, ::1, localhost)")
+	flag.StringVar(&c.target, "target", "", "host:port of the server, or several comma-separated (members of one cluster: connections go round-robin); loopback only (127.0.0.1, ::1, localhost)")
 	flag.StringVar(&c.workload, "workload", "put", "put|noop|get|commit100|keys|etcd-put|etcd-get|etcd-get-serializable|etcd-txn100|stream-put|stream-noop|insert")
 	flag.IntVar(&c.conns, "conns", 4, "HTTP/2 connections")
 	flag.IntVar(&c.concurrency, "concurrency", 8, "concurrent callers (Write streams for stream-put, stream-noop)")
@@ -180,12 +180,14 @@ func parseFlags() *config {
 }
 
 func (c *config) validate() error {
-	host, _, err := net.SplitHostPort(c.target)
-	if err != nil {
-		return fmt.Errorf("-target %q: %v", c.target, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("-target %q: only loopback targets are allowed", c.target)
+	for _, target := range strings.Split(c.target, ",") {
+		host, _, err := net.SplitHostPort(target)
+		if err != nil {
+			return fmt.Errorf("-target %q: %v", target, err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("-target %q: only loopback targets are allowed", target)
+		}
 	}
 	switch {
 	case c.conns < 1 || c.conns > 64:
@@ -328,8 +330,8 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 
 func (bearer) RequireTransportSecurity() bool { return false }
 
-// dial opens n connections and waits until each is ready.
-func dial(ctx context.Context, target string, n int, token string) ([]*grpc.ClientConn, error) {
+// dial opens n connections, to the comma-separated targets in turn, and waits until each is ready.
+func dial(ctx context.Context, targets string, n int, token string) ([]*grpc.ClientConn, error) {
 	conns := make([]*grpc.ClientConn, 0, n)
 	options := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -338,7 +340,9 @@ func dial(ctx context.Context, target string, n int, token string) ([]*grpc.Clie
 	if token != "" {
 		options = append(options, grpc.WithPerRPCCredentials(bearer("Bearer "+token)))
 	}
-	for range n {
+	list := strings.Split(targets, ",")
+	for i := range n {
+		target := list[i%len(list)]
 		// passthrough: no resolver, each ClientConn is exactly one HTTP/2 connection to target.
 		cc, err := grpc.NewClient("passthrough:///"+target, options...)
 		if err != nil {
