@@ -142,6 +142,17 @@ export async function etcdBlobBytes(
     const index = Number.parseInt(key.slice(-8), 16);
     page.copy(out, index * pageBytes, 0, Math.max(0, Math.min(page.length, size - index * pageBytes)));
   }
+  // Then the deltas, in sequence order (their keys sort so): records of u32be offset, u32be
+  // length and the bytes.
+  const deltas = await client.getAll().prefix(`${base}delta/`).sort("Key", "Ascend").buffers();
+  for (const delta of Object.values(deltas)) {
+    for (let at = 0; at < delta.length; ) {
+      const offset = delta.readUInt32BE(at);
+      const length = delta.readUInt32BE(at + 4);
+      delta.copy(out, offset, at + 8, at + 8 + length);
+      at += 8 + length;
+    }
+  }
   return out;
 }
 

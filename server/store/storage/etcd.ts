@@ -5,16 +5,27 @@
  *   P/.partitions/<partition>                   marker of an existing partition (empty value)
  *   P/<partition>/<hex name>/length             "<physical length>:<sync nonce>" or "incomplete:<nonce>"
  *   P/<partition>/<hex name>/page/<%08x index>  bytes [i * pageBytes, min((i + 1) * pageBytes, length))
+ *   P/<partition>/<hex name>/delta/<%016x seq>  writes made since the pages were written: records of
+ *                                               u32be offset, u32be length, then that many bytes
  * Partition names hold no '.', so the marker folder never collides with a partition.
  *
- * A handle keeps the whole blob in memory (loaded at open from one etcd revision); writes and
- * resizes change that copy and mark the pages they touch dirty; `sync` sends the dirty pages, the
- * new length and a delete of every page past the end in one etcd transaction.
+ * A handle keeps the whole blob in memory (loaded at open from one etcd revision: the pages, then
+ * every delta applied in sequence order); writes and resizes change that copy and mark the pages
+ * they touch dirty. A sync takes one of two paths:
+ * - delta: when the length is unchanged and the bytes written since the last sync are small
+ *   (the metadata store's overwrite: a version, changed values, a CRC), one transaction puts them
+ *   as one delta key and the length key (new nonce). Pages stay as they were, still dirty.
+ * - pages: otherwise (a resize, a large write, or once the deltas since the pages were last
+ *   written reach `maxDeltas` or `maxDeltaBytes`), the dirty pages, the new length, a delete of
+ *   every page past the end and a delete of every delta go in one etcd transaction.
+ * So a sync of a few changed values costs etcd a few kilobytes rather than a page per value, and
+ * the deltas a reader applies at open are bounded.
  *
  * Limits: etcd refuses a transaction with more than `--max-txn-ops` (128) operations or a request
  * over `--max-request-bytes` (1.5 MiB). A sync that does not fit is split: its first transaction
  * sets the length to "incomplete", the last one sets the real length. A blob whose length reads
- * "incomplete" (a writer died between the two) opens with physical length 0, i.e. empty, which
+ * "incomplete" (a writer died between the two) opens with physical length 0, i.e. empty (its deltas
+ * ignored, and deleted by its next sync, which takes the pages path), which
  * the metadata store's two-blob recovery treats as a torn blob: the other blob, which the store
  * never touches while this one is written, holds the last completed sync. So a multi-transaction
  * sync is either complete or detected as torn, never a silent mix of old and new pages.
@@ -65,6 +76,10 @@ export interface EtcdStorageOptions {
   maxTxnOps?: number;
   /** Most page bytes in one transaction (default 1 MiB, under etcd's 1.5 MiB request limit). */
   maxTxnBytes?: number;
+  /** Deltas a blob may hold before a sync writes its pages instead (default 256; 0: pages only). */
+  maxDeltas?: number;
+  /** Bytes of deltas a blob may hold before a sync writes its pages instead (default 1 MiB). */
+  maxDeltaBytes?: number;
   /** Ownership checked by every write; a write after the fence fails throws `StoreError("Io")`. */
   fence?: () => EtcdFence | undefined;
   /** Told when a write failed because the fence no longer holds (ownership is gone). */
@@ -79,8 +94,17 @@ export interface EtcdStorageOptions {
 export const ETCD_PAGE_BYTES = 4096;
 const DEFAULT_MAX_TXN_OPS = 128;
 const DEFAULT_MAX_TXN_BYTES = 1024 * 1024;
-/** Operations of the last transaction besides pages: length put, tail delete, partition marker. */
-const RESERVED_OPS = 3;
+const DEFAULT_MAX_DELTAS = 256;
+const DEFAULT_MAX_DELTA_BYTES = 1024 * 1024;
+/** Most bytes one delta carries; a sync writing more takes the pages path. */
+const MAX_DELTA_RECORD_BYTES = 64 * 1024;
+/** Bytes of a delta record's header: u32be offset, u32be length. */
+const DELTA_RECORD_HEADER = 8;
+/**
+ * Operations of the last transaction besides pages: length put, tail delete, delta delete,
+ * partition marker.
+ */
+const RESERVED_OPS = 4;
 const INCOMPLETE = "incomplete";
 /** Keys read per range request at open (kept well under gRPC's 4 MiB message limit). */
 const RANGE_BYTES = 2 * 1024 * 1024;
@@ -92,6 +116,9 @@ export class EtcdStorage implements Storage {
   private readonly client: Etcd3;
   private readonly maxTxnOps: number;
   private readonly maxTxnBytes: number;
+  /** @internal Deltas and delta bytes a blob may hold before a sync writes pages. */
+  readonly maxDeltas: number;
+  readonly maxDeltaBytes: number;
 
   constructor(private readonly options: EtcdStorageOptions) {
     if (options.prefix === "" || options.prefix.endsWith("/")) {
@@ -102,6 +129,11 @@ export class EtcdStorage implements Storage {
     this.pageBytes = options.pageBytes ?? ETCD_PAGE_BYTES;
     this.maxTxnOps = options.maxTxnOps ?? DEFAULT_MAX_TXN_OPS;
     this.maxTxnBytes = options.maxTxnBytes ?? DEFAULT_MAX_TXN_BYTES;
+    this.maxDeltas = options.maxDeltas ?? DEFAULT_MAX_DELTAS;
+    this.maxDeltaBytes = Math.min(options.maxDeltaBytes ?? DEFAULT_MAX_DELTA_BYTES, this.maxTxnBytes);
+    if (!Number.isInteger(this.maxDeltas) || this.maxDeltas < 0) {
+      throw new StoreError("InvalidConfig", `invalid etcd max deltas: ${this.maxDeltas}`);
+    }
     if (!Number.isInteger(this.pageBytes) || this.pageBytes < 1 || this.pageBytes > this.maxTxnBytes) {
       throw new StoreError("InvalidConfig", `invalid etcd page size: ${this.pageBytes} bytes`);
     }
@@ -171,7 +203,7 @@ export class EtcdStorage implements Storage {
       names = [];
       for (const key of keys) {
         const rest = key.slice(prefix.length);
-        const match = /^((?:[0-9a-f]{2})*)\/(length|page\/[0-9a-f]{8})$/.exec(rest);
+        const match = /^((?:[0-9a-f]{2})*)\/(length|page\/[0-9a-f]{8}|delta\/[0-9a-f]{16})$/.exec(rest);
         if (match === null) {
           throw new StoreError("PartitionCorrupt", `partition corrupt: ${partition}: unexpected key ${rest}`);
         }
@@ -196,6 +228,11 @@ export class EtcdStorage implements Storage {
   /** @internal Key of a blob's page `index`. */
   pageKey(base: string, index: number): string {
     return `${base}page/${index.toString(16).padStart(8, "0")}`;
+  }
+
+  /** @internal Key of a blob's delta number `seq`. */
+  deltaKey(base: string, seq: number): string {
+    return `${base}delta/${seq.toString(16).padStart(16, "0")}`;
   }
 
   /** @internal Key prefix of blob `name` of `partition`, ending in '/'. */
@@ -307,7 +344,18 @@ class EtcdFile implements RawFile {
   private lengthRevision = "0";
   /** Value of the length key as last seen (restored to fence off an unknown outcome). */
   private lengthValue: Buffer | undefined;
+  /** Pages changed since the pages were last written (deltas may hold those changes meanwhile). */
   private readonly dirty = new Set<number>();
+  /** Byte ranges [start, end) written since the last sync, for the delta path. */
+  private pending: [number, number][] = [];
+  /** Whether the length changed since the last sync (the pages path then). */
+  private resized = false;
+  /** Deltas in etcd, their bytes, and the sequence number of the next. */
+  private deltas = 0;
+  private deltaBytes = 0;
+  private nextDelta = 0;
+  /** False while etcd may hold deltas that do not apply (a torn blob's): pages path then. */
+  private deltasApply = true;
   private closed = false;
 
   constructor(
@@ -320,13 +368,23 @@ class EtcdFile implements RawFile {
   /** Takes the blob's keys read at one revision. */
   load(kvs: readonly IKeyValue[]): void {
     const lengthKey = `${this.base}length`;
+    const deltaPrefix = `${this.base}delta/`;
     const pages = new Map<string, Buffer>();
+    const deltas: { seq: number; value: Buffer }[] = [];
     let lengthKv: IKeyValue | undefined;
     for (const kv of kvs) {
       const key = kv.key.toString();
       if (key === lengthKey) lengthKv = kv;
-      else pages.set(key, kv.value);
+      else if (key.startsWith(deltaPrefix)) {
+        deltas.push({ seq: Number.parseInt(key.slice(deltaPrefix.length), 16), value: kv.value });
+      } else pages.set(key, kv.value);
     }
+    deltas.sort((a, b) => a.seq - b.seq);
+    this.nextDelta = (deltas.at(-1)?.seq ?? -1) + 1;
+    this.deltas = deltas.length;
+    this.deltaBytes = deltas.reduce((sum, d) => sum + d.value.length, 0);
+    // Until proven to apply (below), deltas send the next sync down the pages path.
+    this.deltasApply = deltas.length === 0;
     if (lengthKv === undefined) return;
     this.lengthRevision = lengthKv.mod_revision;
     this.lengthValue = lengthKv.value;
@@ -350,6 +408,8 @@ class EtcdFile implements RawFile {
       }
       page.copy(this.data, i * pageBytes, 0, expected);
     }
+    for (const delta of deltas) applyDelta(this.data, delta.value, `${this.where}: delta ${delta.seq}`);
+    this.deltasApply = true;
     this.size = length;
     this.durableSize = length;
   }
@@ -381,6 +441,7 @@ class EtcdFile implements RawFile {
       this.data.fill(0, this.size, length);
       this.markDirty(this.size, length);
     }
+    if (length !== this.size) this.resized = true;
     this.size = length;
   }
 
@@ -391,6 +452,8 @@ class EtcdFile implements RawFile {
     // A changed length rewrites the last page, which holds only the bytes below the length.
     if (this.size !== this.durableSize && pageCount > 0) this.dirty.add(pageCount - 1);
     if (this.dirty.size === 0 && this.size === this.durableSize && this.lengthRevision !== "0") return;
+    const delta = this.deltaToSend();
+    if (delta !== undefined) return this.syncDelta(delta);
 
     const pages = [...this.dirty].filter((i) => i < pageCount).sort((a, b) => a - b);
     const batches = splitPages(pages, this.storage.limits(), pageBytes);
@@ -400,6 +463,7 @@ class EtcdFile implements RawFile {
     const finalValue = Buffer.from(`${this.size}:${nonce}`);
     const tailStart = Buffer.from(this.storage.pageKey(this.base, pageCount));
     const tailEnd = prefixEnd(Buffer.from(`${this.base}page/`));
+    const deltaStart = Buffer.from(`${this.base}delta/`);
 
     for (let b = 0; b < batches.length; b++) {
       const first = b === 0;
@@ -411,6 +475,7 @@ class EtcdFile implements RawFile {
       if (last) {
         lengthValue = finalValue;
         success.push({ request_delete_range: { key: tailStart, range_end: tailEnd } });
+        success.push({ request_delete_range: { key: deltaStart, range_end: prefixEnd(deltaStart) } });
       } else if (first) {
         lengthValue = Buffer.from(`${INCOMPLETE}:${nonce}`);
       }
@@ -445,6 +510,83 @@ class EtcdFile implements RawFile {
       }
     }
     this.dirty.clear();
+    this.synced();
+    this.deltas = 0;
+    this.deltaBytes = 0;
+    this.deltasApply = true;
+  }
+
+  /**
+   * The delta of the writes since the last sync when the delta path applies (see the module
+   * comment): the length unchanged, the blob created, its deltas applying, and room for one more.
+   */
+  private deltaToSend(): Buffer | undefined {
+    if (this.resized || this.size !== this.durableSize || this.lengthRevision === "0" || !this.deltasApply) {
+      return undefined;
+    }
+    if (this.deltas >= this.storage.maxDeltas || this.pending.length === 0) return undefined;
+    const ranges = mergeRanges(this.pending);
+    let bytes = 0;
+    for (const [start, end] of ranges) {
+      if (end > 0xffffffff) return undefined;
+      bytes += DELTA_RECORD_HEADER + end - start;
+    }
+    if (bytes > MAX_DELTA_RECORD_BYTES || this.deltaBytes + bytes > this.storage.maxDeltaBytes)
+      return undefined;
+    const out = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    for (const [start, end] of ranges) {
+      out.writeUInt32BE(start, at);
+      out.writeUInt32BE(end - start, at + 4);
+      this.data.copy(out, at + DELTA_RECORD_HEADER, start, end);
+      at += DELTA_RECORD_HEADER + end - start;
+    }
+    return out;
+  }
+
+  /** The delta path: one transaction putting `delta` and a new length nonce. */
+  private async syncDelta(delta: Buffer): Promise<void> {
+    const lengthKey = Buffer.from(`${this.base}length`);
+    const lengthValue = Buffer.from(`${this.size}:${randomBytes(8).toString("hex")}`);
+    const compare: ICompare = {
+      key: lengthKey,
+      target: "Mod",
+      result: "Equal",
+      mod_revision: this.lengthRevision,
+    };
+    const success: IRequestOp[] = [
+      { request_put: { key: Buffer.from(this.storage.deltaKey(this.base, this.nextDelta)), value: delta } },
+      { request_put: { key: lengthKey, value: lengthValue } },
+    ];
+    let response: ITxnResponse | undefined;
+    try {
+      response = await this.storage.txn(`sync ${this.where}`, [compare], success);
+    } catch (err) {
+      if (!(await this.landed(lengthValue))) {
+        await this.fenceOff();
+        throw err;
+      }
+    }
+    if (response !== undefined && !response.succeeded) {
+      // A retried transaction that had landed fails its compare the second time round.
+      if (!(await this.landed(lengthValue))) {
+        await this.storage.explainFailure(`sync ${this.where}`);
+        throw new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`);
+      }
+    } else if (response !== undefined) {
+      this.lengthRevision = response.header.revision;
+      this.lengthValue = lengthValue;
+    }
+    this.nextDelta++;
+    this.deltas++;
+    this.deltaBytes += delta.length;
+    this.synced();
+  }
+
+  /** After a sync landed: nothing pending, the length durable. */
+  private synced(): void {
+    this.pending = [];
+    this.resized = false;
     this.durableSize = this.size;
   }
 
@@ -503,6 +645,8 @@ class EtcdFile implements RawFile {
     }
     this.data.set(data, position);
     this.markDirty(position, end);
+    if (end > this.size) this.resized = true;
+    else if (end > position) this.pending.push([position, end]);
     this.size = Math.max(this.size, end);
   }
 
@@ -520,6 +664,36 @@ class EtcdFile implements RawFile {
 
   private alive(): void {
     if (this.closed) throw new StoreError("Io", `i/o error: ${this.where}: blob closed`);
+  }
+}
+
+/** Sorted, disjoint ranges covering `ranges` (adjacent ones joined). */
+function mergeRanges(ranges: readonly [number, number][]): [number, number][] {
+  const sorted = [...ranges].sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [start, end] of sorted) {
+    const last = out.at(-1);
+    if (last !== undefined && start <= last[1]) last[1] = Math.max(last[1], end);
+    else out.push([start, end]);
+  }
+  return out;
+}
+
+/** Applies one delta's records to `data`; a record past the end or cut short is corruption. */
+function applyDelta(data: Buffer, delta: Buffer, where: string): void {
+  let at = 0;
+  while (at < delta.length) {
+    if (at + DELTA_RECORD_HEADER > delta.length) {
+      throw new StoreError("BlobCorrupt", `blob corrupt: ${where}: record header cut short`);
+    }
+    const offset = delta.readUInt32BE(at);
+    const length = delta.readUInt32BE(at + 4);
+    const bytes = at + DELTA_RECORD_HEADER;
+    if (bytes + length > delta.length || offset + length > data.length) {
+      throw new StoreError("BlobCorrupt", `blob corrupt: ${where}: record out of bounds`);
+    }
+    delta.copy(data, offset, bytes, bytes + length);
+    at = bytes + length;
   }
 }
 

@@ -1,8 +1,9 @@
 /**
  * The etcd backend against a real single-member etcd started here (skipped with the reason when
  * etcd is not installed): the reference suite of the store, etcd's transaction limits, syncs
- * split over several transactions and torn at every point, lost answers, and fencing (a second
- * writer of a blob, a lost ownership key).
+ * split over several transactions and torn at every point, overwrites sent as deltas (their
+ * bound, a torn blob's deltas), lost answers, and fencing (a second writer of a blob, a lost
+ * ownership key).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -80,7 +81,8 @@ describe("etcd backend", { skip }, () => {
   test("a split sync torn after any of its transactions opens as an empty blob", async () => {
     for (let crashAfter = 1; crashAfter <= 3; crashAfter++) {
       const prefix = freshPrefix();
-      const options = { pageBytes: 8, maxTxnOps: 5 }; // two pages per transaction
+      // Two pages per transaction, no deltas: every sync writes its pages.
+      const options = { pageBytes: 8, maxTxnOps: 6, maxDeltas: 0 };
       const first = await storageOn(prefix, options).open("p", NAME);
       await first.blob.write(0, Buffer.alloc(64, 1));
       await first.blob.sync();
@@ -100,50 +102,155 @@ describe("etcd backend", { skip }, () => {
     }
   });
 
-  test("the store recovers the last completed sync from a sync torn at every transaction", async () => {
-    const options = { pageBytes: 16, maxTxnOps: 5 };
-    for (let crashAfter = 0; crashAfter <= 12; crashAfter++) {
-      const prefix = freshPrefix();
-      const registry = new Registry();
-      const config = { partition: "p", keyCodec: fixedKeys(8), registry };
-      const store = await openMetadata(storageOn(prefix, options), config);
-      for (let i = 0; i < 20; i++) store.put(u64(i), Buffer.alloc(20, i));
-      await store.sync();
-      for (let i = 0; i < 20; i++) store.put(u64(i), Buffer.alloc(20, i + 100));
-      await store.sync();
-      await store.close();
+  for (const [shape, options] of [
+    ["pages only", { pageBytes: 16, maxTxnOps: 6, maxDeltas: 0 }],
+    ["overwrites as deltas", { pageBytes: 16, maxTxnOps: 6, maxDeltas: 2 }],
+  ] as const) {
+    test(`the store recovers the last completed sync from a sync torn at every transaction (${shape})`, async () => {
+      for (let crashAfter = 0; crashAfter <= 12; crashAfter++) {
+        const prefix = freshPrefix();
+        const registry = new Registry();
+        const config = { partition: "p", keyCodec: fixedKeys(8), registry };
+        const store = await openMetadata(storageOn(prefix, options), config);
+        for (let i = 0; i < 20; i++) store.put(u64(i), Buffer.alloc(20, i));
+        await store.sync();
+        for (let i = 0; i < 20; i++) store.put(u64(i), Buffer.alloc(20, i + 100));
+        await store.sync();
+        await store.close();
 
-      let sent = 0;
-      const crashing = storageOn(prefix, {
-        ...options,
-        beforeTransaction: () => {
-          if (++sent > crashAfter) throw new Error("crash");
-        },
-      });
-      const doomed = await openMetadata(crashing, { ...config, registry: new Registry() });
-      // A rewrite (new key) then an overwrite: both need several transactions.
-      doomed.put(u64(99), Buffer.alloc(30, 7));
-      let completed = 0;
-      try {
-        await doomed.sync();
-        completed = 1;
-        for (let i = 0; i < 20; i++) doomed.put(u64(i), Buffer.alloc(20, i + 200));
-        await doomed.sync();
-        completed = 2;
-      } catch {
-        // The crash: the process is gone, nothing more is sent.
+        let sent = 0;
+        const crashing = storageOn(prefix, {
+          ...options,
+          beforeTransaction: () => {
+            if (++sent > crashAfter) throw new Error("crash");
+          },
+        });
+        const doomed = await openMetadata(crashing, { ...config, registry: new Registry() });
+        // A rewrite (new key) then an overwrite: both need several transactions.
+        doomed.put(u64(99), Buffer.alloc(30, 7));
+        let completed = 0;
+        try {
+          await doomed.sync();
+          completed = 1;
+          for (let i = 0; i < 20; i++) doomed.put(u64(i), Buffer.alloc(20, i + 200));
+          await doomed.sync();
+          completed = 2;
+        } catch {
+          // The crash: the process is gone, nothing more is sent.
+        }
+        const recovered = await openMetadata(storageOn(prefix, options), {
+          ...config,
+          registry: new Registry(),
+        });
+        const expected = (i: number) => (completed === 2 ? i + 200 : i + 100);
+        for (let i = 0; i < 20; i++) {
+          assert.deepEqual(recovered.get(u64(i)), Buffer.alloc(20, expected(i)), `crash after ${crashAfter}`);
+        }
+        assert.equal(recovered.get(u64(99)) !== undefined, completed >= 1, `crash after ${crashAfter}`);
+        await recovered.close();
       }
-      const recovered = await openMetadata(storageOn(prefix, options), {
-        ...config,
-        registry: new Registry(),
-      });
-      const expected = (i: number) => (completed === 2 ? i + 200 : i + 100);
-      for (let i = 0; i < 20; i++) {
-        assert.deepEqual(recovered.get(u64(i)), Buffer.alloc(20, expected(i)), `crash after ${crashAfter}`);
-      }
-      assert.equal(recovered.get(u64(99)) !== undefined, completed >= 1, `crash after ${crashAfter}`);
-      await recovered.close();
+    });
+  }
+
+  test("an overwrite is one transaction holding one delta; past maxDeltas the pages are written", async () => {
+    const prefix = freshPrefix();
+    const options = { pageBytes: 16, maxDeltas: 3 };
+    let transactions = 0;
+    const storage = storageOn(prefix, { ...options, beforeTransaction: () => void transactions++ });
+    const { blob } = await storage.open("p", NAME);
+    const bytes = Buffer.from(new Rng(2).bytes(256));
+    await blob.write(0, bytes);
+    await blob.sync();
+    const base = storage.blobBase("p", NAME);
+    const deltaKeys = async () => (await client.getAll().prefix(`${base}delta/`).keys()).length;
+    for (let round = 1; round <= 4; round++) {
+      // Two separate changes and one spanning pages: one delta of three records.
+      const change = Buffer.alloc(20, round);
+      bytes.set(change.subarray(0, 3), 5);
+      bytes.set(change, 100);
+      bytes.set(change.subarray(0, 4), 252);
+      await blob.write(5, change.subarray(0, 3));
+      await blob.write(100, change);
+      await blob.write(252, change.subarray(0, 4));
+      transactions = 0;
+      await blob.sync();
+      assert.equal(transactions, 1, `round ${round}: one transaction`);
+      // Rounds 1-3 add a delta; round 4 finds 3 and writes the pages, deleting them.
+      assert.equal(await deltaKeys(), round <= 3 ? round : 0, `round ${round}: deltas`);
+      const reader = await storageOn(prefix, options).open("p", NAME);
+      assert.deepEqual(Buffer.from(await reader.blob.read(0, 256)), bytes, `round ${round}: bytes`);
+      // The physical bytes end with the logical ones (the runtime header comes first).
+      const physical = (await etcdBlobBytes(client, base, 16)) ?? Buffer.alloc(0);
+      assert.deepEqual(physical.subarray(physical.length - 256), bytes, `round ${round}: physical bytes`);
     }
+    // A resize is never a delta.
+    await blob.write(0, Buffer.alloc(1, 9));
+    await blob.sync();
+    assert.equal(await deltaKeys(), 1);
+    await blob.resize(200);
+    await blob.sync();
+    assert.equal(await deltaKeys(), 0);
+    const reader = await storageOn(prefix, options).open("p", NAME);
+    assert.equal(reader.length, 200);
+  });
+
+  test("a delta sync that fails leaves the blob as it was; one whose answer is lost is found by its nonce", async () => {
+    const prefix = freshPrefix();
+    let crash = false;
+    let lose = false;
+    const storage = storageOn(prefix, {
+      beforeTransaction: () => {
+        if (crash) throw new Error("crash");
+      },
+      afterTransaction: () => {
+        if (lose) {
+          lose = false;
+          throw new Error("connection reset");
+        }
+      },
+    });
+    const { blob } = await storage.open("p", NAME);
+    await blob.write(0, Buffer.from("first value"));
+    await blob.sync();
+    await blob.write(0, Buffer.from("lost answer"));
+    lose = true;
+    await blob.sync();
+    const read = async () =>
+      Buffer.from(await (await storageOn(prefix).open("p", NAME)).blob.read(0, 11)).toString();
+    assert.equal(await read(), "lost answer");
+    await blob.write(0, Buffer.from("never made"));
+    crash = true;
+    await assert.rejects(blob.sync(), (err: unknown) => isStoreError(err, "Io"));
+    assert.equal(await read(), "lost answer");
+  });
+
+  test("a torn split sync after deltas opens empty, and the next sync deletes those deltas", async () => {
+    const prefix = freshPrefix();
+    const options = { pageBytes: 8, maxTxnOps: 6 };
+    const first = await storageOn(prefix, options).open("p", NAME);
+    await first.blob.write(0, Buffer.alloc(64, 1));
+    await first.blob.sync();
+    await first.blob.write(3, Buffer.alloc(2, 5));
+    await first.blob.sync();
+    const base = storageOn(prefix).blobBase("p", NAME);
+    assert.equal((await client.getAll().prefix(`${base}delta/`).keys()).length, 1);
+    let sent = 0;
+    const crashing = storageOn(prefix, {
+      ...options,
+      beforeTransaction: () => {
+        if (++sent > 1) throw new Error("crash");
+      },
+    });
+    const { blob } = await crashing.open("p", NAME);
+    await blob.write(0, Buffer.alloc(80, 2)); // grows: pages, split
+    await assert.rejects(blob.sync(), (err: unknown) => isStoreError(err, "Io"));
+    const torn = await storageOn(prefix, options).open("p", NAME);
+    assert.equal(torn.length, 0);
+    await torn.blob.write(0, Buffer.alloc(16, 3));
+    await torn.blob.sync();
+    assert.equal((await client.getAll().prefix(`${base}delta/`).keys()).length, 0);
+    const reread = await storageOn(prefix, options).open("p", NAME);
+    assert.deepEqual(Buffer.from(await reread.blob.read(0, 16)), Buffer.alloc(16, 3));
   });
 
   test("a sync whose answer is lost is found committed by its nonce", async () => {
