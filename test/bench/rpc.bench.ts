@@ -34,7 +34,14 @@
  *     100,000-key partition;
  *   - insert: durable Puts of keys never written before at 1 and 64 callers, each level into its
  *     own partition that starts empty, so every sync rewrites the whole blob of a growing
- *     partition (the partition size reached is reported, for the README's guidance).
+ *     partition (the partition size reached is reported, for the README's guidance);
+ *   - last, the etcd backend (issue 14), on servers started only then: a 3-member etcd cluster
+ *     on loopback, ours with `--storage etcd` on it (the owner) and a second instance of ours
+ *     as its standby, lease 2 s. etcd's direct Put at 64 (the load generator's connections
+ *     spread over the three members, as a cluster client's calls are), ours' durable Put at 64
+ *     and Write stream 16 x 16 on etcd, then etcd's direct Put again. Then the failover: the
+ *     owner is SIGKILLed and the time until the standby acknowledges a durable Put is printed,
+ *     with the keys the standby serves against those the owner had.
  *   Keys are 8 bytes, values 100 bytes, 10,000 keys per key space, written in full before the
  *   first cell that uses them (not for insert), so Puts replace existing values.
  * - Per cell: ops/s and latency (p50, p99) from the load generator (for a Write stream, one op
@@ -63,18 +70,22 @@
  *     i.e. >= 0.9x of those ratios to etcd (RECORDED);
  *   - (issue 11) Put at 64 with auth >= 0.95x without: the sum of ops/s of the two cells with the
  *     token over the sum of the two without (both windows are equally long), shown on the last
- *     of the four cells, with each pass's ratio on a line under the table.
+ *     of the four cells, with each pass's ratio on a line under the table;
+ *   - (issue 14) ours on etcd, Put at 64 and the Write stream: >= 1.0x etcd's direct Put at 64 on
+ *     the same cluster (the mean of its two passes), in durable mutations/s. A line under the
+ *     table gives ours' Put at 64 on etcd against the same Put on files, its ceiling here.
  * - The machine has 2 cores shared by the server, the load generator and the other servers (idle
  *   then), and is noisy: each cell runs once, and cells that differ by less than ~20% are not
  *   different. Rerun before drawing conclusions from a single MISS.
  *
  * Flags: `--quick` (short windows, under two minutes in all), `--json` (one JSON document on
  * stdout instead of the table; progress always goes to stderr), `--no-ours` (etcd and no-op only,
- * to check the harness), `--server-entry=<file>` (another server entry point taking the same
- * flags, `--auth-tokens` included), `--key-bytes=16`. The default run takes about 6 minutes,
+ * to check the harness), `--only=cluster` (only the etcd backend cells and the failover),
+ * `--server-entry=<file>` (another server entry point taking the same
+ * flags, `--auth-tokens` included), `--key-bytes=16`. The default run takes about 7 minutes,
  * plus about a minute the first time, when `go build` starts from an empty build cache. Exits
- * non-zero when a server fails to start or a cell fails; a watchdog stops everything after 9
- * minutes (4 with --quick).
+ * non-zero when a server fails to start or a cell fails; a watchdog stops everything after 12
+ * minutes (5 with --quick).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -95,6 +106,7 @@ import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { MetadataClient } from "../../clients/ts/metadata-client.js";
 import { freePort } from "../support/ports.js";
 import {
   type Column,
@@ -163,8 +175,27 @@ const AUTH_ORDER = [
 ] as const;
 const AUTH_MIN_RATIO = 0.95;
 
-/** "ours-auth": a second instance of ours, started with --auth-tokens (see startOurs). */
-type TargetName = "ours" | "ours-auth" | "etcd" | "noop" | "http2";
+/**
+ * The etcd backend (issue 14): a cluster of this many etcd members on loopback, ours on it as the
+ * owner ("ours-etcd") with a standby, both with this lease; cells at CLUSTER_CALLERS callers, in
+ * the order planClusterCells gives (etcd's direct Put first and last, so that a linear drift of
+ * the machine weighs the same on both sides: its reference is the mean of the two passes).
+ * Target: ours on etcd >= CLUSTER_MIN_RATIO x etcd's direct Put.
+ */
+const CLUSTER_MEMBERS = 3;
+const CLUSTER_LEASE_TTL_S = 2;
+const CLUSTER_CALLERS = 64;
+const CLUSTER_PREFIX = "bench";
+const CLUSTER_MIN_RATIO = 1.0;
+/** How long the failover probe waits for the standby before it gives up. */
+const FAILOVER_LIMIT_MS = (CLUSTER_LEASE_TTL_S + 20) * 1000;
+
+/**
+ * "ours-auth": a second instance of ours, started with --auth-tokens (see startOurs);
+ * "etcd-cluster": the CLUSTER_MEMBERS etcd members (connections spread over them);
+ * "ours-etcd": ours with --storage etcd on that cluster, owning its partitions.
+ */
+type TargetName = "ours" | "ours-auth" | "etcd" | "noop" | "http2" | "etcd-cluster" | "ours-etcd";
 
 interface Timing {
   warmupS: number;
@@ -172,11 +203,13 @@ interface Timing {
   /** Whole run, after which everything is stopped. */
   watchdogS: number;
 }
-const FULL: Timing = { warmupS: 1, durationS: 8, watchdogS: 540 };
-const QUICK: Timing = { warmupS: 0.5, durationS: 2, watchdogS: 240 };
+const FULL: Timing = { warmupS: 1, durationS: 8, watchdogS: 720 };
+const QUICK: Timing = { warmupS: 0.5, durationS: 2, watchdogS: 300 };
 
 interface Options {
   quick: boolean;
+  /** `--only=cluster`: only the etcd backend cells and the failover probe. */
+  onlyCluster: boolean;
   json: boolean;
   ours: boolean;
   serverEntry: string;
@@ -205,6 +238,8 @@ interface Cell {
    * found by findCell and references only when asked for by pass, never in place of the others.
    */
   authPass?: 1 | 2;
+  /** etcd's direct Put on the cluster: which of its two passes (first or last of CLUSTER_ORDER). */
+  clusterPass?: 1 | 2;
 }
 
 /** The JSON the load generator prints (see loadgen/main.go). */
@@ -258,6 +293,8 @@ interface Server {
   dataDir?: string;
   /** Ours-auth: the bearer token the load generator sends (granted write on every partition). */
   token?: string;
+  /** etcd-cluster: every member's process, whose CPU times add up to the server's. */
+  members?: ChildProcess[];
   /** Last lines of its stdout and stderr. */
   output: string[];
   exited: boolean;
@@ -294,10 +331,11 @@ function parseOptions(argv: readonly string[]): Options {
       plain.push(arg);
     }
   }
-  const flags = parseFlags(plain, ["--quick", "--json", "--no-ours"]);
+  const flags = parseFlags(plain, ["--quick", "--json", "--no-ours", "--only=cluster"]);
   const quick = flags.has("--quick");
   return {
     quick,
+    onlyCluster: flags.has("--only=cluster"),
     json: flags.has("--json"),
     ours: !flags.has("--no-ours"),
     serverEntry,
@@ -312,10 +350,15 @@ function planCells(options: Options): Cell[] {
   const add = (
     cell: Omit<Cell, "id" | "keyspace" | "batch" | "durability" | "inflight"> & Partial<Cell>,
   ): void => {
-    if ((cell.target === "ours" || cell.target === "ours-auth") && !options.ours) return;
+    if (cell.target.startsWith("ours") && !options.ours) return;
     const inflight = cell.inflight ?? 1;
     const shape = inflight > 1 ? `${cell.concurrency}x${inflight}` : String(cell.concurrency);
-    const pass = cell.authPass === undefined ? "" : `:auth-pass${cell.authPass}`;
+    const pass =
+      cell.authPass !== undefined
+        ? `:auth-pass${cell.authPass}`
+        : cell.clusterPass !== undefined
+          ? `:pass${cell.clusterPass}`
+          : "";
     cells.push({
       id: `${cell.target}:${cell.workload}:${cell.durability ?? "durable"}:${shape}${pass}`,
       keyspace: KEYSPACE,
@@ -325,6 +368,10 @@ function planCells(options: Options): Cell[] {
       ...cell,
     });
   };
+  if (options.onlyCluster) {
+    planClusterCells(add);
+    return cells;
+  }
   PUT_LEVELS.forEach((concurrency, level) => {
     const ours = (): void =>
       add({ target: "ours", workload: "put", concurrency, partition: "bench-put", mutationsPerCall: 1 });
@@ -406,7 +453,7 @@ function planCells(options: Options): Cell[] {
     batch: KEYS_POPULATE_BATCH,
     mutationsPerCall: 0,
   });
-  // Last: each grows its own partition from empty, and every sync of it is a whole rewrite.
+  // Each grows its own partition from empty, and every sync of it is a whole rewrite.
   for (const concurrency of INSERT_LEVELS) {
     add({
       target: "ours",
@@ -416,7 +463,45 @@ function planCells(options: Options): Cell[] {
       mutationsPerCall: 1,
     });
   }
+  // Last, on servers of their own: ours on the etcd backend, then its failover (after the cells).
+  planClusterCells(add);
   return cells;
+}
+
+/**
+ * The etcd backend cells: etcd's direct Put, ours' unary Put and Write stream on etcd (the same
+ * overwrites of a populated partition as the other Put cells), etcd's direct Put again.
+ */
+function planClusterCells(
+  add: (cell: Omit<Cell, "id" | "keyspace" | "batch" | "durability" | "inflight"> & Partial<Cell>) => void,
+): void {
+  const direct = (clusterPass: 1 | 2): void =>
+    add({
+      target: "etcd-cluster",
+      workload: "etcd-put",
+      concurrency: CLUSTER_CALLERS,
+      partition: "put",
+      mutationsPerCall: 1,
+      clusterPass,
+    });
+  direct(1);
+  add({
+    target: "ours-etcd",
+    workload: "put",
+    concurrency: CLUSTER_CALLERS,
+    partition: "bench-put",
+    mutationsPerCall: 1,
+  });
+  const { streams, inflight } = STREAM_SHAPES[0];
+  add({
+    target: "ours-etcd",
+    workload: "stream-put",
+    concurrency: streams,
+    inflight,
+    partition: "bench-stream",
+    mutationsPerCall: 1,
+  });
+  direct(2);
 }
 
 /** Whether a cell's partition (or key prefix) is filled before its first cell runs. */
@@ -525,35 +610,74 @@ function failStart(server: Server, what: string): never {
   throw new Error(`${server.name} server ${what}; its output:\n${tail === "" ? "(none)" : tail}`);
 }
 
-async function startEtcd(dataDir: string): Promise<Server> {
-  const [client, peer, metrics] = [await freePort(), await freePort(), await freePort()];
-  const clientUrl = `http://127.0.0.1:${client}`;
-  const peerUrl = `http://127.0.0.1:${peer}`;
-  const server = startProcess("etcd", "etcd", [
-    "--name=bench",
-    `--data-dir=${dataDir}`,
-    `--listen-client-urls=${clientUrl}`,
-    `--advertise-client-urls=${clientUrl}`,
-    `--listen-peer-urls=${peerUrl}`,
-    `--initial-advertise-peer-urls=${peerUrl}`,
-    `--initial-cluster=bench=${peerUrl}`,
-    "--initial-cluster-state=new",
-    `--listen-metrics-urls=http://127.0.0.1:${metrics}`,
-    `--quota-backend-bytes=${ETCD_QUOTA_BYTES}`,
-    "--logger=zap",
-    "--log-outputs=stderr",
-    "--log-level=warn",
-  ]);
-  server.address = `127.0.0.1:${client}`;
-  server.metricsUrl = `http://127.0.0.1:${metrics}/metrics`;
-  const healthy = await waitForHttp(
-    `http://127.0.0.1:${metrics}/health`,
-    30_000,
-    () => !server.exited,
-    (body) => body.includes('"health":"true"'),
-  );
-  if (!healthy) failStart(server, server.exited ? "exited" : "was not healthy within 30 s");
-  return server;
+/**
+ * Starts etcd: one member ("etcd"), or `size` members of one cluster ("etcd-cluster", whose
+ * address lists every member's, whose metrics are its leader's and whose CPU is theirs summed).
+ * Resolves once every member reports healthy.
+ */
+async function startEtcd(dataDir: string, size = 1): Promise<Server> {
+  const specs: { name: string; client: number; peer: number; metrics: number }[] = [];
+  for (let i = 0; i < size; i++) {
+    specs.push({
+      name: `bench${i}`,
+      client: await freePort(),
+      peer: await freePort(),
+      metrics: await freePort(),
+    });
+  }
+  const initialCluster = specs.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(",");
+  const members = specs.map((m) => {
+    const clientUrl = `http://127.0.0.1:${m.client}`;
+    const peerUrl = `http://127.0.0.1:${m.peer}`;
+    return startProcess(size === 1 ? "etcd" : "etcd-cluster", "etcd", [
+      `--name=${m.name}`,
+      `--data-dir=${join(dataDir, m.name)}`,
+      `--listen-client-urls=${clientUrl}`,
+      `--advertise-client-urls=${clientUrl}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=${initialCluster}`,
+      "--initial-cluster-state=new",
+      `--listen-metrics-urls=http://127.0.0.1:${m.metrics}`,
+      `--quota-backend-bytes=${ETCD_QUOTA_BYTES}`,
+      "--logger=zap",
+      "--log-outputs=stderr",
+      "--log-level=warn",
+    ]);
+  });
+  const metricsUrl = (i: number): string => `http://127.0.0.1:${specs[i]?.metrics}`;
+  for (const [i, member] of members.entries()) {
+    const healthy = await waitForHttp(
+      `${metricsUrl(i)}/health`,
+      30_000,
+      () => !member.exited,
+      (body) => body.includes('"health":"true"'),
+    );
+    if (!healthy) failStart(member, member.exited ? "exited" : "was not healthy within 30 s");
+  }
+  const first = members[0] as Server;
+  if (size === 1) {
+    first.address = `127.0.0.1:${specs[0]?.client}`;
+    first.metricsUrl = `${metricsUrl(0)}/metrics`;
+    return first;
+  }
+  let leader = -1;
+  for (let i = 0; i < size; i++) {
+    const text = await fetch(`${metricsUrl(i)}/metrics`).then((r) => r.text());
+    if (metricSum(text, "etcd_server_is_leader") === 1) leader = i;
+  }
+  const cluster: Server = {
+    name: "etcd-cluster",
+    address: specs.map((m) => `127.0.0.1:${m.client}`).join(","),
+    child: (members[Math.max(leader, 0)] as Server).child,
+    members: members.map((m) => m.child),
+    metricsUrl: `${metricsUrl(Math.max(leader, 0))}/metrics`,
+    output: [],
+    get exited() {
+      return members.some((m) => m.exited);
+    },
+  };
+  return cluster;
 }
 
 /** Starts a no-op server (`entry`, printing `<name>: listening on <address>`). */
@@ -587,14 +711,20 @@ function writeTokensFile(dir: string): { tokensFile: string; token: string } {
   return { tokensFile, token };
 }
 
-/** Starts ours; with `auth`, as "ours-auth" requiring the bearer tokens of `auth.tokensFile`. */
+/**
+ * Starts ours; with `auth`, as "ours-auth" requiring the bearer tokens of `auth.tokensFile`; with
+ * `etcd`, as "ours-etcd" on that cluster's storage, resolving once it owns the partitions (or,
+ * with `etcd.standby`, once it runs as a standby: /healthz answers 503 until it owns them).
+ */
 async function startOurs(
   entry: string,
   dataDir: string,
   auth?: { tokensFile: string; token: string },
+  etcd?: { endpoints: string; standby?: boolean },
 ): Promise<Server> {
   const [grpcPort, metricsPort] = [await freePort(), await freePort()];
-  const server = startProcess(auth === undefined ? "ours" : "ours-auth", process.execPath, [
+  const name: TargetName = etcd !== undefined ? "ours-etcd" : auth === undefined ? "ours" : "ours-auth";
+  const server = startProcess(name, process.execPath, [
     // A TypeScript entry runs through tsx; the compiled one (the default) as it is.
     ...(entry.endsWith(".ts") ? ["--import", "tsx"] : []),
     entry,
@@ -605,6 +735,14 @@ async function startOurs(
     "--metrics-listen",
     `127.0.0.1:${metricsPort}`,
     ...(auth === undefined ? [] : ["--auth-tokens", auth.tokensFile]),
+    ...(etcd === undefined
+      ? []
+      : [
+          "--storage=etcd",
+          `--etcd-endpoints=${etcd.endpoints}`,
+          `--etcd-prefix=${CLUSTER_PREFIX}`,
+          `--etcd-lease-ttl-seconds=${CLUSTER_LEASE_TTL_S}`,
+        ]),
   ]);
   server.address = `127.0.0.1:${grpcPort}`;
   server.metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
@@ -614,8 +752,9 @@ async function startOurs(
   if (!(await waitForPort(grpcPort, 30_000, alive))) {
     failStart(server, server.exited ? "exited" : `did not accept on ${server.address} within 30 s`);
   }
-  if (!(await waitForHttp(`http://127.0.0.1:${metricsPort}/healthz`, 15_000, alive))) {
-    failStart(server, server.exited ? "exited" : "did not answer /healthz with 200 within 15 s");
+  const ready = etcd?.standby ? "metrics" : "healthz";
+  if (!(await waitForHttp(`http://127.0.0.1:${metricsPort}/${ready}`, 15_000, alive))) {
+    failStart(server, server.exited ? "exited" : `did not answer /${ready} with 200 within 15 s`);
   }
   return server;
 }
@@ -650,6 +789,17 @@ function processCpuSeconds(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds of a server: its process's, or its members' summed; undefined when one is gone. */
+function serverCpuSeconds(server: Server): number | undefined {
+  let total = 0;
+  for (const child of server.members ?? [server.child]) {
+    const cpu = processCpuSeconds(child.pid);
+    if (cpu === undefined) return undefined;
+    total += cpu;
+  }
+  return total;
 }
 
 /** Sum of the samples of metric `name` whose labels include every pair of `labels`. */
@@ -695,7 +845,7 @@ async function readMetrics(server: Server, cell: Cell, sample: Sample): Promise<
   const set = (key: Exclude<keyof Sample, "cpuS">, value: number | undefined): void => {
     if (value !== undefined) sample[key] = value;
   };
-  if (server.name === "ours" || server.name === "ours-auth") {
+  if (server.name.startsWith("ours")) {
     const labels = { partition: cell.partition };
     set("syncs", metricSum(text, "metadata_storage_syncs_total", labels));
     set("groupSum", metricSum(text, "metadata_group_commit_mutations_sum", labels));
@@ -707,7 +857,7 @@ async function readMetrics(server: Server, cell: Cell, sample: Sample): Promise<
     set("writes", metricSum(text, "metadata_storage_writes_total", labels));
     set("writeBytes", metricSum(text, "metadata_storage_write_bytes_total", labels));
     set("keys", metricSum(text, "metadata_keys", labels));
-  } else if (server.name === "etcd") {
+  } else if (server.name.startsWith("etcd")) {
     set("syncs", metricSum(text, "etcd_disk_wal_fsync_duration_seconds_count"));
     set("syncSeconds", metricSum(text, "etcd_disk_wal_fsync_duration_seconds_sum"));
     set("syncCount", metricSum(text, "etcd_disk_wal_fsync_duration_seconds_count"));
@@ -797,6 +947,95 @@ function probeBareIo(
   }
 }
 
+/** The etcd backend's servers: the cluster, ours owning it, and a standby of ours. */
+interface ClusterServers {
+  etcd: Server;
+  owner: Server;
+  standby: Server;
+}
+
+/**
+ * Starts the etcd cluster, then (unless `--no-ours`) ours on it, which becomes the owner, then a
+ * standby.
+ */
+async function startCluster(options: Options, root: string): Promise<Partial<ClusterServers>> {
+  const etcd = await startEtcd(join(root, "etcd-cluster"), CLUSTER_MEMBERS);
+  if (!options.ours) return { etcd };
+  const entry = options.serverEntry;
+  const owner = await startOurs(entry, join(root, "ours-etcd-a"), undefined, { endpoints: etcd.address });
+  const standby = await startOurs(entry, join(root, "ours-etcd-b"), undefined, {
+    endpoints: etcd.address,
+    standby: true,
+  });
+  return { etcd, owner, standby };
+}
+
+/** What the failover probe measured. */
+interface Failover {
+  /** From SIGKILL of the owner to the first durable Put the standby acknowledged. */
+  ms?: number;
+  /** Keys the standby serves in the Put cells' partition, against those the owner had. */
+  keysBefore?: number;
+  keysAfter?: number;
+  error?: string;
+}
+
+/**
+ * SIGKILLs the owner and times how long until the standby acknowledges a durable Put (tried
+ * every 50 ms with a 1 s deadline); then compares the keys of the Put cells' partition.
+ */
+async function measureFailover(cluster: ClusterServers): Promise<Failover> {
+  const partition = "bench-put";
+  const keysOf = async (server: Server): Promise<number> => {
+    const client = new MetadataClient(server.address);
+    try {
+      let n = 0;
+      for await (const _ of client.keys({ partition, deadlineMs: 30_000 })) n++;
+      return n;
+    } finally {
+      client.close();
+    }
+  };
+  const result: Failover = {};
+  try {
+    result.keysBefore = await keysOf(cluster.owner);
+  } catch (err) {
+    return { error: `listing on the owner: ${err instanceof Error ? err.message : String(err)}` };
+  }
+  const killedAt = Date.now();
+  cluster.owner.child.kill("SIGKILL");
+  const client = new MetadataClient(cluster.standby.address);
+  try {
+    let last = "";
+    while (Date.now() - killedAt < FAILOVER_LIMIT_MS && !cluster.standby.exited) {
+      try {
+        await client.put(Buffer.from("failover-probe"), Buffer.from(String(killedAt)), {
+          partition,
+          deadlineMs: 1000,
+        });
+        result.ms = Date.now() - killedAt;
+        break;
+      } catch (err) {
+        last = err instanceof Error ? err.message : String(err);
+        await sleep(50);
+      }
+    }
+    if (result.ms === undefined) {
+      result.error = `the standby did not serve within ${FAILOVER_LIMIT_MS} ms (last: ${last})`;
+      return result;
+    }
+  } finally {
+    client.close();
+  }
+  try {
+    // The probe's own key is the one more the standby may hold.
+    result.keysAfter = (await keysOf(cluster.standby)) - 1;
+  } catch (err) {
+    result.error = `listing on the standby: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  return result;
+}
+
 /** Runs one cell: the load generator, with counters sampled at the edges of its window. */
 async function runCell(loadgen: string, server: Server, cell: Cell, populate: boolean, options: Options) {
   const result: CellResult = { cell };
@@ -841,13 +1080,13 @@ async function runCell(loadgen: string, server: Server, cell: Cell, populate: bo
       pending.push(
         (async () => {
           await readMetrics(server, cell, before);
-          const cpu = processCpuSeconds(server.child.pid);
+          const cpu = serverCpuSeconds(server);
           if (cpu !== undefined) before.cpuS = cpu;
           child.stdin.write("\n");
         })(),
       );
     } else if (line === "loadgen: done") {
-      const cpu = processCpuSeconds(server.child.pid);
+      const cpu = serverCpuSeconds(server);
       if (cpu !== undefined) after.cpuS = cpu;
       pending.push(readMetrics(server, cell, after));
     } else {
@@ -1003,6 +1242,20 @@ function judge(results: readonly CellResult[]): Map<string, Verdict> {
   add("ours:put:durable:1", `>=${NOISE_FLOOR}x of ${RECORDED.put1VsEtcd}x etcd`, [
     ["etcd", put1, NOISE_FLOOR * RECORDED.put1VsEtcd],
   ]);
+  // Issue 14: ours on etcd against etcd's direct Put on the same cluster (mean of its two passes).
+  const direct = clusterDirect(results)?.ops_per_s;
+  const onEtcd = (workload: string) => find({ target: "ours-etcd", workload })?.items_per_s;
+  add(
+    `ours-etcd:put:durable:${CLUSTER_CALLERS}`,
+    `>=${CLUSTER_MIN_RATIO}x etcd Put (${CLUSTER_MEMBERS} members)`,
+    [["etcd", ratioIfKnown(onEtcd("put"), direct), CLUSTER_MIN_RATIO]],
+  );
+  const { streams, inflight } = STREAM_SHAPES[0];
+  add(
+    `ours-etcd:stream-put:durable:${streams}x${inflight}`,
+    `>=${CLUSTER_MIN_RATIO}x etcd Put@${CLUSTER_CALLERS} (${CLUSTER_MEMBERS} members)`,
+    [["etcd", ratioIfKnown(onEtcd("stream-put"), direct), CLUSTER_MIN_RATIO]],
+  );
   // Shown on the last cell of the token check, once both passes of both sides are in.
   const auth = authSums(results);
   add(
@@ -1011,6 +1264,22 @@ function judge(results: readonly CellResult[]): Map<string, Verdict> {
     [["on/off", ratioIfKnown(auth.on, auth.off), AUTH_MIN_RATIO]],
   );
   return verdicts;
+}
+
+/**
+ * etcd's direct Put on the cluster: the first pass's figures with ops/s and items/s the mean of
+ * both passes; undefined unless both succeeded.
+ */
+function clusterDirect(results: readonly CellResult[]): LoadgenResult | undefined {
+  const pass = (clusterPass: 1 | 2) =>
+    findCell(results, { target: "etcd-cluster", workload: "etcd-put", clusterPass });
+  const [a, b] = [pass(1), pass(2)];
+  if (a === undefined || b === undefined) return undefined;
+  return {
+    ...a,
+    ops_per_s: (a.ops_per_s + b.ops_per_s) / 2,
+    items_per_s: (a.items_per_s + b.items_per_s) / 2,
+  };
 }
 
 /**
@@ -1043,7 +1312,12 @@ function authSums(results: readonly CellResult[]): {
  * concurrency (for a Write stream, etcd's unary Put at 64), and the no-op server's Put or stream
  * of the same shape.
  */
-function references(results: readonly CellResult[], r: CellResult) {
+function references(
+  results: readonly CellResult[],
+  r: CellResult,
+): { etcd?: LoadgenResult | undefined; noop?: LoadgenResult | undefined } {
+  // Ours on etcd is read against etcd's direct Put on the same cluster.
+  if (r.cell.target === "ours-etcd") return { etcd: clusterDirect(results) };
   // A token check cell is read against its pair (the target line), not against etcd or the no-op.
   if (r.cell.target !== "ours" || r.cell.authPass !== undefined) return {};
   const pick = (match: Partial<Cell>) =>
@@ -1088,7 +1362,9 @@ function label(cell: Cell): string {
     case "keys":
       return `${who} Keys (${formatCount(cell.keyspace)} keys)`;
     case "etcd-put":
-      return "etcd Put";
+      return cell.target === "etcd-cluster"
+        ? `etcd Put (${CLUSTER_MEMBERS} members) #${cell.clusterPass}`
+        : "etcd Put";
     case "etcd-get":
       return "etcd Range 1 key";
     case "etcd-get-serializable":
@@ -1211,6 +1487,8 @@ interface Report {
     authPass?: 1 | 2;
   } & Omit<CellResult, "cell">)[];
   targets: Verdict[];
+  /** The etcd backend's failover (issue 14), with the lease it ran with. */
+  failover?: Failover & { leaseTtlS: number };
   totalSeconds: number;
 }
 
@@ -1257,26 +1535,45 @@ async function main(): Promise<number> {
   const installS = (Date.now() - t) / 1000;
 
   t = Date.now();
-  progress("starting etcd, the no-op servers and ours");
-  const etcd = await startEtcd(join(tempRoot, "etcd"));
-  const noop = await startNoop("noop", NOOP_ENTRY, "noop-server");
-  const http2 = await startNoop("http2", HTTP2_NOOP_ENTRY, "http2-noop-server");
-  const ours = options.ours ? await startOurs(options.serverEntry, join(tempRoot, "ours")) : undefined;
-  const oursAuth = options.ours
-    ? await startOurs(options.serverEntry, join(tempRoot, "ours-auth"), writeTokensFile(tempRoot))
-    : undefined;
+  const servers: Partial<Record<TargetName, Server>> = {};
+  if (!options.onlyCluster) {
+    progress("starting etcd, the no-op servers and ours");
+    servers.etcd = await startEtcd(join(tempRoot, "etcd"));
+    servers.noop = await startNoop("noop", NOOP_ENTRY, "noop-server");
+    servers.http2 = await startNoop("http2", HTTP2_NOOP_ENTRY, "http2-noop-server");
+    if (options.ours) {
+      servers.ours = await startOurs(options.serverEntry, join(tempRoot, "ours"));
+      servers["ours-auth"] = await startOurs(
+        options.serverEntry,
+        join(tempRoot, "ours-auth"),
+        writeTokensFile(tempRoot),
+      );
+    }
+    progress(
+      Object.values(servers)
+        .map((server) => `${server.name} ${server.address}`)
+        .join(", ") + (options.ours ? "" : " (ours skipped)"),
+    );
+  }
   const startS = (Date.now() - t) / 1000;
-  progress(
-    `etcd ${etcd.address}, noop ${noop.address}, http2 ${http2.address}` +
-      (ours && oursAuth ? `, ours ${ours.address}, ours-auth ${oursAuth.address}` : " (ours skipped)"),
-  );
 
-  const servers: Record<TargetName, Server | undefined> = { ours, "ours-auth": oursAuth, etcd, noop, http2 };
   const populated = new Set<string>();
   const results: CellResult[] = [];
   const cells = planCells(options);
+  let cluster: Partial<ClusterServers> | undefined;
   for (const [i, cell] of cells.entries()) {
     if (stopping) break;
+    if (cluster === undefined && (cell.target === "etcd-cluster" || cell.target === "ours-etcd")) {
+      // Started only now, so that its members do not idle beside the other cells.
+      progress(`starting ${CLUSTER_MEMBERS} etcd members, ours on them and a standby`);
+      cluster = await startCluster(options, tempRoot);
+      if (cluster.etcd !== undefined) servers["etcd-cluster"] = cluster.etcd;
+      if (cluster.owner !== undefined) servers["ours-etcd"] = cluster.owner;
+      progress(
+        `etcd cluster ${cluster.etcd?.address}, owner ${cluster.owner?.address ?? "-"}, ` +
+          `standby ${cluster.standby?.address ?? "-"}`,
+      );
+    }
     const server = servers[cell.target];
     if (server === undefined) continue;
     const key = `${cell.target}/${cell.partition}`;
@@ -1293,6 +1590,23 @@ async function main(): Promise<number> {
       );
     }
     results.push(result);
+  }
+
+  // Failover of ours on etcd, after its cells: the owner is killed, the standby takes over.
+  let failover: Failover | undefined;
+  if (
+    !stopping &&
+    cluster?.etcd !== undefined &&
+    cluster.owner !== undefined &&
+    cluster.standby !== undefined
+  ) {
+    progress(`failover: SIGKILL the owner, time until the standby acknowledges a durable Put`);
+    failover = await measureFailover(cluster as ClusterServers);
+    progress(
+      failover.error === undefined
+        ? `  ${failover.ms} ms, ${failover.keysAfter} of ${failover.keysBefore} keys`
+        : `  error: ${failover.error}`,
+    );
   }
 
   // Bare I/O of the durable cells' average sync, measured now that no load runs.
@@ -1316,7 +1630,13 @@ async function main(): Promise<number> {
 
   const verdicts = judge(results);
   const totalS = (Date.now() - started) / 1000;
-  const failed = [ours, oursAuth].filter((s): s is Server => s?.exited === true);
+  // The owner on etcd is killed on purpose by the failover probe.
+  const failed = [
+    servers.ours,
+    servers["ours-auth"],
+    failover === undefined ? servers["ours-etcd"] : undefined,
+    cluster?.standby,
+  ].filter((s): s is Server => s?.exited === true);
   const serverFailed = failed.length > 0;
   const report: Report = {
     kind: "rpc-bench",
@@ -1350,6 +1670,7 @@ async function main(): Promise<number> {
       ...(r.bareIo === undefined ? {} : { bareIo: r.bareIo }),
     })),
     targets: [...verdicts.values()],
+    ...(failover === undefined ? {} : { failover: { leaseTtlS: CLUSTER_LEASE_TTL_S, ...failover } }),
     totalSeconds: totalS,
   };
 
@@ -1392,6 +1713,25 @@ async function main(): Promise<number> {
         `Put at ${AUTH_CALLERS} with a token vs without (off, on, on, off; sums): ` +
           `${formatCount(Math.round(auth.on))} / ${formatCount(Math.round(auth.off))} ops/s = ` +
           `${formatRatio(auth.on / auth.off)} (per pass ${auth.passes.map(formatRatio).join(", ")})`,
+      );
+    }
+    const onEtcd = findCell(results, { target: "ours-etcd", workload: "put", concurrency: CLUSTER_CALLERS });
+    const onFiles = findCell(results, { target: "ours", workload: "put", concurrency: CLUSTER_CALLERS });
+    if (onEtcd !== undefined && onFiles !== undefined) {
+      lines.push(
+        `Put at ${CLUSTER_CALLERS} on etcd vs on files (same server code, same run): ` +
+          `${formatCount(Math.round(onEtcd.ops_per_s))} / ${formatCount(Math.round(onFiles.ops_per_s))} ops/s = ` +
+          formatRatio(onEtcd.ops_per_s / onFiles.ops_per_s),
+      );
+    }
+    if (failover !== undefined) {
+      lines.push(
+        failover.ms === undefined
+          ? `failover on etcd (lease ${CLUSTER_LEASE_TTL_S} s): ${failover.error}`
+          : `failover on etcd (lease ${CLUSTER_LEASE_TTL_S} s): the standby acknowledged a durable Put ` +
+              `${(failover.ms / 1000).toFixed(2)} s after SIGKILL of the owner; it serves ` +
+              `${failover.keysAfter ?? "?"} of the ${failover.keysBefore} keys the owner had` +
+              (failover.error === undefined ? "" : ` (${failover.error})`),
       );
     }
     const met = [...verdicts.values()].filter((v) => v.result === "PASS").length;
