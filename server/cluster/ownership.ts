@@ -16,15 +16,25 @@
  *   process exits (server/serve.ts) for a supervisor to restart it as a fresh standby.
  * - A standby, or a server that lost ownership, gets a fence that fails every compare: only the
  *   owner ever writes.
- * - `refusal()` is undefined only for the owner; otherwise it names the owner when known.
+ * - `refusal()` is undefined only for the owner whose lease etcd confirmed recently enough: a
+ *   keepalive sent at local time t and answered with TTL T proves the lease alive until t + T at
+ *   etcd's leader, so no other server can own before then. The owner serves calls only until
+ *   t + 0.9 T (the rest covers clock-rate differences), measured on the monotonic clock. So an
+ *   owner paused past its lease (SIGSTOP, a stalled VM) refuses calls when it wakes, instead of
+ *   answering reads from state a new owner may have changed, until etcd confirms the lease again
+ *   or the loss is noticed. Keepalives go every T / 3, so a live owner never comes near the bound.
  *
  * Usage:
  *   const ownership = new Ownership({ client, prefix, leaseTtlSeconds: 10 });
  *   const storage = new EtcdStorage({ client, prefix, fence: () => ownership.fence() });
  *   await ownership.start("10.0.0.1:50051"); // once the server listens
  */
-import type { Campaign, ElectionObserver, Etcd3 } from "etcd3";
+import { performance } from "node:perf_hooks";
+import type { Campaign, ElectionObserver, Etcd3, ILeaseKeepAliveResponse } from "etcd3";
 import type { EtcdFence } from "../store/storage/etcd.js";
+
+/** Fraction of a confirmed lease TTL during which the owner serves (see the module comment). */
+const LEASE_TRUST = 0.9;
 
 /** Where a server stands. */
 export type OwnershipState = "standby" | "owner" | "lost";
@@ -48,6 +58,12 @@ export class Ownership {
   private lostReason: string | undefined;
 
   private identity: string | undefined;
+  /** Monotonic time (ms) until which etcd's answer to a keepalive proves the lease alive. */
+  private leaseConfirmedUntil = 0;
+  /** Send times of keepalives not yet answered, oldest first (etcd answers in order). */
+  private readonly keepalivesSent: number[] = [];
+  /** Called at the next confirmation of the lease. */
+  private confirmationWaiters: (() => void)[] = [];
   private campaign: Campaign | undefined;
   private observer: ElectionObserver | undefined;
 
@@ -73,6 +89,7 @@ export class Ownership {
     this.owner = observer.leader();
     const campaign = election.campaign(identity);
     this.campaign = campaign;
+    this.followLease(campaign);
     campaign.on("elected", () => {
       this.elected(campaign).catch((err: unknown) =>
         this.lose(`reading the campaign key failed: ${String(err)}`),
@@ -95,9 +112,16 @@ export class Ownership {
     return { key: `${this.options.prefix}/.owner/none`, createRevision: "-1" };
   }
 
-  /** Why this server does not serve, naming the owner when known; undefined for the owner. */
+  /**
+   * Why this server does not serve, naming the owner when known; undefined for the owner while
+   * its lease is confirmed (see the module comment).
+   */
   refusal(): string | undefined {
-    if (this.state === "owner") return undefined;
+    if (this.state === "owner") {
+      const late = performance.now() - this.leaseConfirmedUntil;
+      if (late < 0) return undefined;
+      return `this server's ownership lease is unconfirmed (etcd last confirmed it ${Math.round(late)} ms too long ago); retry`;
+    }
     const owner = this.owner === undefined || this.owner === this.identity ? "unknown" : this.owner;
     if (this.state === "lost") {
       return `this server lost ownership of its partitions (${this.lostReason ?? "unknown"}); the owner is ${owner}`;
@@ -114,10 +138,51 @@ export class Ownership {
     await this.observer?.cancel().catch(() => undefined);
   }
 
+  /**
+   * Tracks the campaign's lease keepalives (etcd3 1.1.2 keeps the lease in the campaign's private
+   * `lease` field; package.json pins that version, and test/etcd/failover.test.ts fails when a
+   * paused owner answers a read). Without it, this server would never serve: it says so.
+   */
+  private followLease(campaign: Campaign): void {
+    const lease = (campaign as unknown as { lease?: NodeJS.EventEmitter }).lease;
+    if (lease === undefined || typeof lease.on !== "function") {
+      console.error(
+        "ownership: the etcd client's campaign lease is not reachable: this server will refuse calls",
+      );
+      return;
+    }
+    lease.on("keepaliveFired", () => this.keepalivesSent.push(performance.now()));
+    lease.on("keepaliveSucceeded", (response: ILeaseKeepAliveResponse) => {
+      const sentAt = this.keepalivesSent.shift();
+      const ttlMs = Number(response.TTL) * 1000;
+      if (sentAt === undefined || !(ttlMs > 0)) return;
+      this.leaseConfirmedUntil = Math.max(this.leaseConfirmedUntil, sentAt + LEASE_TRUST * ttlMs);
+      const waiters = this.confirmationWaiters;
+      this.confirmationWaiters = [];
+      for (const wake of waiters) wake();
+    });
+    // A failed keepalive stream drops its unanswered keepalives; a new one starts afresh.
+    lease.on("keepaliveFailed", () => {
+      this.keepalivesSent.length = 0;
+    });
+  }
+
   private async elected(campaign: Campaign): Promise<void> {
     const key = await campaign.getCampaignKey();
     const kv = (await this.options.client.get(key).exec()).kvs[0];
     if (kv === undefined) throw new Error(`campaign key ${key} is gone`);
+    // Owner only with a confirmed lease (normally already so: keepalives run since the grant),
+    // so that health never reports SERVING for an owner that would refuse calls.
+    if (performance.now() >= this.leaseConfirmedUntil) {
+      const confirmed = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), this.options.leaseTtlSeconds * 1000);
+        this.confirmationWaiters.push(() => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      if (!confirmed) throw new Error("etcd did not confirm the lease within its TTL");
+    }
     if (this.state !== "standby") return;
     this.currentFence = { key, createRevision: kv.create_revision };
     this.owner = this.identity;

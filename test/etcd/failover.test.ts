@@ -170,6 +170,45 @@ describe("failover on a 3-member etcd", { skip, timeout: 180_000 }, () => {
     }
   });
 
+  test("an owner paused past its lease answers no read when it wakes", async (t) => {
+    const a = await startServer("stale");
+    await waitUntil(() => serving(a), "a serving", 15_000);
+    const b = await startServer("stale");
+    await waitUntil(async () => (await healthStatus(b.address)) === "NOT_SERVING", "b up", 15_000);
+    // A connection to the owner, open before the pause, so that a call reaches it as it wakes.
+    const late = new MetadataClient(a.address);
+    const bClient = new MetadataClient(b.address);
+    cleanups.push(async () => {
+      late.close();
+      bClient.close();
+    });
+    await late.put(utf8("probe"), utf8("before the pause"));
+
+    a.signal("SIGSTOP");
+    const stoppedAt = Date.now();
+    await waitUntil(() => serving(b), "b serving", (TTL_SECONDS + 10) * 1000);
+    t.diagnostic(`b took over ${Date.now() - stoppedAt} ms after SIGSTOP`);
+    await bClient.put(utf8("probe"), utf8("written by b"));
+
+    // Sent while a is paused, answered as it wakes, before a write could tell it that it lost
+    // ownership: its memory still holds "before the pause", which is no longer the value.
+    const read = late.get(utf8("probe"), { deadlineMs: 10_000 });
+    a.signal("SIGCONT");
+    const [result] = await Promise.allSettled([read]);
+    assert.equal(
+      result?.status,
+      "rejected",
+      `the old owner answered ${result?.status === "fulfilled" ? Buffer.from(result.value ?? []).toString() : ""}`,
+    );
+    // UNAVAILABLE: refused for an unconfirmed lease or a lost ownership, or the process exited
+    // on noticing the loss first.
+    if (result?.status === "rejected")
+      assert.equal(result.reason.code, status.UNAVAILABLE, String(result.reason));
+    const exit = await a.exited;
+    assert.equal(exit.code, 3, a.output());
+    assert.equal(Buffer.from((await bClient.get(utf8("probe"))) ?? []).toString(), "written by b");
+  });
+
   test("SIGSTOP the owner until the standby took over, then SIGCONT: it is fenced and exits", async (t) => {
     const a = await startServer("stop");
     await waitUntil(() => serving(a), "a serving", 15_000);
