@@ -13,7 +13,8 @@
  *   the default; an existing one keeps the layout on disk.
  * - At most `maxOpenPartitions` partitions stay open (file handles, memory, metric series): when
  *   one more opens, the least recently used idle ones (nothing queued, applied or syncing) are
- *   retired: closed, their metric series removed. A retired partition reopens from disk on its next
+ *   retired: closed, their metric series removed (every series of the registry labelled with the
+ *   partition, its watch series included). A retired partition reopens from disk on its next
  *   use, through the usual recovery; nothing committed is lost and nothing pending is dropped
  *   (a partition with pending work is never retired). Busy partitions may keep the count above
  *   the limit for a while.
@@ -141,6 +142,14 @@ export class Partitions {
       this.ready.set(partition, group);
     }
     return group;
+  }
+
+  /**
+   * Whether the partition is open, or being opened, now; unlike `openNow`, not counting as a use.
+   * A partition whose open failed with DataLoss is not open.
+   */
+  isOpen(partition: string): boolean {
+    return this.ready.has(partition) || (this.open.has(partition) && !this.lost.has(partition));
   }
 
   /** True once `close` was called. */

@@ -17,6 +17,11 @@
  *   shutdown); when the client cancels, the watch is closed and nothing more is written.
  * - Metrics: `metadata_watchers{partition}` (open), `metadata_watch_events_sent_total{partition}`,
  *   `metadata_watchers_ended_behind_total{partition}` (ended with OUT_OF_RANGE after they started).
+ *   A partition's three series live as long as the partition is open or watched: retiring a
+ *   partition removes them with its other series (removePartitionMetrics), and when the last
+ *   watcher of a partition that is not open ends (one that does not exist, or was retired), they
+ *   are removed here. A partition with a watcher open always shows its series with the right
+ *   count, even when a retirement racing with the watch's start removed them (restored at scrape).
  */
 import { create } from "@bufbuild/protobuf";
 import type { ServerWritableStream } from "@grpc/grpc-js";
@@ -33,29 +38,91 @@ import { isEngineError } from "../engine/errors.js";
 import type { Engine } from "../engine/operations.js";
 import type { Reservation, StreamLimits } from "./stream-limits.js";
 
-/** The metrics of Watch streams. */
+/** The metrics of Watch streams, per partition. */
 export interface WatchMetrics {
-  open: Gauge<"partition">;
-  eventsSent: Counter<"partition">;
-  endedBehind: Counter<"partition">;
+  /** Counts one more watcher of `partition` open. */
+  opened(partition: string): void;
+  /** Counts `events` key changes sent to a watcher of `partition`. */
+  sent(partition: string, events: number): void;
+  /** Counts one watcher of `partition` ended with OUT_OF_RANGE. */
+  endedBehind(partition: string): void;
+  /**
+   * Counts one watcher of `partition` closed. When it was the last one and the partition is not
+   * open (`partitionOpen` false), the partition's watch series are removed from the registry.
+   */
+  closed(partition: string, partitionOpen: boolean): void;
 }
+
+/** One WatchMetrics per registry: its collectors read that instance's counts of open watchers. */
+const metricsOf = new WeakMap<Registry, WatchMetrics>();
 
 /** Registers (once per registry) and returns the Watch metrics. */
 export function createWatchMetrics(registry: Registry): WatchMetrics {
-  const gauge = (name: string, help: string) =>
-    (registry.getSingleMetric(name) as Gauge<"partition"> | undefined) ??
-    new Gauge({ name, help, labelNames: ["partition"], registers: [registry] });
-  const counter = (name: string, help: string) =>
-    (registry.getSingleMetric(name) as Counter<"partition"> | undefined) ??
-    new Counter({ name, help, labelNames: ["partition"], registers: [registry] });
-  return {
-    open: gauge("metadata_watchers", "Watch streams open."),
-    eventsSent: counter("metadata_watch_events_sent_total", "Changes of keys sent to Watch streams."),
-    endedBehind: counter(
-      "metadata_watchers_ended_behind_total",
-      "Watch streams ended with OUT_OF_RANGE because the changes still to send them left the history.",
-    ),
+  const existing = metricsOf.get(registry);
+  if (existing !== undefined) return existing;
+  /** Watchers open, per partition; a partition without any has no entry. */
+  const watching = new Map<string, number>();
+  // A removal of a partition's series (its retirement) may race with a watch that is starting on
+  // it: the collectors put back the series of every partition watched, so a scrape never misses
+  // one that has a watcher open, nor shows a count other than the number open.
+  const open: Gauge<"partition"> = new Gauge({
+    name: "metadata_watchers",
+    help: "Watch streams open.",
+    labelNames: ["partition"],
+    registers: [registry],
+    collect() {
+      for (const [partition, count] of watching) open.set({ partition }, count);
+    },
+  });
+  const counter = (name: string, help: string): Counter<"partition"> => {
+    const metric: Counter<"partition"> = new Counter({
+      name,
+      help,
+      labelNames: ["partition"],
+      registers: [registry],
+      collect() {
+        for (const partition of watching.keys()) metric.inc({ partition }, 0);
+      },
+    });
+    return metric;
   };
+  const eventsSent = counter("metadata_watch_events_sent_total", "Changes of keys sent to Watch streams.");
+  const endedBehind = counter(
+    "metadata_watchers_ended_behind_total",
+    "Watch streams ended with OUT_OF_RANGE because the changes still to send them left the history.",
+  );
+  const metrics: WatchMetrics = {
+    opened(partition) {
+      const count = (watching.get(partition) ?? 0) + 1;
+      watching.set(partition, count);
+      open.set({ partition }, count);
+      eventsSent.inc({ partition }, 0);
+      endedBehind.inc({ partition }, 0);
+    },
+    sent(partition, events) {
+      eventsSent.inc({ partition }, events);
+    },
+    endedBehind(partition) {
+      endedBehind.inc({ partition });
+    },
+    closed(partition, partitionOpen) {
+      const count = (watching.get(partition) ?? 1) - 1;
+      if (count > 0) {
+        watching.set(partition, count);
+        open.set({ partition }, count);
+        return;
+      }
+      watching.delete(partition);
+      if (partitionOpen) {
+        open.set({ partition }, 0);
+        return;
+      }
+      // Nothing else will remove them: the partition's retirement, if any, is behind us.
+      for (const metric of [open, eventsSent, endedBehind]) metric.remove({ partition });
+    },
+  };
+  metricsOf.set(registry, metrics);
+  return metrics;
 }
 
 /**
@@ -121,8 +188,8 @@ export async function serveWatch(
     prefix: request.prefix,
     fromVersion: request.startVersion,
   });
-  const labels = { partition: watch.partition };
-  metrics.open.inc(labels);
+  const partition = watch.partition;
+  metrics.opened(partition);
   // Whatever is awaited below is abandoned at once when the client cancels or the engine ends
   // the watch (a watcher blocked on a transport that does not drain, for instance).
   let stoppedWith: unknown;
@@ -175,7 +242,7 @@ export async function serveWatch(
         if (err) writeError ??= err;
         if (unflushed === 0) onFlushed?.();
       });
-      metrics.eventsSent.inc(labels, set.changes.length);
+      metrics.sent(partition, set.changes.length);
       if (more && unflushedBytes <= MAX_UNFLUSHED_BYTES) continue;
       // The transport holds enough of this watcher's: take nothing more until it took it all.
       await guard(
@@ -190,11 +257,11 @@ export async function serveWatch(
     }
   } catch (err) {
     if (err === CANCELLED || call.cancelled) return;
-    if (isEngineError(err, "OutOfRange")) metrics.endedBehind.inc(labels);
+    if (isEngineError(err, "OutOfRange")) metrics.endedBehind(partition);
     throw err;
   } finally {
     for (const reservation of held) reservation.release();
     watch.close();
-    metrics.open.dec(labels);
+    metrics.closed(partition, engine.partitions.isOpen(partition));
   }
 }

@@ -120,7 +120,7 @@ export function createStorageMetrics(registry: Registry, partition: string): Sto
 
 /**
  * Removes every series of `partition` from the metrics of `registry` that have a `partition`
- * label (its store, storage and group commit series), so that a closed partition leaves nothing
+ * label (its store, storage, group commit and watch series), so that a closed partition leaves nothing
  * behind in a scrape. Counters of a partition opened again start from 0 (a counter reset, which
  * Prometheus' rate() handles).
  */

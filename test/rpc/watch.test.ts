@@ -10,6 +10,7 @@
  * received must be that one.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { after, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import {
@@ -18,10 +19,12 @@ import {
   type WatchBatch,
   type WatchOptions,
 } from "../../clients/ts/metadata-client.js";
+import { removePartitionMetrics } from "../../server/store/metrics.js";
 import { FaultyStorage } from "../../server/store/storage/faulty.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
 import { GatedStorage } from "../support/gated-storage.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
+import { RawClient } from "../support/raw-client.js";
 import { Rng, testSeed } from "../support/rng.js";
 import { metricValue, waitUntil } from "../support/rpc-helpers.js";
 import { utf8 } from "../support/store-helpers.js";
@@ -267,6 +270,94 @@ describe("open partition limit", () => {
       assert.equal(show(await w.next()), `${later.version}: b=`);
       w.close();
     } finally {
+      await server.stop();
+    }
+  });
+});
+
+/** The watch series of `partition` in a scrape, as "name value" lines. */
+function watchSeries(text: string, partition: string): string[] {
+  const labels = `{partition="${partition}"}`;
+  return text
+    .split("\n")
+    .filter((line) => line.startsWith("metadata_watch") && line.includes(labels))
+    .map((line) => line.replace(labels, ""));
+}
+
+describe("watch metrics", () => {
+  test("a partition's watch series go when its last watcher ends while it is not open, and when it is retired", async () => {
+    const server = await startTestServer(["--max-open-partitions", "1"]);
+    const raw = new RawClient(server.address);
+    try {
+      const { client } = server;
+      // A watch of a partition that does not exist: its series exist while it waits, then go.
+      const waiting = raw.watch({ partition: "absent" });
+      waiting.on("error", () => undefined);
+      await waitUntil(
+        async () => watchSeries(await server.metrics(), "absent").includes("metadata_watchers 1"),
+        "the watch of a partition that does not exist",
+      );
+      assert.deepEqual(watchSeries(await server.metrics(), "absent").sort(), [
+        "metadata_watch_events_sent_total 0",
+        "metadata_watchers 1",
+        "metadata_watchers_ended_behind_total 0",
+      ]);
+      waiting.cancel();
+      await waitUntil(
+        async () => watchSeries(await server.metrics(), "absent").length === 0,
+        "the series of a partition that is not open to go with its last watcher",
+      );
+      assert.equal(server.service.partitions.isOpen("absent"), false, "the watch created nothing");
+
+      // A watched partition keeps its series (at 0 watchers) while open, and loses them retired.
+      const base = await client.put(utf8("a"), utf8("1"), { partition: "watched" });
+      const watching = raw.watch({ partition: "watched", startVersion: base.version });
+      watching.on("error", () => undefined);
+      await once(watching, "data");
+      assert.equal(
+        metricValue(await server.metrics(), "metadata_watch_events_sent_total", 'partition="watched"'),
+        1,
+      );
+      watching.cancel();
+      await waitUntil(
+        async () => watchSeries(await server.metrics(), "watched").includes("metadata_watchers 0"),
+        "the watcher of an open partition to end",
+      );
+      for (const name of ["p1", "p2"]) await client.put(utf8("k"), utf8("v"), { partition: name });
+      await waitUntil(
+        async () => watchSeries(await server.metrics(), "watched").length === 0,
+        "the series of the retired partition to go",
+      );
+    } finally {
+      raw.close();
+      await server.stop();
+    }
+  });
+
+  test("a removal of a partition's series, as its retirement racing with a watch's start, leaves an open watcher's series right", async () => {
+    const server = await startTestServer();
+    const raw = new RawClient(server.address);
+    try {
+      const waiting = raw.watch({ partition: "raced" });
+      waiting.on("error", () => undefined);
+      await waitUntil(
+        async () => watchSeries(await server.metrics(), "raced").includes("metadata_watchers 1"),
+        "the watch to start",
+      );
+      await removePartitionMetrics(server.service.registry, "raced");
+      assert.deepEqual(watchSeries(await server.metrics(), "raced").sort(), [
+        "metadata_watch_events_sent_total 0",
+        "metadata_watchers 1",
+        "metadata_watchers_ended_behind_total 0",
+      ]);
+      // Its end neither leaves a series behind nor counts below zero.
+      waiting.cancel();
+      await waitUntil(
+        async () => watchSeries(await server.metrics(), "raced").length === 0,
+        "the series to go with the watcher",
+      );
+    } finally {
+      raw.close();
       await server.stop();
     }
   });

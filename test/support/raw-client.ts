@@ -1,7 +1,8 @@
 /**
  * RawClient: MetadataService over plain grpc-js with the generated schemas, for what the
  * hand-written client cannot send or does not show: a Commit mutation without a kind, a
- * precondition without a condition, the chunks of a Keys stream with their versions.
+ * precondition without a condition, the chunks of a Keys stream with their versions, a Watch
+ * cancelled while it waits for its first message.
  *
  * Usage:
  *   const raw = new RawClient(address);
@@ -15,6 +16,8 @@ import {
   type KeysRequestSchema,
   type KeysResponse,
   MetadataService,
+  type WatchRequestSchema,
+  type WatchResponse,
 } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 
 type Method = (typeof MetadataService.method)[keyof typeof MetadataService.method];
@@ -58,6 +61,20 @@ export class RawClient {
   /** The Keys stream itself: one KeysResponse per chunk the server sent. Cancel it to stop early. */
   keys(input: MessageInitShape<typeof KeysRequestSchema>): grpc.ClientReadableStream<KeysResponse> {
     const method = MetadataService.method.keys;
+    const request = create(method.input, input);
+    return this.client.makeServerStreamRequest(
+      path(method),
+      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
+      (bytes: Buffer) => fromBinary(method.output, bytes),
+      request,
+      new grpc.Metadata(),
+      {},
+    );
+  }
+
+  /** The Watch stream itself; cancel it to end the watch (at once, whether a message is due or not). */
+  watch(input: MessageInitShape<typeof WatchRequestSchema>): grpc.ClientReadableStream<WatchResponse> {
+    const method = MetadataService.method.watch;
     const request = create(method.input, input);
     return this.client.makeServerStreamRequest(
       path(method),
