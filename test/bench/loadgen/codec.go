@@ -34,8 +34,21 @@ type keysCounter struct {
 	n int
 }
 
-// rawCodec implements encoding.CodecV2 for rawMessage requests and sink, keysCounter and
-// writeAnswer responses.
+// putAnswer receives one PutResponse: its version (field 2), the sync that committed the Put (0
+// for a buffered one).
+type putAnswer struct {
+	version uint64
+}
+
+// watchMessage receives one WatchResponse: its version (field 1) and how many events (field 2) it
+// holds, which are counted, not decoded.
+type watchMessage struct {
+	version uint64
+	events  int
+}
+
+// rawCodec implements encoding.CodecV2 for rawMessage requests and sink, keysCounter,
+// writeAnswer, putAnswer and watchMessage responses.
 // Its name is "proto", so the content type on the wire is the usual application/grpc+proto.
 type rawCodec struct{}
 
@@ -64,6 +77,14 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return err
 	case *writeAnswer:
 		return decodeWriteAnswer(data.Materialize(), t)
+	case *putAnswer:
+		v, _, err := scanVersion(data.Materialize(), 2, 0)
+		t.version = v
+		return err
+	case *watchMessage:
+		v, n, err := scanVersion(data.Materialize(), 1, 2)
+		t.version, t.events = v, n
+		return err
 	default:
 		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
 	}
@@ -159,4 +180,34 @@ func statusCode(b []byte) (int32, error) {
 		b = b[n:]
 	}
 	return code, nil
+}
+
+// scanVersion reads the top-level varint field versionField of the message b (0 when absent) and
+// counts the occurrences of countField (none when countField is 0), skipping every other field
+// without decoding it.
+func scanVersion(b []byte, versionField, countField protowire.Number) (version uint64, count int, err error) {
+	for len(b) > 0 {
+		num, typ, size := protowire.ConsumeTag(b)
+		if size < 0 {
+			return 0, 0, protowire.ParseError(size)
+		}
+		b = b[size:]
+		if num == versionField && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, protowire.ParseError(n)
+			}
+			version, b = v, b[n:]
+			continue
+		}
+		n := protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, 0, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if countField != 0 && num == countField {
+			count++
+		}
+	}
+	return version, count, nil
 }

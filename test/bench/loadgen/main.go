@@ -28,6 +28,10 @@
 //	             -keyspace up, each request encoded per call), so the partition grows by one key a
 //	             call and every sync rewrites its blob in full
 //
+// With -watchers N (put, durable), N Watch streams of the partition run on connections of their own
+// from before the warm-up, and the JSON gains "watch": the delay from a version's commit to each
+// watcher's receipt, bounded below and above from the Puts' send and answer times (watch.go).
+//
 // With -handshake, the end of the warm-up is announced on stderr as "loadgen: ready", the window
 // opens when a line arrives on stdin (so the caller can sample server counters exactly at the
 // window's edges), and "loadgen: done" follows once every call has finished.
@@ -82,6 +86,8 @@ type config struct {
 	seed        uint64
 	handshake   bool
 	inflight    int
+	watchers    int
+	watchConns  int
 }
 
 // plan is what one workload sends.
@@ -92,6 +98,9 @@ type plan struct {
 	// write marks the bidirectional Write stream: next returns the PutRequest of one
 	// WriteRequest, and an op is one answered request.
 	write bool
+	// versions marks a durable put workload whose callers decode PutResponse.version and keep the
+	// send and answer times of each version (for the watchers, see watch.go).
+	versions bool
 	// next returns the request of one call.
 	next func(rng *rand.Rand) rawMessage
 	// itemsPerOp is the mutations (or reads) per call; 0 means counted from the stream.
@@ -127,6 +136,7 @@ type result struct {
 	PopulatedRequests int            `json:"populated_requests"`
 	PopulateS         float64        `json:"populate_s"`
 	HandshakeTimedOut bool           `json:"handshake_timed_out,omitempty"`
+	Watch             *watchResult   `json:"watch,omitempty"`
 }
 
 type latency struct {
@@ -145,6 +155,8 @@ type tally struct {
 	errors       map[codes.Code]int
 	warmupOps    int64
 	warmupErrors int
+	// spans, for a plan with versions: per version answered, the latest send and earliest answer.
+	spans map[uint64]versionSpan
 }
 
 func main() {
@@ -175,6 +187,8 @@ func parseFlags() *config {
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the key choice")
 	flag.BoolVar(&c.handshake, "handshake", false, "announce the window on stderr and open it on a line from stdin")
 	flag.StringVar(&c.token, "token", "", "bearer token sent as authorization metadata on every call (servers with --auth-tokens)")
+	flag.IntVar(&c.watchers, "watchers", 0, "Watch streams of the partition open during the run (put, durable; see watch.go)")
+	flag.IntVar(&c.watchConns, "watch-conns", 4, "HTTP/2 connections of the watchers, apart from the callers'")
 	flag.Parse()
 	return c
 }
@@ -214,6 +228,12 @@ func (c *config) validate() error {
 		return fmt.Errorf("-inflight %d: use 1..1024 (the server's default window is 1024)", c.inflight)
 	case c.inflight > 1 && !strings.HasPrefix(c.workload, "stream-"):
 		return fmt.Errorf("-inflight %d: only for stream-put and stream-noop", c.inflight)
+	case c.watchers < 0 || c.watchers > 1000:
+		return fmt.Errorf("-watchers %d: use 0..1000", c.watchers)
+	case c.watchers > 0 && (c.workload != "put" || c.durability != "durable"):
+		return fmt.Errorf("-watchers %d: only for the put workload, durable (a delivery is timed from the version a Put is answered with)", c.watchers)
+	case c.watchConns < 1 || c.watchConns > 64:
+		return fmt.Errorf("-watch-conns %d: use 1..64", c.watchConns)
 	}
 	return nil
 }
@@ -255,6 +275,7 @@ func buildPlan(c *config) (*plan, error) {
 	switch c.workload {
 	case "put", "noop":
 		p = &plan{method: metadatav1.MetadataService_Put_FullMethodName, next: pick(ourPuts(c, durability)), itemsPerOp: 1}
+		p.versions = c.watchers > 0
 		if c.populate && c.workload == "put" {
 			p.populate, p.populateMethod = ourPopulate(), metadatav1.MetadataService_Commit_FullMethodName
 		}
@@ -424,6 +445,20 @@ func call(ctx context.Context, cc *grpc.ClientConn, p *plan, req rawMessage) (in
 	}
 }
 
+// callPut runs one Put and returns the version it was answered with.
+func callPut(ctx context.Context, cc *grpc.ClientConn, p *plan, req rawMessage) (uint64, error) {
+	var out putAnswer
+	err := cc.Invoke(ctx, p.method, req, &out)
+	return out.version, err
+}
+
+// watchOpenTimeout bounds the wait, after the warm-up, for every watcher's first message;
+// watchDrainMax the wait, after the window, for every watcher to receive the last version.
+const (
+	watchOpenTimeout = 10 * time.Second
+	watchDrainMax    = 5 * time.Second
+)
+
 // cpuSeconds is this process's user+system CPU time.
 func cpuSeconds() float64 {
 	var ru syscall.Rusage
@@ -501,14 +536,37 @@ func run(c *config) error {
 	var stop atomic.Bool
 	var windowStart atomic.Int64 // nanoseconds since base; 0 while warming up
 	hardStop := c.warmup + 10*time.Second + c.duration + c.grace
+	if c.watchers > 0 {
+		// The wait for every watcher's first message.
+		hardStop += watchOpenTimeout
+	}
 	runCtx, cancelRun := context.WithTimeout(context.Background(), hardStop)
 	defer cancelRun()
+
+	// Watchers, on connections of their own, are open before the first Put is sent.
+	var watchers *watchRun
+	if c.watchers > 0 {
+		wctx, cancelW := context.WithTimeout(context.Background(), 10*time.Second)
+		watchConns, err := dial(wctx, c.target, c.watchConns, c.token)
+		cancelW()
+		if err != nil {
+			return fmt.Errorf("watchers: %v", err)
+		}
+		defer closeAll(watchConns)
+		watchCtx, cancelWatch := context.WithTimeout(context.Background(), hardStop+watchDrainMax)
+		defer cancelWatch()
+		watchers = startWatchers(watchCtx, watchConns, c.watchers, watchRequest(c), base, &windowStart)
+		res.Watch = &watchResult{Watchers: c.watchers, Conns: c.watchConns}
+	}
 
 	streams := &streamRun{p: p, inflight: c.inflight, base: base, stop: &stop, windowStart: &windowStart}
 	tallies := make([]*tally, c.concurrency)
 	var wg sync.WaitGroup
 	for w := range c.concurrency {
 		t := &tally{errors: map[codes.Code]int{}}
+		if p.versions {
+			t.spans = map[uint64]versionSpan{}
+		}
 		tallies[w] = t
 		wg.Add(1)
 		go func() {
@@ -521,7 +579,18 @@ func run(c *config) error {
 			}
 			for !stop.Load() {
 				start := time.Since(base)
-				items, err := call(runCtx, cc, p, p.next(rng))
+				var items int
+				var err error
+				if p.versions {
+					var version uint64
+					version, err = callPut(runCtx, cc, p, p.next(rng))
+					items = p.itemsPerOp
+					if err == nil && version != 0 {
+						noteVersion(t.spans, version, int64(start), int64(time.Since(base)))
+					}
+				} else {
+					items, err = call(runCtx, cc, p, p.next(rng))
+				}
 				elapsed := time.Since(base) - start
 				ws := windowStart.Load()
 				measured := ws != 0 && int64(start) >= ws
@@ -551,6 +620,16 @@ func run(c *config) error {
 	}()
 
 	time.Sleep(c.warmup)
+	if watchers != nil {
+		lastOpen, err := watchers.awaitOpen(watchOpenTimeout)
+		if err != nil {
+			stop.Store(true)
+			<-allDone
+			watchers.cancel()
+			return fmt.Errorf("watchers: %v", err)
+		}
+		res.Watch.OpenS = time.Duration(lastOpen).Seconds()
+	}
 	if c.handshake {
 		res.HandshakeTimedOut = awaitGo()
 	}
@@ -590,6 +669,21 @@ func run(c *config) error {
 		res.ClientCPUUsPerOp = res.ClientCPUS * 1e6 / float64(res.Ops)
 	}
 	res.LatencyUs = summarize(all)
+	if watchers != nil {
+		parts := make([]map[uint64]versionSpan, 0, len(tallies))
+		for _, t := range tallies {
+			parts = append(parts, t.spans)
+		}
+		spans := mergeSpans(parts)
+		ws := windowStart.Load()
+		versions, last := windowVersions(spans, ws)
+		res.Watch.BehindAtEnd = watchers.drain(last, min(c.grace, watchDrainMax))
+		watchers.stop(spans, ws, versions, res.Watch)
+		for code, n := range res.Watch.EndedEarly {
+			res.Errors["watch_"+code] += n
+			res.ErrorsTotal += n
+		}
+	}
 
 	enc := json.NewEncoder(os.Stdout)
 	if err := enc.Encode(res); err != nil {
