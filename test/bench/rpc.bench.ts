@@ -26,6 +26,12 @@
  *   - the cost of a token check: durable Put at 64 into partition bench-auth (populated on each
  *     instance), against ours without auth and ours-auth with the token, back to back in the
  *     order off, on, on, off, so that a linear drift of the machine weighs the same on both sides;
+ *   - the cost of watchers (issue 12): durable Put at 64 into partition bench-watch (populated by
+ *     its first cell), without watchers and with 100 Watch streams of that partition open
+ *     (start_version 0, no values), in the same order off, on, on, off. The load generator opens
+ *     the watchers before the warm-up on 4 HTTP/2 connections of their own, opens the window only
+ *     once each received a message, and times every message a watcher receives (-watchers,
+ *     loadgen/watch.go);
  *   - streamed durable Put (the Write stream, one Put per request) at 16 streams x 16 requests in
  *     flight and 64 x 4, against ours and the grpc-js no-op: the same overwrites of a populated
  *     partition as the unary Put cells;
@@ -53,13 +59,13 @@
  *   _write_bytes_total of the cell's partition, metadata_keys; etcd: WAL fsyncs, with mutations
  *   per fsync derived from the calls).
  * - Bare I/O, after the last cell, for each durable cell of ours that synced (not the token check
- *   cells, whose syncs are those of Put at 64): the same number of writes and bytes as its
+ *   or watch cells, whose syncs are those of Put at 64): the same number of writes and bytes as its
  *   average sync, then one fdatasync, into a file of its partition's size (see probeBareIo), so
  *   that the sync duration can be read against the I/O it holds.
  *
  * How to read it:
  * - Ratios are ours / reference on throughput: above 1 we are faster.
- * - Targets (issues 8 and 11), each a ratio within the run, printed as PASS or MISS with the
+ * - Targets (issues 8, 11, 12 and 14), each a ratio within the run, printed as PASS or MISS with the
  *   ratios:
  *   - streamed durable Put, both shapes: >= 1.5x etcd's unary Put at 64 and >= 1.0x etcd's unary
  *     Put at 256, in durable mutations/s;
@@ -73,7 +79,15 @@
  *     of the four cells, with each pass's ratio on a line under the table;
  *   - (issue 14) ours on etcd, Put at 64 and the Write stream: >= 1.0x etcd's direct Put at 64 on
  *     the same cluster (the mean of its two passes), in durable mutations/s. A line under the
- *     table gives ours' Put at 64 on etcd against the same Put on files, its ceiling here.
+ *     table gives ours' Put at 64 on etcd against the same Put on files, its ceiling here;
+ *   - (issue 12) Put at 64 with 100 watchers >= 0.8x without, summed as the token check's, on the
+ *     last of its four cells. Under the table, per pass with watchers: the delay from the commit of a version
+ *     to each watcher's receipt of it. The commit itself is not seen from the client, so the delay
+ *     is given between two bounds: at least receipt - the first answer of a Put of that version,
+ *     at most receipt - the last send of one (p50, p99 and max of each, over every watcher and
+ *     version); then deliveries against versions x watchers (fewer: a watcher missed a version or
+ *     was still behind when the run ended). The watchers live in the load generator's process:
+ *     on 2 cores their CPU (100 streams read) competes with the server's, and is in the ratio.
  * - The machine has 2 cores shared by the server, the load generator and the other servers (idle
  *   then), and is noisy: each cell runs once, and cells that differ by less than ~20% are not
  *   different. Rerun before drawing conclusions from a single MISS.
@@ -82,10 +96,10 @@
  * stdout instead of the table; progress always goes to stderr), `--no-ours` (etcd and no-op only,
  * to check the harness), `--only=cluster` (only the etcd backend cells and the failover),
  * `--server-entry=<file>` (another server entry point taking the same
- * flags, `--auth-tokens` included), `--key-bytes=16`. The default run takes about 7 minutes,
+ * flags, `--auth-tokens` included), `--key-bytes=16`. The default run takes about 8 minutes,
  * plus about a minute the first time, when `go build` starts from an empty build cache. Exits
- * non-zero when a server fails to start or a cell fails; a watchdog stops everything after 12
- * minutes (5 with --quick).
+ * non-zero when a server fails to start or a cell fails (a watcher whose stream ended early is
+ * an error of its cell); a watchdog stops everything after 13 minutes (5.5 with --quick).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -174,6 +188,22 @@ const AUTH_ORDER = [
   { auth: false, pass: 2 },
 ] as const;
 const AUTH_MIN_RATIO = 0.95;
+/**
+ * The watch cell (issue 12): durable Puts at this many callers into this partition of ours,
+ * without watchers and with WATCHERS Watch streams of the partition open (the load generator's
+ * -watchers), in this order of passes; the sum with watchers must reach this fraction of the sum
+ * without.
+ */
+const WATCH_CALLERS = 64;
+const WATCH_PARTITION = "bench-watch";
+const WATCHERS = 100;
+const WATCH_ORDER = [
+  { watched: false, pass: 1 },
+  { watched: true, pass: 1 },
+  { watched: true, pass: 2 },
+  { watched: false, pass: 2 },
+] as const;
+const WATCH_MIN_RATIO = 0.8;
 
 /**
  * The etcd backend (issue 14): a cluster of this many etcd members on loopback, ours on it as the
@@ -203,8 +233,8 @@ interface Timing {
   /** Whole run, after which everything is stopped. */
   watchdogS: number;
 }
-const FULL: Timing = { warmupS: 1, durationS: 8, watchdogS: 720 };
-const QUICK: Timing = { warmupS: 0.5, durationS: 2, watchdogS: 300 };
+const FULL: Timing = { warmupS: 1, durationS: 8, watchdogS: 780 };
+const QUICK: Timing = { warmupS: 0.5, durationS: 2, watchdogS: 330 };
 
 interface Options {
   quick: boolean;
@@ -240,6 +270,30 @@ interface Cell {
   authPass?: 1 | 2;
   /** etcd's direct Put on the cluster: which of its two passes (first or last of CLUSTER_ORDER). */
   clusterPass?: 1 | 2;
+  /**
+   * Watch cell only: which of the two back-to-back passes (see WATCH_ORDER), found as authPass.
+   * `watchers` is how many Watch streams of the partition are open during it (0 or WATCHERS).
+   */
+  watchPass?: 1 | 2;
+  watchers?: number;
+}
+
+/** The "watch" object of the load generator's JSON with -watchers (see loadgen/watch.go). */
+interface LoadgenWatch {
+  watchers: number;
+  conns: number;
+  open_s: number;
+  messages: number;
+  events: number;
+  deliveries: number;
+  unmatched: number;
+  versions: number;
+  expected_deliveries: number;
+  /** Commit to receipt, bounded below by receipt - first answer and above by receipt - last send. */
+  delay_lower_us: LoadgenResult["latency_us"];
+  delay_upper_us: LoadgenResult["latency_us"];
+  behind_at_end: number;
+  ended_early: Record<string, number>;
 }
 
 /** The JSON the load generator prints (see loadgen/main.go). */
@@ -259,6 +313,7 @@ interface LoadgenResult {
   populated_requests: number;
   populate_s: number;
   handshake_timed_out?: boolean;
+  watch?: LoadgenWatch;
 }
 
 interface CellResult {
@@ -358,7 +413,9 @@ function planCells(options: Options): Cell[] {
         ? `:auth-pass${cell.authPass}`
         : cell.clusterPass !== undefined
           ? `:pass${cell.clusterPass}`
-          : "";
+          : cell.watchPass !== undefined
+            ? `:watch${cell.watchers ?? 0}-pass${cell.watchPass}`
+            : "";
     cells.push({
       id: `${cell.target}:${cell.workload}:${cell.durability ?? "durable"}:${shape}${pass}`,
       keyspace: KEYSPACE,
@@ -398,6 +455,18 @@ function planCells(options: Options): Cell[] {
       partition: AUTH_PARTITION,
       mutationsPerCall: 1,
       authPass: pass,
+    });
+  }
+  // The watch cell: the same Puts without and with watchers of the partition, off-on-on-off.
+  for (const { watched, pass } of WATCH_ORDER) {
+    add({
+      target: "ours",
+      workload: "put",
+      concurrency: WATCH_CALLERS,
+      partition: WATCH_PARTITION,
+      mutationsPerCall: 1,
+      watchPass: pass,
+      watchers: watched ? WATCHERS : 0,
     });
   }
   // Streamed durable Puts: the same overwrites of a populated partition as the unary Put cells.
@@ -1061,6 +1130,7 @@ async function runCell(loadgen: string, server: Server, cell: Cell, populate: bo
     `-populate=${populate}`,
     "-handshake",
     ...(server.token === undefined ? [] : [`-token=${server.token}`]),
+    ...(cell.watchers ? [`-watchers=${cell.watchers}`] : []),
   ];
   const child = spawn(loadgen, args, { stdio: ["pipe", "pipe", "pipe"] });
   children.add(child);
@@ -1173,11 +1243,13 @@ const checkMet = ([, value, limit, bound]: Check): boolean =>
   bound === "at most" ? (value as number) <= limit : (value as number) >= limit;
 
 /**
- * Whether `cell` matches all of `match`; a token check cell (authPass) matches only a `match`
- * naming its pass, so that it never stands in for the Put cells of the same shape.
+ * Whether `cell` matches all of `match`; a token check cell (authPass) or a watch cell
+ * (watchPass) matches only a `match` naming its pass, so that it never stands in for the Put
+ * cells of the same shape.
  */
 const matches = (cell: Cell, match: Partial<Cell>): boolean =>
   cell.authPass === match.authPass &&
+  cell.watchPass === match.watchPass &&
   Object.entries(match).every(([key, value]) => cell[key as keyof Cell] === value);
 
 /** The result of the successful cell matching all of `match`, if any. */
@@ -1263,6 +1335,13 @@ function judge(results: readonly CellResult[]): Map<string, Verdict> {
     `Put@${AUTH_CALLERS} auth >=${AUTH_MIN_RATIO}x without`,
     [["on/off", ratioIfKnown(auth.on, auth.off), AUTH_MIN_RATIO]],
   );
+  // Shown on the last cell of the watch cell's four, likewise.
+  const watch = watchSums(results);
+  add(
+    `ours:put:durable:${WATCH_CALLERS}:watch0-pass2`,
+    `Put@${WATCH_CALLERS} with ${WATCHERS} watchers >=${WATCH_MIN_RATIO}x without`,
+    [["on/off", ratioIfKnown(watch.on, watch.off), WATCH_MIN_RATIO]],
+  );
   return verdicts;
 }
 
@@ -1280,6 +1359,70 @@ function clusterDirect(results: readonly CellResult[]): LoadgenResult | undefine
     ops_per_s: (a.ops_per_s + b.ops_per_s) / 2,
     items_per_s: (a.items_per_s + b.items_per_s) / 2,
   };
+}
+
+/**
+ * The watch cell: ops/s of the durable Put cells into WATCH_PARTITION, summed over both passes,
+ * with watchers and without, the ratio of each pass, and the watchers' figures of each pass with
+ * them; a sum is undefined when one of its cells is missing or failed.
+ */
+function watchSums(results: readonly CellResult[]): {
+  on?: number;
+  off?: number;
+  passes: (number | undefined)[];
+  watched: (LoadgenWatch | undefined)[];
+} {
+  const cell = (watchPass: 1 | 2, watched: boolean) =>
+    findCell(results, {
+      target: "ours",
+      workload: "put",
+      durability: "durable",
+      concurrency: WATCH_CALLERS,
+      watchPass,
+      watchers: watched ? WATCHERS : 0,
+    });
+  const sum = (values: (number | undefined)[]): number | undefined =>
+    values.some((v) => v === undefined) ? undefined : values.reduce<number>((a, b) => a + (b as number), 0);
+  const passes = ([1, 2] as const).map((pass) => ({ on: cell(pass, true), off: cell(pass, false) }));
+  const on = sum(passes.map((p) => p.on?.ops_per_s));
+  const off = sum(passes.map((p) => p.off?.ops_per_s));
+  return {
+    ...(on === undefined ? {} : { on }),
+    ...(off === undefined ? {} : { off }),
+    passes: passes.map((p) => ratioIfKnown(p.on?.ops_per_s, p.off?.ops_per_s)),
+    watched: passes.map((p) => p.on?.watch),
+  };
+}
+
+/** The watch cell's part of the JSON report. */
+function watchReport(results: readonly CellResult[]): NonNullable<Report["watch"]> {
+  const { on, off, passes, watched } = watchSums(results);
+  const ratio = ratioIfKnown(on, off);
+  return {
+    callers: WATCH_CALLERS,
+    watchers: WATCHERS,
+    ...(on === undefined ? {} : { on }),
+    ...(off === undefined ? {} : { off }),
+    ...(ratio === undefined ? {} : { ratio }),
+    passes: passes.map((p) => p ?? null),
+    watched: watched.map((w) => w ?? null),
+  };
+}
+
+/** One line per pass with watchers: the delay from commit to receipt, between its two bounds. */
+function formatWatchDelays(results: readonly CellResult[]): string[] {
+  const range = (lower: number, upper: number): string => `${ms(lower)}-${ms(upper)}`;
+  return watchSums(results).watched.flatMap((w, i) => {
+    if (w === undefined) return [];
+    const [lo, up] = [w.delay_lower_us, w.delay_upper_us];
+    return [
+      `watch delay, commit to receipt, pass ${i + 1} (${w.watchers} watchers on ${w.conns} connections): ` +
+        `p50 ${range(lo.p50, up.p50)} ms, p99 ${range(lo.p99, up.p99)} ms, max ${range(lo.max, up.max)} ms; ` +
+        `${formatCount(w.deliveries)} deliveries of ${formatCount(w.expected_deliveries)} expected ` +
+        `(${formatCount(w.versions)} versions), ${formatCount(w.events)} events, ` +
+        `${w.behind_at_end} watchers behind at the end`,
+    ];
+  });
 }
 
 /**
@@ -1319,7 +1462,7 @@ function references(
   // Ours on etcd is read against etcd's direct Put on the same cluster.
   if (r.cell.target === "ours-etcd") return { etcd: clusterDirect(results) };
   // A token check cell is read against its pair (the target line), not against etcd or the no-op.
-  if (r.cell.target !== "ours" || r.cell.authPass !== undefined) return {};
+  if (r.cell.target !== "ours" || r.cell.authPass !== undefined || r.cell.watchPass !== undefined) return {};
   const pick = (match: Partial<Cell>) =>
     results.find((x) => x.loadgen !== undefined && matches(x.cell, match))?.loadgen;
   const { concurrency, inflight } = r.cell;
@@ -1347,6 +1490,9 @@ function label(cell: Cell): string {
   const who = cell.target;
   if (cell.authPass !== undefined) {
     return `ours Put ${cell.durability} auth ${who === "ours-auth" ? "on" : "off"} #${cell.authPass}`;
+  }
+  if (cell.watchPass !== undefined) {
+    return `ours Put ${cell.durability} ${cell.watchers ? `${cell.watchers} watchers` : "no watchers"} #${cell.watchPass}`;
   }
   switch (cell.workload) {
     case "put":
@@ -1485,7 +1631,19 @@ interface Report {
     durability: string;
     partition: string;
     authPass?: 1 | 2;
+    watchPass?: 1 | 2;
+    watchers?: number;
   } & Omit<CellResult, "cell">)[];
+  /** The watch cell: Put rates with and without watchers, and the watchers' figures per pass. */
+  watch?: {
+    callers: number;
+    watchers: number;
+    on?: number;
+    off?: number;
+    ratio?: number;
+    passes: (number | null)[];
+    watched: (LoadgenWatch | null)[];
+  };
   targets: Verdict[];
   /** The etcd backend's failover (issue 14), with the lease it ran with. */
   failover?: Failover & { leaseTtlS: number };
@@ -1613,8 +1771,13 @@ async function main(): Promise<number> {
   const probeSamples = options.quick ? PROBE_SAMPLES.quick : PROBE_SAMPLES.full;
   for (const r of results) {
     if (stopping) break;
-    // The token check cells measure the RPC path; their syncs are those of the Put cells.
-    if (r.cell.target !== "ours" || r.cell.durability !== "durable" || r.cell.authPass !== undefined)
+    // The token check and watch cells measure the RPC path; their syncs are those of the Put cells.
+    if (
+      r.cell.target !== "ours" ||
+      r.cell.durability !== "durable" ||
+      r.cell.authPass !== undefined ||
+      r.cell.watchPass !== undefined
+    )
       continue;
     if (r.writesPerSync === undefined || r.bytesPerSync === undefined || r.partitionBytes === undefined)
       continue;
@@ -1655,6 +1818,9 @@ async function main(): Promise<number> {
       durability: r.cell.durability,
       partition: r.cell.partition,
       ...(r.cell.authPass === undefined ? {} : { authPass: r.cell.authPass }),
+      ...(r.cell.watchPass === undefined
+        ? {}
+        : { watchPass: r.cell.watchPass, watchers: r.cell.watchers ?? 0 }),
       ...(r.loadgen === undefined ? {} : { loadgen: r.loadgen }),
       ...(r.error === undefined ? {} : { error: r.error }),
       ...(r.serverCpuUsPerCall === undefined ? {} : { serverCpuUsPerCall: r.serverCpuUsPerCall }),
@@ -1669,6 +1835,7 @@ async function main(): Promise<number> {
       ...(r.partitionBytes === undefined ? {} : { partitionBytes: r.partitionBytes }),
       ...(r.bareIo === undefined ? {} : { bareIo: r.bareIo }),
     })),
+    ...(results.some((r) => r.cell.watchPass !== undefined) ? { watch: watchReport(results) } : {}),
     targets: [...verdicts.values()],
     ...(failover === undefined ? {} : { failover: { leaseTtlS: CLUSTER_LEASE_TTL_S, ...failover } }),
     totalSeconds: totalS,
@@ -1734,6 +1901,15 @@ async function main(): Promise<number> {
               (failover.error === undefined ? "" : ` (${failover.error})`),
       );
     }
+    const watch = watchSums(results);
+    if (watch.on !== undefined && watch.off !== undefined) {
+      lines.push(
+        `Put at ${WATCH_CALLERS} with ${WATCHERS} watchers vs without (off, on, on, off; sums): ` +
+          `${formatCount(Math.round(watch.on))} / ${formatCount(Math.round(watch.off))} ops/s = ` +
+          `${formatRatio(watch.on / watch.off)} (per pass ${watch.passes.map(formatRatio).join(", ")})`,
+      );
+    }
+    lines.push(...formatWatchDelays(results));
     const met = [...verdicts.values()].filter((v) => v.result === "PASS").length;
     lines.push(`targets met: ${met} of ${verdicts.size}; total ${totalS.toFixed(0)} s`);
     const errors = results.filter((r) => r.error !== undefined);
