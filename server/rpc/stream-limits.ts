@@ -75,6 +75,11 @@ export class StreamLimits {
     };
   }
 
+  /** Reserves `bytes` of the buffer when it has room and nobody waits; undefined otherwise. */
+  tryReserve(bytes: number): Reservation | undefined {
+    return this.waiters.length === 0 && this.fits(bytes) ? this.take(bytes) : undefined;
+  }
+
   /**
    * Reserves `bytes` of the buffer, waiting while it is full. Rejects with the signal's reason
    * when `signal` aborts first (a cancelled stream stops waiting).

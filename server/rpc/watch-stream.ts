@@ -86,7 +86,28 @@ export function createWatchMetrics(registry: Registry): WatchMetrics {
     });
     return metric;
   };
-  const eventsSent = counter("metadata_watch_events_sent_total", "Changes of keys sent to Watch streams.");
+  /**
+   * Events sent and not yet added to the counter, per watched partition: a message to each of
+   * many watchers would otherwise cost a labelled counter update each. Added at every scrape and
+   * when a partition's last watcher ends, so a scrape always shows every event sent before it.
+   */
+  const unsent = new Map<string, number>();
+  const flush = (partition: string): void => {
+    const events = unsent.get(partition);
+    if (events === undefined) return;
+    unsent.delete(partition);
+    eventsSent.inc({ partition }, events);
+  };
+  const eventsSent: Counter<"partition"> = new Counter({
+    name: "metadata_watch_events_sent_total",
+    help: "Changes of keys sent to Watch streams.",
+    labelNames: ["partition"],
+    registers: [registry],
+    collect() {
+      for (const partition of [...unsent.keys()]) flush(partition);
+      for (const partition of watching.keys()) eventsSent.inc({ partition }, 0);
+    },
+  });
   const endedBehind = counter(
     "metadata_watchers_ended_behind_total",
     "Watch streams ended with OUT_OF_RANGE because the changes still to send them left the history.",
@@ -100,12 +121,13 @@ export function createWatchMetrics(registry: Registry): WatchMetrics {
       endedBehind.inc({ partition }, 0);
     },
     sent(partition, events) {
-      eventsSent.inc({ partition }, events);
+      unsent.set(partition, (unsent.get(partition) ?? 0) + events);
     },
     endedBehind(partition) {
       endedBehind.inc({ partition });
     },
     closed(partition, partitionOpen) {
+      flush(partition);
       const count = (watching.get(partition) ?? 1) - 1;
       if (count > 0) {
         watching.set(partition, count);
@@ -230,7 +252,9 @@ export async function serveWatch(
   try {
     for (;;) {
       const set = await guard(watch.take());
-      const reservation = await streams.reserve(set.bytes, stopReserving.signal);
+      // The buffer has room nearly always: no await then.
+      const reservation =
+        streams.tryReserve(set.bytes) ?? (await streams.reserve(set.bytes, stopReserving.signal));
       held.add(reservation);
       if (stoppedWith !== undefined) throw stoppedWith;
       unflushed++;

@@ -95,6 +95,7 @@
  * Flags: `--quick` (short windows, under two minutes in all), `--json` (one JSON document on
  * stdout instead of the table; progress always goes to stderr), `--no-ours` (etcd and no-op only,
  * to check the harness), `--only=cluster` (only the etcd backend cells and the failover),
+ * `--only=watch` (only the watch cell),
  * `--server-entry=<file>` (another server entry point taking the same
  * flags, `--auth-tokens` included), `--key-bytes=16`. The default run takes about 8 minutes,
  * plus about a minute the first time, when `go build` starts from an empty build cache. Exits
@@ -238,8 +239,11 @@ const QUICK: Timing = { warmupS: 0.5, durationS: 2, watchdogS: 330 };
 
 interface Options {
   quick: boolean;
-  /** `--only=cluster`: only the etcd backend cells and the failover probe. */
-  onlyCluster: boolean;
+  /**
+   * `--only=cluster`: only the etcd backend cells and the failover probe; `--only=watch`: only
+   * the watch cell (ours alone is started).
+   */
+  only: "cluster" | "watch" | undefined;
   json: boolean;
   ours: boolean;
   serverEntry: string;
@@ -386,11 +390,11 @@ function parseOptions(argv: readonly string[]): Options {
       plain.push(arg);
     }
   }
-  const flags = parseFlags(plain, ["--quick", "--json", "--no-ours", "--only=cluster"]);
+  const flags = parseFlags(plain, ["--quick", "--json", "--no-ours", "--only=cluster", "--only=watch"]);
   const quick = flags.has("--quick");
   return {
     quick,
-    onlyCluster: flags.has("--only=cluster"),
+    only: flags.has("--only=cluster") ? "cluster" : flags.has("--only=watch") ? "watch" : undefined,
     json: flags.has("--json"),
     ours: !flags.has("--no-ours"),
     serverEntry,
@@ -425,8 +429,26 @@ function planCells(options: Options): Cell[] {
       ...cell,
     });
   };
-  if (options.onlyCluster) {
+  if (options.only === "cluster") {
     planClusterCells(add);
+    return cells;
+  }
+  // The watch cell: the same Puts without and with watchers of the partition, off-on-on-off.
+  const watchCells = (): void => {
+    for (const { watched, pass } of WATCH_ORDER) {
+      add({
+        target: "ours",
+        workload: "put",
+        concurrency: WATCH_CALLERS,
+        partition: WATCH_PARTITION,
+        mutationsPerCall: 1,
+        watchPass: pass,
+        watchers: watched ? WATCHERS : 0,
+      });
+    }
+  };
+  if (options.only === "watch") {
+    watchCells();
     return cells;
   }
   PUT_LEVELS.forEach((concurrency, level) => {
@@ -457,18 +479,7 @@ function planCells(options: Options): Cell[] {
       authPass: pass,
     });
   }
-  // The watch cell: the same Puts without and with watchers of the partition, off-on-on-off.
-  for (const { watched, pass } of WATCH_ORDER) {
-    add({
-      target: "ours",
-      workload: "put",
-      concurrency: WATCH_CALLERS,
-      partition: WATCH_PARTITION,
-      mutationsPerCall: 1,
-      watchPass: pass,
-      watchers: watched ? WATCHERS : 0,
-    });
-  }
+  watchCells();
   // Streamed durable Puts: the same overwrites of a populated partition as the unary Put cells.
   for (const { streams, inflight } of STREAM_SHAPES) {
     add({
@@ -1694,7 +1705,9 @@ async function main(): Promise<number> {
 
   t = Date.now();
   const servers: Partial<Record<TargetName, Server>> = {};
-  if (!options.onlyCluster) {
+  if (options.only === "watch") {
+    if (options.ours) servers.ours = await startOurs(options.serverEntry, join(tempRoot, "ours"));
+  } else if (options.only === undefined) {
     progress("starting etcd, the no-op servers and ours");
     servers.etcd = await startEtcd(join(tempRoot, "etcd"));
     servers.noop = await startNoop("noop", NOOP_ENTRY, "noop-server");
