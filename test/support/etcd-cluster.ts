@@ -3,10 +3,17 @@
  *
  * etcd comes from Debian's `etcd-server` (scripts/install-etcd.sh, run by CI). When no `etcd`
  * binary is on PATH, `etcdMissing()` returns the reason and suites skip with it.
+ *
+ * With `tls`, the members serve clients over TLS (`https://` client URLs) with the given server
+ * certificate and, with `clientCertAuth`, take only clients whose certificate the CA verifies
+ * (etcd's `--client-cert-auth`); `client()` then connects with the CA and the given client
+ * certificate. Peers still talk plain HTTP between themselves, on loopback. `enableEtcdAuth`
+ * turns on etcd's user authentication; `client()` then logs in as root.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { Etcd3 } from "etcd3";
+import { Etcd3, type IOptions } from "etcd3";
 import { freePort } from "./ports.js";
 import { tempDir } from "./temp-dir.js";
 
@@ -29,25 +36,46 @@ export interface EtcdMember {
   exited: boolean;
 }
 
+/** PEM files for a TLS cluster (test/support/test-pki.ts makes them). */
+export interface EtcdTlsFiles {
+  /** CA file of the server certificate; with `clientCertAuth`, also the CA clients must have. */
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  /** etcd's `--client-cert-auth`: a client without a certificate `caFile` verifies is refused. */
+  clientCertAuth: boolean;
+  /** The client certificate `client()` presents (needed with `clientCertAuth`). */
+  client?: { certFile: string; keyFile: string };
+}
+
+/** How `startEtcdCluster` sets the members up. */
+export interface EtcdClusterOptions {
+  tls?: EtcdTlsFiles;
+}
+
 /** A running cluster; `stop()` kills every member and removes the data. */
 export interface EtcdCluster {
   members: EtcdMember[];
   /** Every member's client endpoint, host:port. */
   endpoints: string[];
-  /** A client to every member (closed by `stop`). */
+  /** A client to every member, as root once `enableEtcdAuth` ran (closed by `stop`). */
   client(): Etcd3;
+  /** The root password once `enableEtcdAuth` ran. */
+  rootPassword: string | undefined;
   stop(): Promise<void>;
 }
 
 /** Starts `size` members and resolves once the cluster answers a linearizable read. */
-export async function startEtcdCluster(size = 1): Promise<EtcdCluster> {
+export async function startEtcdCluster(size = 1, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+  const tls = options.tls;
+  const scheme = tls === undefined ? "http" : "https";
   const dir = await tempDir("etcd-test-");
   const specs: { name: string; client: number; peer: number }[] = [];
   for (let i = 0; i < size; i++)
     specs.push({ name: `m${i}`, client: await freePort(), peer: await freePort() });
   const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(",");
   const members: EtcdMember[] = specs.map((spec) => {
-    const clientUrl = `http://127.0.0.1:${spec.client}`;
+    const clientUrl = `${scheme}://127.0.0.1:${spec.client}`;
     const peerUrl = `http://127.0.0.1:${spec.peer}`;
     const child = spawn(
       "etcd",
@@ -63,6 +91,14 @@ export async function startEtcdCluster(size = 1): Promise<EtcdCluster> {
         "--logger=zap",
         "--log-outputs=stderr",
         "--log-level=warn",
+        ...(tls === undefined
+          ? []
+          : [
+              `--cert-file=${tls.certFile}`,
+              `--key-file=${tls.keyFile}`,
+              `--trusted-ca-file=${tls.caFile}`,
+              ...(tls.clientCertAuth ? ["--client-cert-auth"] : []),
+            ]),
       ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
@@ -89,8 +125,21 @@ export async function startEtcdCluster(size = 1): Promise<EtcdCluster> {
   const cluster: EtcdCluster = {
     members,
     endpoints,
+    rootPassword: undefined,
     client: () => {
-      const client = new Etcd3({ hosts: endpoints.map((e) => `http://${e}`) });
+      const clientOptions: IOptions = { hosts: endpoints.map((e) => `${scheme}://${e}`) };
+      if (tls !== undefined) {
+        clientOptions.credentials = {
+          rootCertificate: readFileSync(tls.caFile),
+          ...(tls.client === undefined
+            ? {}
+            : { privateKey: readFileSync(tls.client.keyFile), certChain: readFileSync(tls.client.certFile) }),
+        };
+      }
+      if (cluster.rootPassword !== undefined) {
+        clientOptions.auth = { username: "root", password: cluster.rootPassword };
+      }
+      const client = new Etcd3(clientOptions);
       clients.push(client);
       return client;
     },
@@ -124,6 +173,31 @@ export async function startEtcdCluster(size = 1): Promise<EtcdCluster> {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
+}
+
+/**
+ * Turns on etcd's user authentication: a `root` user with `rootPassword` and the `root` role
+ * (etcd requires both before `auth enable`), then `users`, each with a role of its own that may
+ * read and write the keys under its prefix and nothing else. Later `cluster.client()` calls log
+ * in as root.
+ */
+export async function enableEtcdAuth(
+  cluster: EtcdCluster,
+  rootPassword: string,
+  users: { name: string; password: string; prefix: string }[] = [],
+): Promise<void> {
+  const admin = cluster.client();
+  await admin.role("root").create();
+  await admin.user("root").create(rootPassword);
+  await admin.user("root").addRole("root");
+  for (const user of users) {
+    const role = await admin.role(`${user.name}-rw`).create();
+    await role.grant({ permission: "Readwrite", range: admin.range({ prefix: `${user.prefix}/` }) });
+    await admin.user(user.name).create(user.password);
+    await admin.user(user.name).addRole(role);
+  }
+  await admin.auth.authEnable();
+  cluster.rootPassword = rootPassword;
 }
 
 /** Physical bytes of a blob as EtcdStorage keeps them, or undefined when it has no length key. */
