@@ -14,10 +14,15 @@
  * - Without authentication (no --auth-tokens and no --tls-client-ca for gRPC, no
  *   --metrics-token-file for /metrics) only loopback addresses are accepted, unless
  *   --allow-unauthenticated is given: the error says so in one line.
+ * - The files of the connection to etcd (--etcd-ca-file, --etcd-cert-file, --etcd-key-file,
+ *   --etcd-password-file) are read here once, so one that cannot be read, is not PEM or holds no
+ *   password is a ConfigError; only their paths are kept (server/cluster/etcd-client.ts reads
+ *   them again, and the password file at every authentication).
  *
  * Adding a flag: add an entry to `FLAGS`; its key becomes the field of `ServerConfig` and the
  * type of that field is what `parse` returns. Then run `npm run docs:config` to update README.md.
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { type KeyCodec, MAX_VALUE_BYTES, parseKeyCodec } from "./store/codec.js";
 import { preview } from "./store/errors.js";
@@ -540,6 +545,52 @@ export const FLAGS = {
     description: "ownership lease: how long a dead owner holds the partitions",
     parse: integer(2, 3600),
   }),
+  etcdCaFile: spec({
+    flag: "etcd-ca-file",
+    env: "METADATA_ETCD_CA_FILE",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (plain gRPC to etcd)",
+    description: "PEM CA of etcd's server certificates: talk to etcd over TLS (https endpoints)",
+    parse: single,
+  }),
+  etcdCertFile: spec({
+    flag: "etcd-cert-file",
+    env: "METADATA_ETCD_CERT_FILE",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (no client certificate)",
+    description:
+      "PEM client certificate for etcd's --client-cert-auth; with --etcd-key-file and --etcd-ca-file",
+    parse: single,
+  }),
+  etcdKeyFile: spec({
+    flag: "etcd-key-file",
+    env: "METADATA_ETCD_KEY_FILE",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none (no client certificate)",
+    description: "PEM private key of --etcd-cert-file",
+    parse: single,
+  }),
+  etcdUsername: spec({
+    flag: "etcd-username",
+    env: "METADATA_ETCD_USERNAME",
+    value: "NAME",
+    default: undefined,
+    defaultShown: "none (no etcd authentication)",
+    description: "etcd user to log in as (etcd auth enabled); with --etcd-password-file",
+    parse: single,
+  }),
+  etcdPasswordFile: spec({
+    flag: "etcd-password-file",
+    env: "METADATA_ETCD_PASSWORD_FILE",
+    value: "FILE",
+    default: undefined,
+    defaultShown: "none",
+    description: "file holding the password of --etcd-username; read again at every login to etcd",
+    parse: single,
+  }),
   advertiseAddress: spec({
     flag: "advertise-address",
     env: "METADATA_ADVERTISE_ADDRESS",
@@ -569,7 +620,12 @@ type FoldedFlags =
   | "storage"
   | "etcdEndpoints"
   | "etcdPrefix"
-  | "etcdLeaseTtlSeconds";
+  | "etcdLeaseTtlSeconds"
+  | "etcdCaFile"
+  | "etcdCertFile"
+  | "etcdKeyFile"
+  | "etcdUsername"
+  | "etcdPasswordFile";
 
 /** The server's whole configuration: the flags, with each pair of TLS files as one optional pair. */
 export interface ServerConfig extends Omit<FlagValues, FoldedFlags> {
@@ -588,6 +644,37 @@ export interface EtcdConfig {
   prefix: string;
   /** Time to live of the ownership lease, in seconds. */
   leaseTtlSeconds: number;
+  /** TLS to etcd (`--etcd-ca-file`), with a client certificate when `client` is set. */
+  tls?: { caFile: string; client?: { certFile: string; keyFile: string } };
+  /** etcd user authentication; the password stays in its file. */
+  auth?: { username: string; passwordFile: string };
+}
+
+/**
+ * Reads a password file: its text less trailing line breaks. @throws Error naming the file when
+ * it cannot be read or holds no password.
+ */
+export function readPasswordFile(path: string): string {
+  const password = readFileSync(path, "utf8").replace(/[\r\n]+$/, "");
+  if (password === "") throw new Error(`${path} holds no password`);
+  return password;
+}
+
+/** Reads `path` once to refuse a file that is missing, unreadable or not PEM. @throws ConfigError */
+function checkPemFile(flag: string, path: string): void {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`--${flag}: cannot read ${path}: ${fileError(err)}`);
+  }
+  if (!text.includes("-----BEGIN "))
+    throw new ConfigError(`--${flag}: ${path} is not PEM (no -----BEGIN line)`);
+}
+
+/** The errno code of a failed read (`ENOENT`, `EACCES`, `EISDIR`), else its message. */
+function fileError(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
 }
 
 const ENTRIES = Object.entries(FLAGS) as [keyof Flags, FlagSpec<unknown>][];
@@ -671,6 +758,11 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
     etcdEndpoints,
     etcdPrefix,
     etcdLeaseTtlSeconds,
+    etcdCaFile,
+    etcdCertFile,
+    etcdKeyFile,
+    etcdUsername,
+    etcdPasswordFile,
     ...rest
   } = values as FlagValues;
   if ((tlsCert === undefined) !== (tlsKey === undefined)) {
@@ -706,12 +798,40 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
       );
     }
     etcd = { endpoints: etcdEndpoints, prefix: etcdPrefix, leaseTtlSeconds: etcdLeaseTtlSeconds };
-  } else if (
-    ["etcd-endpoints", "etcd-prefix", "etcd-lease-ttl-seconds"].some((f) => given[f] !== undefined)
-  ) {
-    throw new ConfigError(
-      "--etcd-endpoints, --etcd-prefix and --etcd-lease-ttl-seconds go with --storage etcd",
-    );
+    if ((etcdCertFile === undefined) !== (etcdKeyFile === undefined)) {
+      throw new ConfigError("--etcd-cert-file and --etcd-key-file go together");
+    }
+    if (etcdCertFile !== undefined && etcdCaFile === undefined) {
+      throw new ConfigError(
+        "--etcd-cert-file needs --etcd-ca-file (the CA of etcd's server certificate: a client certificate needs TLS)",
+      );
+    }
+    if (etcdCaFile !== undefined) {
+      checkPemFile("etcd-ca-file", etcdCaFile);
+      etcd.tls = { caFile: etcdCaFile };
+      if (etcdCertFile !== undefined && etcdKeyFile !== undefined) {
+        checkPemFile("etcd-cert-file", etcdCertFile);
+        checkPemFile("etcd-key-file", etcdKeyFile);
+        etcd.tls.client = { certFile: etcdCertFile, keyFile: etcdKeyFile };
+      }
+    }
+    if (etcdUsername !== undefined && etcdPasswordFile === undefined) {
+      throw new ConfigError("--etcd-username needs --etcd-password-file (the password is read from a file)");
+    }
+    if (etcdPasswordFile !== undefined && etcdUsername === undefined) {
+      throw new ConfigError("--etcd-password-file needs --etcd-username");
+    }
+    if (etcdUsername !== undefined && etcdPasswordFile !== undefined) {
+      try {
+        readPasswordFile(etcdPasswordFile);
+      } catch (err) {
+        const reason = (err as NodeJS.ErrnoException).code === undefined ? "it is empty" : fileError(err);
+        throw new ConfigError(`--etcd-password-file: cannot use ${etcdPasswordFile}: ${reason}`);
+      }
+      etcd.auth = { username: etcdUsername, passwordFile: etcdPasswordFile };
+    }
+  } else if (ETCD_FLAGS.some((f) => given[f] !== undefined)) {
+    throw new ConfigError(`${ETCD_FLAGS.map((f) => `--${f}`).join(", ")} go with --storage etcd`);
   }
   return {
     ...rest,
@@ -723,6 +843,18 @@ export function parseConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pr
         : { certFile: metricsTlsCert, keyFile: metricsTlsKey },
   };
 }
+
+/** Flags that mean nothing without `--storage etcd`. */
+const ETCD_FLAGS = [
+  "etcd-endpoints",
+  "etcd-prefix",
+  "etcd-lease-ttl-seconds",
+  "etcd-ca-file",
+  "etcd-cert-file",
+  "etcd-key-file",
+  "etcd-username",
+  "etcd-password-file",
+];
 
 /** HOST:PORT of a parsed address, with an IPv6 host in brackets again. */
 function metricsText(address: { host: string; port: number }): string {

@@ -3,13 +3,15 @@
  * (server/main.ts) and `npm run cli -- serve` alike.
  *
  * Invariants: a bad flag prints the problem and exits 2; an address that cannot be bound prints
- * one line (`error: cannot listen on ADDR: ...`) and exits 1; the first signal stops taking calls,
+ * one line (`error: cannot listen on ADDR: ...`) and exits 1, and so does an etcd that cannot be
+ * used at start (`error: etcd at URL: REASON (DETAIL)`: certificates, login, unreachable); the first signal stops taking calls,
  * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails); a second
  * signal exits at once with 1. SIGHUP reloads the tokens file and the metrics token file
  * (a bad file keeps the previous one; connections and calls carry on). On etcd storage, a server
  * that loses ownership of its partitions exits with 3.
  */
 import { setLogger } from "@grpc/grpc-js";
+import { EtcdUnavailableError, etcdUrls } from "./cluster/etcd-client.js";
 import { ConfigError, parseConfig, USAGE } from "./config.js";
 import { startService } from "./service.js";
 
@@ -60,7 +62,7 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
   try {
     service = await startService(config);
   } catch (err) {
-    const failure = listenFailure(err);
+    const failure = err instanceof EtcdUnavailableError ? err.message : listenFailure(err);
     if (failure === undefined) throw err;
     console.error(`error: ${failure}`);
     process.exit(1);
@@ -72,7 +74,7 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
   const data =
     config.etcd === undefined
       ? config.dataDir
-      : `etcd ${config.etcd.endpoints.join(",")} prefix ${config.etcd.prefix}/`;
+      : `etcd ${etcdUrls(config.etcd).join(",")} prefix ${config.etcd.prefix}/${config.etcd.auth === undefined ? "" : ` as ${config.etcd.auth.username}`}`;
   console.log(
     `metadata server listening on ${config.listen.replace(/:\d+$/, `:${service.port}`)} (data ${data}, metrics ${metrics})`,
   );

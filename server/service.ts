@@ -7,6 +7,9 @@
  * - With the filesystem (no `storage` given), the data directory is locked for this process
  *   before anything is opened (data-dir-lock.ts): a second server on it refuses to start. The
  *   lock is released once everything is closed, or when starting fails.
+ * - With etcd, the server first reads once under the prefix, over the connection the --etcd-*
+ *   flags describe (TLS, client certificate, etcd user): if that fails it does not start, and
+ *   the EtcdUnavailableError says why (server/cluster/etcd-client.ts), within its time limit.
  * - With etcd, no data directory is used or locked. The server campaigns for ownership of the
  *   prefix once it listens (server/cluster/ownership.ts): a standby answers UNAVAILABLE naming
  *   the owner and reports NOT_SERVING; only the owner serves, and only its syncs can commit.
@@ -28,10 +31,10 @@
  */
 import { readFileSync } from "node:fs";
 import { ServerCredentials } from "@grpc/grpc-js";
-import { Etcd3 } from "etcd3";
 import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import { AccessControl } from "./auth/access-control.js";
 import { loadTokenHashFile } from "./auth/policy.js";
+import { checkEtcd, createEtcdClient } from "./cluster/etcd-client.js";
 import { Ownership } from "./cluster/ownership.js";
 import type { EtcdConfig, ServerConfig } from "./config.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
@@ -97,7 +100,14 @@ interface ClusterHooks {
 }
 
 async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<RunningService> {
-  const client = new Etcd3({ hosts: etcd.endpoints.map((endpoint) => `http://${endpoint}`) });
+  // One client, so the election and the storage share the connection, its TLS and its login.
+  const client = createEtcdClient(etcd);
+  try {
+    await checkEtcd(client, etcd);
+  } catch (err) {
+    client.close();
+    throw err;
+  }
   let rpcServer: RpcServer | undefined;
   let reportLost: (reason: string) => void = () => undefined;
   const lost = new Promise<string>((resolve) => {
