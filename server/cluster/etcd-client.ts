@@ -82,17 +82,30 @@ export function createEtcdClient(config: EtcdConfig): Etcd3 {
 
 /**
  * Reads one key under the prefix, to find out at start whether this server can use etcd: it
- * resolves once etcd answered, else throws `EtcdUnavailableError` within
- * `ETCD_CHECK_TIMEOUT_MS` (plus the client's retries of a failed connection, a few ms each).
+ * resolves once etcd answered, else throws `EtcdUnavailableError`, at the latest after
+ * `ETCD_CHECK_TIMEOUT_MS` (login included).
  */
 export async function checkEtcd(client: Etcd3, config: EtcdConfig): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  // The deadline covers the read; the timer also covers the login before it.
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`no answer within ${ETCD_CHECK_TIMEOUT_MS} ms`)),
+      ETCD_CHECK_TIMEOUT_MS,
+    );
+  });
   try {
-    await client
-      .get(`${config.prefix}/.partitions`)
-      .options({ deadline: Date.now() + ETCD_CHECK_TIMEOUT_MS })
-      .exec();
+    await Promise.race([
+      client
+        .get(`${config.prefix}/.partitions`)
+        .options({ deadline: Date.now() + ETCD_CHECK_TIMEOUT_MS })
+        .exec(),
+      timeout,
+    ]);
   } catch (err) {
     throw new EtcdUnavailableError(describeEtcdFailure(err, config));
+  } finally {
+    clearTimeout(timer);
   }
 }
 

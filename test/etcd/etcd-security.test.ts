@@ -18,6 +18,7 @@ import { ConfigError, parseConfig } from "../../server/config.js";
 import { runCli } from "../support/cli-process.js";
 import { type EtcdCluster, enableEtcdAuth, etcdMissing, startEtcdCluster } from "../support/etcd-cluster.js";
 import { startTestServer } from "../support/in-process-server.js";
+import { freePort } from "../support/ports.js";
 import { waitUntil } from "../support/rpc-helpers.js";
 import { u64, utf8 } from "../support/store-helpers.js";
 import { tempDir } from "../support/temp-dir.js";
@@ -148,6 +149,14 @@ test("etcd TLS and auth flags: files read and checked, pairs enforced, only with
   } finally {
     await dir.remove();
   }
+});
+
+test("an etcd endpoint nobody listens on stops the start at once, saying so", async () => {
+  const endpoint = `127.0.0.1:${await freePort()}`;
+  await refusedAtStart(
+    ["--storage", "etcd", "--etcd-endpoints", endpoint],
+    /^etcd at http:\/\/127\.0\.0\.1:\d+: cannot reach etcd \(14 UNAVAILABLE: /,
+  );
 });
 
 describe("etcd over mutual TLS", { skip }, () => {

@@ -22,11 +22,17 @@ export interface TestServer {
 /** Starts a server with `flags` (as on the command line) on free loopback ports. */
 export async function startTestServer(flags: string[] = [], storage?: Storage): Promise<TestServer> {
   const dir = await tempDir("metadata-server-");
-  const config = parseConfig(
-    ["--data-dir", dir.path, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", ...flags],
-    {},
-  );
-  const service = await startService(config, storage);
+  let service: RunningService;
+  try {
+    const config = parseConfig(
+      ["--data-dir", dir.path, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", ...flags],
+      {},
+    );
+    service = await startService(config, storage);
+  } catch (err) {
+    await dir.remove();
+    throw err;
+  }
   const address = `127.0.0.1:${service.port}`;
   const client = new MetadataClient(address);
   return {
