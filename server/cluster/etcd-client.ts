@@ -124,9 +124,11 @@ export function describeEtcdFailure(err: unknown, config: EtcdConfig): string {
     reason = `etcd refused the login of ${user}: check --etcd-username and --etcd-password-file`;
   } else if (err instanceof EtcdPermissionDeniedError || /user name is empty/.test(detail)) {
     reason =
-      config.auth === undefined
-        ? `etcd denied access to ${config.prefix}/: it has authentication enabled, give --etcd-username and --etcd-password-file`
-        : `etcd denied ${user} access to ${config.prefix}/: grant its role readwrite on the prefix ${config.prefix}/`;
+      config.auth !== undefined
+        ? `etcd denied ${user} access to ${config.prefix}/: grant its role readwrite on the prefix ${config.prefix}/`
+        : config.tls?.client !== undefined
+          ? `etcd denied access to ${config.prefix}/: it has authentication enabled and takes the client certificate's CN as the user: grant that user's role readwrite on the prefix ${config.prefix}/, or give --etcd-username and --etcd-password-file`
+          : `etcd denied access to ${config.prefix}/: it has authentication enabled, give --etcd-username and --etcd-password-file`;
   } else if (
     /alert (bad certificate|certificate required|unknown ca)|alert number (42|116|48)\b/i.test(detail)
   ) {
