@@ -2,8 +2,8 @@ package metadataclient_test
 
 // Test harness: runs the real TypeScript server (`node --import tsx server/main.ts`, from the
 // repository root found relative to this file) on a free 127.0.0.1 port with its data in a test
-// temporary directory, waits until it answers gRPC health checks, and connects the generated Go
-// client to it. The process is stopped with SIGTERM by stop() (which checks it exits 0) and
+// temporary directory, waits until it answers gRPC health checks (SERVING, or any status for a
+// standby of the etcd backend: startAnsweringServer), and connects the generated Go client to it. The process is stopped with SIGTERM by stop() (which checks it exits 0) and
 // killed at the end of the test in any case; on Linux it also dies with the test binary
 // (procattr_linux_test.go), so a test timeout leaves no server behind.
 
@@ -120,15 +120,29 @@ func serverEnv() []string {
 	return env
 }
 
-// startServer starts a server on dataDir (a fresh t.TempDir() when empty) with extra flags.
+// startServer starts a server on dataDir (a fresh t.TempDir() when empty) with extra flags, and
+// waits until its health check answers SERVING.
 func startServer(t *testing.T, dataDir string, flags ...string) *testServer {
+	t.Helper()
+	return startServerUntil(t, dataDir, true, flags)
+}
+
+// startAnsweringServer is startServer for a server that may be a standby of the etcd backend: it
+// waits until the health check answers at all (SERVING or NOT_SERVING), since a standby reports
+// NOT_SERVING for as long as another server owns the partitions.
+func startAnsweringServer(t *testing.T, dataDir string, flags ...string) *testServer {
+	t.Helper()
+	return startServerUntil(t, dataDir, false, flags)
+}
+
+func startServerUntil(t *testing.T, dataDir string, serving bool, flags []string) *testServer {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
 	}
 	var lastErr error
 	for attempt := 0; attempt < startAttempts; attempt++ {
-		s, err := tryStart(t, dataDir, flags)
+		s, err := tryStart(t, dataDir, serving, flags)
 		if err == nil {
 			return s
 		}
@@ -142,7 +156,7 @@ func startServer(t *testing.T, dataDir string, flags ...string) *testServer {
 	return nil
 }
 
-func tryStart(t *testing.T, dataDir string, flags []string) (*testServer, error) {
+func tryStart(t *testing.T, dataDir string, serving bool, flags []string) (*testServer, error) {
 	root := repoRoot(t)
 	node := os.Getenv("NODE")
 	if node == "" {
@@ -179,7 +193,7 @@ func tryStart(t *testing.T, dataDir string, flags []string) (*testServer, error)
 			t.Logf("server %s output:\n%s", s.addr, s.output.String())
 		}
 	})
-	if err := s.waitReady(); err != nil {
+	if err := s.waitReady(serving); err != nil {
 		s.kill()
 		return nil, err
 	}
@@ -194,8 +208,9 @@ func tryStart(t *testing.T, dataDir string, flags []string) (*testServer, error)
 	return s, nil
 }
 
-// waitReady polls until the server answers a health check SERVING, or fails if it exits.
-func (s *testServer) waitReady() error {
+// waitReady polls until the server answers a health check (SERVING when serving is set), or
+// fails if it exits.
+func (s *testServer) waitReady(serving bool) error {
 	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -214,12 +229,12 @@ func (s *testServer) waitReady() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			reply, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: metadatav1.MetadataService_ServiceDesc.ServiceName})
 			cancel()
-			if err == nil && reply.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			if err == nil && (!serving || reply.GetStatus() == healthpb.HealthCheckResponse_SERVING) {
 				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("server not serving on %s after %v:\n%s", s.addr, startTimeout, s.output.String())
+			return fmt.Errorf("server not ready on %s after %v:\n%s", s.addr, startTimeout, s.output.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
