@@ -2,6 +2,8 @@
 
 The server is `node --import tsx server/main.ts`, started from the repository root (found
 relative to this file) on a free 127.0.0.1 port, with its data in a pytest temporary directory.
+A server is ready once it answers a call; a standby of the etcd backend (`serving=False`) once it
+answers a gRPC health check at all, since it refuses calls and reports NOT_SERVING.
 `Server.stop()` sends SIGTERM and requires exit status 0; every server is killed at the end of its
 test in any case, and on Linux it also dies with the pytest process (PR_SET_PDEATHSIG), so a
 killed test run leaves no server behind.
@@ -32,6 +34,12 @@ STOP_TIMEOUT_S = 30.0
 CALL_TIMEOUT_S = 15.0
 START_ATTEMPTS = 3
 
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+SERVICE_NAME = "commonware.metadata.v1.MetadataService"
+# grpc.health.v1.HealthCheckResponse.ServingStatus values.
+HEALTH_SERVING = 1
+HEALTH_NOT_SERVING = 2
+
 MAX_VALUE_BYTES = 4096
 # Flags of every test server: a fixed:8 partition, a small value limit (to test the boundary
 # cheaply) and a short flush interval (buffered writes commit quickly).
@@ -58,12 +66,28 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def health_status(channel: grpc.Channel, service: str = SERVICE_NAME, timeout: float = CALL_TIMEOUT_S) -> int:
+    """The grpc.health.v1 Check status of `service` (HEALTH_SERVING, HEALTH_NOT_SERVING, ...).
+
+    The two messages are encoded by hand, as the client ships no health stubs: the request is
+    field 1 (string service), the response field 1 (enum status, omitted when 0 = UNKNOWN).
+    """
+    name = service.encode()
+    assert len(name) < 128, "one-byte length prefix"
+    reply = channel.unary_unary(HEALTH_CHECK_METHOD)(bytes([0x0A, len(name)]) + name, timeout=timeout)
+    if reply == b"":
+        return 0
+    assert reply[0] == 0x08 and len(reply) == 2, f"unexpected HealthCheckResponse {reply!r}"
+    return reply[1]
+
+
 class Server:
     """One running server process with a channel and a stub connected to it."""
 
-    def __init__(self, data_dir: Path, flags: List[str]) -> None:
+    def __init__(self, data_dir: Path, flags: List[str], serving: bool = True) -> None:
         self.data_dir = data_dir
         self.flags = list(flags)
+        self.serving = serving
         self.addr = ""
         self.proc: Optional[subprocess.Popen] = None
         self.channel: Optional[grpc.Channel] = None
@@ -135,6 +159,12 @@ class Server:
         except OSError:
             return False
         with grpc.insecure_channel(self.addr) as channel:
+            if not self.serving:
+                try:
+                    health_status(channel, timeout=2)
+                    return True
+                except grpc.RpcError:
+                    return False
             try:
                 MetadataServiceStub(channel).ListPartitions(metadata_pb2.ListPartitionsRequest(), timeout=2)
                 return True
@@ -176,13 +206,16 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
-    """Starts servers (data in tmp_path unless given); kills them all at the end of the test."""
+    """Starts servers (data in tmp_path unless given); kills them all at the end of the test.
+
+    `serving=False` waits only for a health answer, for a server that may start as a standby.
+    """
     started: List[Server] = []
 
-    def start(data_dir: Optional[Path] = None, flags: Optional[List[str]] = None) -> Server:
+    def start(data_dir: Optional[Path] = None, flags: Optional[List[str]] = None, serving: bool = True) -> Server:
         directory = data_dir if data_dir is not None else tmp_path / f"data{len(started)}"
         directory.mkdir(parents=True, exist_ok=True)
-        server = Server(directory, SERVER_FLAGS if flags is None else flags)
+        server = Server(directory, SERVER_FLAGS if flags is None else flags, serving)
         started.append(server)
         return server.start()
 
