@@ -8,7 +8,8 @@
  * certificate and, with `clientCertAuth`, take only clients whose certificate the CA verifies
  * (etcd's `--client-cert-auth`); `client()` then connects with the CA and the given client
  * certificate. Peers still talk plain HTTP between themselves, on loopback. `enableEtcdAuth`
- * turns on etcd's user authentication; `client()` then logs in as root.
+ * turns on etcd's user authentication; `client()` then logs in as root. `quotaBackendBytes` sets
+ * etcd's `--quota-backend-bytes`, so a test can fill etcd (NOSPACE alarm) in seconds.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -51,6 +52,8 @@ export interface EtcdTlsFiles {
 /** How `startEtcdCluster` sets the members up. */
 export interface EtcdClusterOptions {
   tls?: EtcdTlsFiles;
+  /** etcd's `--quota-backend-bytes`: past it, etcd raises NOSPACE and refuses writes. */
+  quotaBackendBytes?: number;
 }
 
 /** A running cluster; `stop()` kills every member and removes the data. */
@@ -91,6 +94,9 @@ export async function startEtcdCluster(size = 1, options: EtcdClusterOptions = {
         "--logger=zap",
         "--log-outputs=stderr",
         "--log-level=warn",
+        ...(options.quotaBackendBytes === undefined
+          ? []
+          : [`--quota-backend-bytes=${options.quotaBackendBytes}`]),
         ...(tls === undefined
           ? []
           : [
