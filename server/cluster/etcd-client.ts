@@ -15,20 +15,27 @@
  *   within `ETCD_CHECK_TIMEOUT_MS`; otherwise it throws `EtcdUnavailableError`, whose one-line
  *   message says what failed: etcd's certificate, this server's certificate, the login, the
  *   user's permissions, or the connection.
+ * - etcd out of space (RESOURCE_EXHAUSTED "database space exceeded") is an answer, not a fault of
+ *   the connection: it is neither retried nor counted by the circuit breaker
+ *   (`etcdFaultHandling`). With etcd3's defaults it is both, and after three refused writes the
+ *   breaker refused every call for 5 s, reads and lease keepalives included.
  *
  * Usage:
  *   const client = createEtcdClient(config.etcd);
  *   await checkEtcd(client, config.etcd); // throws EtcdUnavailableError, with the reason
  */
 import { readFileSync } from "node:fs";
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, retry } from "cockatiel";
 import {
   Etcd3,
   EtcdAuthenticationFailedError,
   EtcdPermissionDeniedError,
   EtcdUserNotFoundError,
   type IOptions,
+  isRecoverableError,
 } from "etcd3";
 import { type EtcdConfig, readPasswordFile } from "../config.js";
+import { isEtcdNoSpace } from "../store/storage/etcd.js";
 
 /** Longest wait of the start-up check, and of each authentication to etcd, in milliseconds. */
 export const ETCD_CHECK_TIMEOUT_MS = 10_000;
@@ -45,11 +52,25 @@ export function etcdUrls(config: EtcdConfig): string[] {
 }
 
 /**
+ * etcd3's fault handling (three tries per call, a per-endpoint circuit breaker opening for 5 s
+ * after three failures in a row) for the errors etcd3 calls recoverable, except etcd out of
+ * space: a full etcd refuses writes until an operator frees space, so retrying gains nothing,
+ * and reads must keep working meanwhile.
+ */
+export function etcdFaultHandling(): NonNullable<IOptions["faultHandling"]> {
+  const recoverable = handleWhen((err) => isRecoverableError(err) && !isEtcdNoSpace(err));
+  return {
+    host: () => circuitBreaker(recoverable, { halfOpenAfter: 5_000, breaker: new ConsecutiveBreaker(3) }),
+    global: retry(recoverable, { maxAttempts: 3 }),
+  };
+}
+
+/**
  * Builds the client described by `config`. Reads the TLS files and the password file now
  * (@throws Error when one cannot be read); connects lazily, on the first call.
  */
 export function createEtcdClient(config: EtcdConfig): Etcd3 {
-  const options: IOptions = { hosts: etcdUrls(config) };
+  const options: IOptions = { hosts: etcdUrls(config), faultHandling: etcdFaultHandling() };
   const tls = config.tls;
   if (tls !== undefined) {
     options.credentials = {

@@ -39,6 +39,10 @@
  * - Creating a blob (its first sync, made by `openHeadered` at open) also creates the partition
  *   marker, in the same transaction. Removing is one transaction, durable when it resolves.
  * - An acknowledged sync is in a majority of etcd members (etcd commits through Raft).
+ * - etcd out of space ("etcdserver: mvcc: database space exceeded": `--quota-backend-bytes`
+ *   reached, the NOSPACE alarm raised) and only that is `DiskFull`, like ENOSPC, with a message
+ *   saying what the operator does (ETCD_NO_SPACE_ADVICE); etcd refused the whole transaction, so
+ *   nothing of it landed. Reads still work. Every other etcd failure is `Io`.
  *
  * Usage:
  *   const storage = new EtcdStorage({ client: new Etcd3({ hosts: ["127.0.0.1:2379"] }), prefix: "meta" });
@@ -150,7 +154,7 @@ export class EtcdStorage implements Storage {
     try {
       kvs = await this.rangeAll(Buffer.from(base));
     } catch (err) {
-      throw asIoError(err, `open ${where}`);
+      throw asEtcdError(err, `open ${where}`);
     }
     const file = new EtcdFile(this, base, this.partitionKey(partition), where);
     file.load(kvs);
@@ -210,7 +214,7 @@ export class EtcdStorage implements Storage {
         if (match[2] === "length") names.push(Buffer.from(match[1] ?? "", "hex"));
       }
     } catch (err) {
-      throw asIoError(err, `scan ${partition}`);
+      throw asEtcdError(err, `scan ${partition}`);
     }
     return names.sort(Buffer.compare);
   }
@@ -221,7 +225,7 @@ export class EtcdStorage implements Storage {
       const keys = await this.client.getAll().prefix(prefix).keys();
       return keys.map((key) => key.slice(prefix.length)).sort();
     } catch (err) {
-      throw asIoError(err, "list partitions");
+      throw asEtcdError(err, "list partitions");
     }
   }
 
@@ -245,7 +249,10 @@ export class EtcdStorage implements Storage {
     return { maxPageOps: this.maxTxnOps - RESERVED_OPS, maxTxnBytes: this.maxTxnBytes };
   }
 
-  /** @internal One write transaction with the fence added to `compare`. Errors are `Io`. */
+  /**
+   * @internal One write transaction with the fence added to `compare`. Errors are `Io`, or
+   * `DiskFull` when etcd is out of space.
+   */
   async txn(what: string, compare: ICompare[], success: IRequestOp[]): Promise<ITxnResponse> {
     const fence = this.options.fence?.();
     const compares =
@@ -266,7 +273,7 @@ export class EtcdStorage implements Storage {
       this.options.afterTransaction?.();
       return response;
     } catch (err) {
-      throw asIoError(err, what);
+      throw asEtcdError(err, what);
     }
   }
 
@@ -278,7 +285,7 @@ export class EtcdStorage implements Storage {
     try {
       current = (await this.client.kv.range({ key: Buffer.from(fence.key) })).kvs[0];
     } catch (err) {
-      throw asIoError(err, what);
+      throw asEtcdError(err, what);
     }
     if (current?.create_revision !== fence.createRevision) {
       this.options.onFenceLost?.(what);
@@ -316,6 +323,33 @@ export class EtcdStorage implements Storage {
   private partitionKey(partition: string): string {
     return `${this.prefix}/.partitions/${partition}`;
   }
+}
+
+/** What etcd says when its database reached `--quota-backend-bytes` (gRPC RESOURCE_EXHAUSTED). */
+const ETCD_NO_SPACE = "etcdserver: mvcc: database space exceeded";
+
+/** What an operator does when etcd is out of space, as the refused calls' messages say it. */
+export const ETCD_NO_SPACE_ADVICE =
+  "compact old revisions and defragment (etcdctl compact, etcdctl defrag), then run etcdctl alarm disarm; writes succeed again without a restart";
+
+/** True when `err` is etcd refusing a write because its database is full (and nothing else). */
+export function isEtcdNoSpace(err: unknown): boolean {
+  return err instanceof Error && err.message.includes(ETCD_NO_SPACE);
+}
+
+/**
+ * Wraps an etcd failure as a StoreError: `DiskFull` with ETCD_NO_SPACE_ADVICE when etcd is out
+ * of space, else as `asIoError` does.
+ */
+export function asEtcdError(err: unknown, what: string): StoreError {
+  if (isEtcdNoSpace(err)) {
+    return new StoreError(
+      "DiskFull",
+      `etcd out of space (${what}: ${ETCD_NO_SPACE}; --quota-backend-bytes reached): ${ETCD_NO_SPACE_ADVICE}`,
+      { cause: err },
+    );
+  }
+  return asIoError(err, what);
 }
 
 /** A compare that holds when `key` exists. */
