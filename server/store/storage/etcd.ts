@@ -24,11 +24,14 @@
  * Limits: etcd refuses a transaction with more than `--max-txn-ops` (128) operations or a request
  * over `--max-request-bytes` (1.5 MiB). A sync that does not fit is split: its first transaction
  * sets the length to "incomplete", the last one sets the real length. A blob whose length reads
- * "incomplete" (a writer died between the two) opens with physical length 0, i.e. empty (its deltas
- * ignored, and deleted by its next sync, which takes the pages path), which
- * the metadata store's two-blob recovery treats as a torn blob: the other blob, which the store
- * never touches while this one is written, holds the last completed sync. So a multi-transaction
- * sync is either complete or detected as torn, never a silent mix of old and new pages.
+ * "incomplete" (a writer died, or etcd refused a write, between the two) opens as its header
+ * region alone, i.e. with an empty body, or as physical length 0 without a whole header (its
+ * deltas ignored, and deleted by its next sync, which takes the pages path). Keeping the header
+ * means reopening needs no write, so a partition stays readable while etcd is out of space. The
+ * metadata store's two-blob recovery treats the empty body as a torn blob: the other blob, which
+ * the store never touches while this one is written, holds the last completed sync. So a
+ * multi-transaction sync is either complete or detected as torn, never a silent mix of old and
+ * new pages.
  *
  * Invariants:
  * - Every write transaction compares the length key's mod revision with the one this handle last
@@ -50,7 +53,7 @@
 import { randomBytes } from "node:crypto";
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse } from "etcd3";
 import { asIoError, StoreError } from "../errors.js";
-import { DEFAULT_BLOB_LAYOUT } from "./blob-header.js";
+import { DEFAULT_BLOB_LAYOUT, type ResolvedHeader, resolveHeader, V1_DATA_OFFSET } from "./blob-header.js";
 import { openHeadered, type RawFile } from "./headered-blob.js";
 import {
   type BlobWrite,
@@ -424,8 +427,10 @@ class EtcdFile implements RawFile {
     this.lengthValue = lengthKv.value;
     const [text] = lengthKv.value.toString().split(":");
     if (text === INCOMPLETE) {
-      // A torn multi-transaction sync: the blob reads as empty and its stale pages are deleted
-      // by the next sync (every sync deletes the pages past the end).
+      // A torn multi-transaction sync: the blob reads as its header region alone, i.e. an empty
+      // body, and its stale pages and deltas are deleted by its next sync (which grows it: the
+      // pages path, deleting every page past the end and every delta).
+      this.loadHeaderOnly(pages);
       return;
     }
     const length = Number(text);
@@ -446,6 +451,37 @@ class EtcdFile implements RawFile {
     this.deltasApply = true;
     this.size = length;
     this.durableSize = length;
+  }
+
+  /**
+   * Keeps only the blob's header region, read from its first pages, as the whole blob. Syncs never
+   * change a header once created (docs/FORMAT.md §2), so a torn blob still holds its own, and
+   * reopening it needs no write: a sync torn because etcd ran out of space leaves the partition
+   * readable while etcd refuses writes. Without a whole valid header the blob reads as empty (it
+   * is created again at open, as before).
+   */
+  private loadHeaderOnly(pages: ReadonlyMap<string, Buffer>): void {
+    const pageBytes = this.storage.pageBytes;
+    const head: Buffer[] = [];
+    let bytes = 0;
+    for (let i = 0; bytes < V1_DATA_OFFSET; i++) {
+      const page = pages.get(this.storage.pageKey(this.base, i));
+      if (page === undefined) break;
+      head.push(page);
+      bytes += page.length;
+      if (page.length < pageBytes) break;
+    }
+    const raw = Buffer.concat(head).subarray(0, V1_DATA_OFFSET);
+    let header: ResolvedHeader | undefined;
+    try {
+      header = resolveHeader(raw, raw.length, this.where);
+    } catch {
+      header = undefined;
+    }
+    if (header === undefined || raw.length < header.dataOffset) return;
+    this.data = Buffer.from(raw.subarray(0, header.dataOffset));
+    this.size = header.dataOffset;
+    this.durableSize = header.dataOffset;
   }
 
   length(): number {

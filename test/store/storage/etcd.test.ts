@@ -102,6 +102,46 @@ describe("etcd backend", { skip }, () => {
     }
   });
 
+  test("a torn blob reopens without a write, its header kept (etcd out of space refuses them)", async () => {
+    for (const layout of ["v0", "v1"] as const) {
+      const prefix = freshPrefix();
+      const options = { pageBytes: 512, maxTxnOps: 6, maxDeltas: 0 };
+      const first = await storageOn(prefix, options).open("p", NAME, { layout });
+      await first.blob.write(0, Buffer.alloc(8192, 1));
+      await first.blob.sync();
+      let sent = 0;
+      const crashing = storageOn(prefix, {
+        ...options,
+        beforeTransaction: () => {
+          if (++sent > 1) throw new Error("crash");
+        },
+      });
+      const { blob } = await crashing.open("p", NAME, { layout });
+      await blob.write(0, Buffer.alloc(8192, 2));
+      await assert.rejects(blob.sync(), (err: unknown) => isStoreError(err, "Io"));
+      const base = storageOn(prefix).blobBase("p", NAME);
+      assert.match((await client.get(`${base}length`).string()) ?? "", /^incomplete:/);
+
+      const readOnly = storageOn(prefix, {
+        ...options,
+        beforeTransaction: () => {
+          throw new Error("no write expected");
+        },
+      });
+      const torn = await readOnly.open("p", NAME, { layout });
+      assert.equal(torn.length, 0, layout);
+      assert.equal(torn.layout, layout);
+      assert.equal(torn.created, false);
+      // The next sync grows it from the header: only the new bytes, no stale page.
+      const healed = await storageOn(prefix, options).open("p", NAME, { layout });
+      await healed.blob.write(0, Buffer.alloc(100, 3));
+      await healed.blob.sync();
+      const again = await storageOn(prefix, options).open("p", NAME, { layout });
+      assert.equal(again.length, 100, layout);
+      assert.deepEqual(Buffer.from(await again.blob.read(0, 100)), Buffer.alloc(100, 3));
+    }
+  });
+
   for (const [shape, options] of [
     ["pages only", { pageBytes: 16, maxTxnOps: 6, maxDeltas: 0 }],
     ["overwrites as deltas", { pageBytes: 16, maxTxnOps: 6, maxDeltas: 2 }],
