@@ -19,6 +19,13 @@
  *   server never starts on a directory it cannot write (`DataDirError`, within the probe's time
  *   limit). While it runs, gRPC health and /healthz say NOT_SERVING whenever the directory cannot
  *   be written (data-dir-probe.ts) and SERVING again once a probe succeeds.
+ * - With etcd, etcd out of space (its NOSPACE alarm refused a write) sets
+ *   `metadata_data_dir_writable` to 0, logs a warning saying what to do, and adds a line to
+ *   /healthz; a probe write once a second finds when an operator has compacted, defragmented and
+ *   disarmed, and sets it all back (etcd-space-probe.ts). gRPC health and /healthz's status stay
+ *   SERVING: with etcd, health is how clients find the owner, so a NOT_SERVING owner would cut its
+ *   reads off too, and no standby could do better on the same full etcd (etcd refuses it the
+ *   lease it would need). Reads keep working; writes answer RESOURCE_EXHAUSTED.
  * - With the filesystem, recovery keeps damaged blobs in `<data-dir>/.quarantine/` before it
  *   cuts them (quarantine.ts); partitions with data loss are counted by /healthz (still 200)
  *   and named by `metadata_partition_data_loss` and the log.
@@ -35,6 +42,7 @@ import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import { AccessControl } from "./auth/access-control.js";
 import { loadTokenHashFile } from "./auth/policy.js";
 import { checkEtcd, createEtcdClient } from "./cluster/etcd-client.js";
+import { EtcdSpaceProbe } from "./cluster/etcd-space-probe.js";
 import { Ownership } from "./cluster/ownership.js";
 import type { EtcdConfig, ServerConfig } from "./config.js";
 import { type DataDirLock, lockDataDir } from "./data-dir-lock.js";
@@ -68,8 +76,8 @@ export interface RunningService {
   ownershipLost?: Promise<string>;
   /** Reads the tokens file and the metrics token file again (SIGHUP); see the module comment. */
   reload(): void;
-  /** Whether the data directory can be written (filesystem only). */
-  probe: DataDirProbe | undefined;
+  /** Whether the data directory can be written (filesystem), or etcd has space (etcd). */
+  probe: DataDirProbe | EtcdSpaceProbe | undefined;
   stop(): Promise<void>;
 }
 
@@ -97,6 +105,8 @@ interface ClusterHooks {
   started(rpc: RpcServer, port: number): Promise<void>;
   /** After the stores are closed: resign and close the client. */
   stop(): Promise<void>;
+  /** Follows whether etcd has space for writes. */
+  spaceProbe(onChange: (writable: boolean, reason: string | undefined) => void): EtcdSpaceProbe;
 }
 
 async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<RunningService> {
@@ -145,6 +155,12 @@ async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<Runn
       await ownership.stop();
       client.close();
     },
+    spaceProbe: (onChange) =>
+      new EtcdSpaceProbe(client, etcd.prefix, {
+        intervalMs: Math.min(config.dataDirProbeIntervalMs, 1000),
+        timeoutMs: config.dataDirProbeTimeoutMs,
+        onChange,
+      }),
   };
   try {
     return await startLocked(config, storage, undefined, hooks);
@@ -186,7 +202,7 @@ async function startLocked(
   const warn = (message: string) => console.warn(`warning: ${message}`);
   const writableGauge = new Gauge({
     name: "metadata_data_dir_writable",
-    help: "1 while the data directory can be written (last write probe or store operation), else 0.",
+    help: "1 while the data directory can be written (last write probe or store operation), else 0; with --storage etcd, 0 while etcd is out of space.",
     registers: [registry],
   });
   writableGauge.set(1);
@@ -203,7 +219,11 @@ async function startLocked(
             else warn(`data directory ${config.dataDir} cannot be written (${reason}): not serving`);
           },
         })
-      : undefined;
+      : cluster?.spaceProbe((writable, reason) => {
+          writableGauge.set(writable ? 1 : 0);
+          if (writable) console.warn("etcd takes writes again");
+          else warn(`${reason ?? "etcd out of space"}; reads are served meanwhile`);
+        });
   const base = storage ?? new FilesystemStorage(config.dataDir);
   const watched = probe === undefined ? base : new WatchedStorage(base, (err) => probe.report(err));
   const metered = new MeteredStorage(watched, registry);
@@ -271,7 +291,7 @@ async function startLocked(
         config.metricsListen.host,
         config.metricsListen.port,
         registry,
-        () => started.serving && (probe?.writable ?? true),
+        () => started.serving && (!(probe instanceof DataDirProbe) || probe.writable),
         {
           ...(config.metricsTls === undefined
             ? {}
@@ -286,7 +306,9 @@ async function startLocked(
           problems: () => [
             ...(probe === undefined || probe.writable
               ? []
-              : [`data directory cannot be written (${errnoName(probe.reason)}): not serving`]),
+              : probe instanceof EtcdSpaceProbe
+                ? ["etcd is out of space (NOSPACE alarm): writes refused, reads served"]
+                : [`data directory cannot be written (${errnoName(probe.reason)}): not serving`]),
             ...(partitions.dataLoss().length === 0
               ? []
               : [

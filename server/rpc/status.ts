@@ -8,7 +8,8 @@
  *   EngineError OutOfRange (a watch's history is gone)           -> OUT_OF_RANGE
  *   EngineError ShuttingDown, NotCommitted; StoreError Closed,
  *   SyncFailed, Failed                                           -> UNAVAILABLE (not committed)
- *   StoreError DiskFull ("disk full"), FileLimit                 -> RESOURCE_EXHAUSTED
+ *   StoreError DiskFull ("disk full", "etcd out of space"),
+ *   FileLimit                                                    -> RESOURCE_EXHAUSTED
  *   StoreError NotWritable (names the path)                      -> UNAVAILABLE
  *   StoreError DataLoss, BlobCorrupt, Corrupt                    -> DATA_LOSS
  *   every other StoreError (format, recovery, I/O)               -> INTERNAL, cause logged

@@ -53,7 +53,7 @@ export type StoreErrorKind =
    * is not served until an operator accepts the loss (nothing on disk was changed).
    */
   | "DataLoss"
-  /** The filesystem is full (ENOSPC, EDQUOT). */
+  /** The filesystem is full (ENOSPC, EDQUOT), or etcd is out of space (storage/etcd.ts). */
   | "DiskFull"
   /** The process or system ran out of file descriptors (EMFILE, ENFILE). */
   | "FileLimit"
