@@ -193,6 +193,15 @@ describe("etcd out of space", { skip }, () => {
       } finally {
         routed.close();
       }
+      // A partition created now fails the same way, and is not left half made.
+      await assert.rejects(
+        server.client.put(u64(0), valueNamed(0), { partition: "fresh" }),
+        (err: unknown) => {
+          assert.equal((err as { code?: number }).code, status.RESOURCE_EXHAUSTED);
+          assert.match((err as { details?: string }).details ?? "", /etcd out of space/);
+          return true;
+        },
+      );
       assert.deepEqual(await server.client.listPartitions(), ["full"]);
       assert.equal(await healthStatus(server.address, MetadataService.typeName), "SERVING");
       assert.equal(metricValue(await server.metrics(), "metadata_data_dir_writable"), 0);
@@ -222,6 +231,8 @@ describe("etcd out of space", { skip }, () => {
       const healed = MAX_WRITES + 1;
       await server.client.put(u64(1), valueNamed(healed), { partition: "full" });
       acknowledged.set(1, healed);
+      await server.client.put(u64(0), valueNamed(healed), { partition: "fresh" });
+      assert.equal(writeOf(await server.client.get(u64(0), { partition: "fresh" })), `write ${healed};`);
       await waitUntil(
         async () => metricValue(await server.metrics(), "metadata_data_dir_writable") === 1,
         "metadata_data_dir_writable 1",
