@@ -140,7 +140,7 @@ describe("etcd out of space", { skip }, () => {
   ];
 
   for (const shape of SHAPES) {
-    test(`refused writes answer RESOURCE_EXHAUSTED, reads go on, and writes heal after compact, defrag, disarm (${shape.name})`, async () => {
+    test(`refused writes answer RESOURCE_EXHAUSTED, reads go on, and writes heal after compact, defrag, disarm (${shape.name})`, async (t) => {
       cluster = await startEtcdCluster(1, { quotaBackendBytes: QUOTA_BYTES });
       const server = await startTestServer(flags(cluster));
       servers.push(server);
@@ -173,9 +173,10 @@ describe("etcd out of space", { skip }, () => {
           return true;
         },
       );
-      assert.ok(
-        performance.now() - started < 2_000,
-        `a refused write took ${performance.now() - started} ms`,
+      const refusedMs = performance.now() - started;
+      assert.ok(refusedMs < 2_000, `a refused write took ${refusedMs} ms`);
+      t.diagnostic(
+        `${refused.write} writes acknowledged before the alarm; the next one refused in ${refusedMs.toFixed(1)} ms`,
       );
 
       // Reads go on, and hold every acknowledged write; the refused ones are nowhere. Health stays
