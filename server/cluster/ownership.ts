@@ -23,6 +23,9 @@
  *   owner paused past its lease (SIGSTOP, a stalled VM) refuses calls when it wakes, instead of
  *   answering reads from state a new owner may have changed, until etcd confirms the lease again
  *   or the loss is noticed. Keepalives go every T / 3, so a live owner never comes near the bound.
+ * - etcd out of space grants no lease: a server that starts (or a standby that would take over)
+ *   while etcd's NOSPACE alarm is raised loses at once, with a reason saying so and what to do.
+ *   An owner keeps its lease (keepalives are not writes) and its reads.
  *
  * Usage:
  *   const ownership = new Ownership({ client, prefix, leaseTtlSeconds: 10 });
@@ -31,7 +34,7 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Campaign, ElectionObserver, Etcd3, ILeaseKeepAliveResponse } from "etcd3";
-import type { EtcdFence } from "../store/storage/etcd.js";
+import { ETCD_NO_SPACE, ETCD_NO_SPACE_ADVICE, type EtcdFence, isEtcdNoSpace } from "../store/storage/etcd.js";
 
 /** Fraction of a confirmed lease TTL during which the owner serves (see the module comment). */
 const LEASE_TRUST = 0.9;
@@ -95,7 +98,14 @@ export class Ownership {
         this.lose(`reading the campaign key failed: ${String(err)}`),
       );
     });
-    campaign.on("error", (err: Error) => this.lose(`lease lost: ${err.message}`));
+    // A full etcd refuses the lease a campaign needs (new server, standby taking over): say so.
+    campaign.on("error", (err: Error) =>
+      this.lose(
+        isEtcdNoSpace(err)
+          ? `no lease: etcd out of space (${ETCD_NO_SPACE}): ${ETCD_NO_SPACE_ADVICE}, then restart this server`
+          : `lease lost: ${err.message}`,
+      ),
+    );
   }
 
   /** Current state. */

@@ -10,7 +10,8 @@
  * clients routed by health read on), `metadata_data_dir_writable` and /healthz's body say so,
  * and every acknowledged write is there. Once the test has compacted, defragmented and disarmed
  * as an operator would, writes succeed on the same server, the gauge turns 1 again, the refused
- * write never surfaces, and a new server reads it all.
+ * write never surfaces, and a new server reads it all. A server started while etcd is full gets
+ * no lease and says why.
  */
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
@@ -138,6 +139,34 @@ describe("etcd out of space", { skip }, () => {
     "--etcd-prefix",
     "space",
   ];
+
+  test("a server started while etcd is full gets no lease, and says why and what to do", async () => {
+    cluster = await startEtcdCluster(1, { quotaBackendBytes: QUOTA_BYTES });
+    const direct = cluster.client();
+    let full = false;
+    for (let n = 0; n < MAX_WRITES && !full; n++) {
+      full = await direct
+        .put(`filler/${n % 4}`)
+        .value(Buffer.alloc(512 * 1024, n))
+        .then(
+          () => false,
+          (err: unknown) => /database space exceeded/.test(String(err)),
+        );
+    }
+    assert.ok(full, "etcd never raised its alarm");
+    const server = await startTestServer(flags(cluster));
+    servers.push(server);
+    const reason = await server.service.ownershipLost;
+    assert.match(
+      reason ?? "",
+      /^no lease: etcd out of space .* etcdctl alarm disarm, then restart this server$/,
+    );
+    await assert.rejects(server.client.get(u64(0), { partition: "full" }), (err: unknown) => {
+      assert.equal((err as { code?: number }).code, status.UNAVAILABLE);
+      assert.match((err as { details?: string }).details ?? "", /lost ownership .*etcd out of space/);
+      return true;
+    });
+  });
 
   for (const shape of SHAPES) {
     test(`refused writes answer RESOURCE_EXHAUSTED, reads go on, and writes heal after compact, defrag, disarm (${shape.name})`, async (t) => {

@@ -329,11 +329,11 @@ export class EtcdStorage implements Storage {
 }
 
 /** What etcd says when its database reached `--quota-backend-bytes` (gRPC RESOURCE_EXHAUSTED). */
-const ETCD_NO_SPACE = "etcdserver: mvcc: database space exceeded";
+export const ETCD_NO_SPACE = "etcdserver: mvcc: database space exceeded";
 
 /** What an operator does when etcd is out of space, as the refused calls' messages say it. */
 export const ETCD_NO_SPACE_ADVICE =
-  "compact old revisions and defragment (etcdctl compact, etcdctl defrag), then run etcdctl alarm disarm; writes succeed again without a restart";
+  "compact old revisions and defragment (etcdctl compact, etcdctl defrag), then run etcdctl alarm disarm";
 
 /** True when `err` is etcd refusing a write because its database is full (and nothing else). */
 export function isEtcdNoSpace(err: unknown): boolean {
@@ -348,7 +348,7 @@ export function asEtcdError(err: unknown, what: string): StoreError {
   if (isEtcdNoSpace(err)) {
     return new StoreError(
       "DiskFull",
-      `etcd out of space (${what}: ${ETCD_NO_SPACE}; --quota-backend-bytes reached): ${ETCD_NO_SPACE_ADVICE}`,
+      `etcd out of space (${what}: ${ETCD_NO_SPACE}; --quota-backend-bytes reached): ${ETCD_NO_SPACE_ADVICE}; writes succeed again without a restart`,
       { cause: err },
     );
   }
