@@ -18,7 +18,7 @@
  * - etcd out of space (RESOURCE_EXHAUSTED "database space exceeded") is an answer, not a fault of
  *   the connection: it is neither retried nor counted by the circuit breaker
  *   (`etcdFaultHandling`). With etcd3's defaults it is both, and after three refused writes the
- *   breaker refused every call for 5 s, reads and lease keepalives included.
+ *   breaker refused every call for 5 s, reads and lease calls included.
  *
  * Usage:
  *   const client = createEtcdClient(config.etcd);
