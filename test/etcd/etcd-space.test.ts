@@ -1,7 +1,8 @@
 /**
  * etcd out of space. Without etcd: its refusal maps to RESOURCE_EXHAUSTED with what to do, any
- * other etcd failure does not, and the client's fault handling neither retries it nor opens its
- * circuit breaker on it. Then against a real single-member etcd with a 16 MiB `--quota-backend-bytes`
+ * other etcd failure does not, the client's fault handling neither retries it nor opens its
+ * circuit breaker on it, and the space probe turns on that refusal only and back on a probe write
+ * that lands. Then against a real single-member etcd with a 16 MiB `--quota-backend-bytes`
  * (skipped with the reason when etcd is not installed): durable Puts of 64 KiB values, never
  * compacted, fill it until etcd raises its NOSPACE alarm, in two shapes: 8 keys overwritten in
  * turn (each sync one transaction), and a new key per Put (the blob grows past 1 MiB, so each
@@ -16,11 +17,12 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
-import { GRPCResourceExhastedError, GRPCUnavailableError } from "etcd3";
+import { type Etcd3, GRPCResourceExhastedError, GRPCUnavailableError } from "etcd3";
 import { MetadataService } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 import { MetadataClient } from "../../clients/ts/metadata-client.js";
 import { OWNER_SERVICE_CONFIG, ownerTarget } from "../../clients/ts/owner-resolver.js";
 import { etcdFaultHandling } from "../../server/cluster/etcd-client.js";
+import { EtcdSpaceProbe } from "../../server/cluster/etcd-space-probe.js";
 import { toStatus } from "../../server/rpc/status.js";
 import { StoreError } from "../../server/store/errors.js";
 import { asEtcdError } from "../../server/store/storage/etcd.js";
@@ -122,6 +124,60 @@ test("the etcd client's fault handling neither retries etcd out of space nor bre
   assert.ok(calls > 1, `${calls} tries`);
 });
 
+test("the space probe: only etcd out of space turns it, only a probe write that lands turns it back", async () => {
+  let refuse: Error | undefined = noSpace();
+  let puts = 0;
+  const client = {
+    put: (key: string) => ({
+      value: () => ({
+        options: () => ({
+          exec: async () => {
+            puts++;
+            assert.equal(key, "pfx/.space-probe");
+            if (refuse !== undefined) throw refuse;
+            return {};
+          },
+        }),
+      }),
+    }),
+  } as unknown as Etcd3;
+  const changes: [boolean, string | undefined][] = [];
+  const probe = new EtcdSpaceProbe(client, "pfx", {
+    intervalMs: 2,
+    timeoutMs: 1_000,
+    onChange: (writable, reason) => changes.push([writable, reason]),
+  });
+  probe.start();
+  try {
+    probe.report(new StoreError("Io", "i/o error: sync p/6c656674: connection reset"));
+    probe.report(new Error("anything"));
+    assert.equal(probe.writable, true);
+    const refused = asEtcdError(noSpace(), "sync p/6c656674");
+    probe.report(
+      new StoreError("SyncFailed", "sync failed: version 3 of p was not committed", { cause: refused }),
+    );
+    assert.equal(probe.writable, false);
+    assert.deepEqual(changes, [[false, "sync failed: version 3 of p was not committed"]]);
+    await waitUntil(() => puts >= 3, "three probes");
+    assert.equal(probe.writable, false);
+    // etcd unreachable says nothing about its space.
+    refuse = new GRPCUnavailableError("14 UNAVAILABLE: No connection established");
+    const seen = puts;
+    await waitUntil(() => puts >= seen + 2, "two more probes");
+    assert.equal(probe.writable, false);
+    refuse = undefined;
+    await waitUntil(() => probe.writable, "writable again");
+    assert.deepEqual(changes.at(-1), [true, undefined]);
+    assert.equal(changes.length, 2);
+    // Writable: no more probes.
+    const after = puts;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(puts, after);
+  } finally {
+    probe.stop();
+  }
+});
+
 describe("etcd out of space", { skip }, () => {
   let cluster: EtcdCluster | undefined;
   const servers: TestServer[] = [];
@@ -207,6 +263,15 @@ describe("etcd out of space", { skip }, () => {
       t.diagnostic(
         `${refused.write} writes acknowledged before the alarm; the next one refused in ${refusedMs.toFixed(1)} ms`,
       );
+      // A Write stream answers each request so, and goes on (it is used again once healed).
+      const writer = server.client.writer({ partition: "full" });
+      for (let i = 0; i < 3; i++) {
+        await assert.rejects(writer.put(u64(2), valueNamed(MAX_WRITES + 2)), (err: unknown) => {
+          assert.equal((err as { code?: number }).code, status.RESOURCE_EXHAUSTED);
+          assert.match((err as { details?: string }).details ?? "", /etcd out of space/);
+          return true;
+        });
+      }
 
       // Reads go on, and hold every acknowledged write; the refused ones are nowhere. Health stays
       // SERVING, so a client that finds the owner by health (ownerTarget) reads on too; the gauge
@@ -261,6 +326,9 @@ describe("etcd out of space", { skip }, () => {
       const healed = MAX_WRITES + 1;
       await server.client.put(u64(1), valueNamed(healed), { partition: "full" });
       acknowledged.set(1, healed);
+      await writer.put(u64(2), valueNamed(healed + 1));
+      acknowledged.set(2, healed + 1);
+      await writer.close();
       await server.client.put(u64(0), valueNamed(healed), { partition: "fresh" });
       assert.equal(writeOf(await server.client.get(u64(0), { partition: "fresh" })), `write ${healed};`);
       await waitUntil(
