@@ -19,6 +19,7 @@
 import { constants, mkdir, open, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { environmentKindOf } from "./store/errors.js";
+import { type WritableChange, WriteProbe } from "./write-probe.js";
 
 /** Name of the probe file in the data directory. */
 export const PROBE_FILE = ".write-probe";
@@ -36,30 +37,19 @@ export interface DataDirProbeOptions {
   /** Longest a probe may take before it counts as failed. */
   timeoutMs: number;
   /** Called with the new state whenever `writable` changes. */
-  onChange?: (writable: boolean, reason: string | undefined) => void;
+  onChange?: WritableChange;
 }
 
-/** Probes the data directory; see the module comment. */
-export class DataDirProbe {
-  private state = true;
-  private why: string | undefined;
+/** Probes the data directory; see the module comment. `reason` is an errno message. */
+export class DataDirProbe extends WriteProbe {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<boolean> | undefined;
   private stopped = false;
 
   constructor(
     readonly dataDir: string,
     private readonly options: DataDirProbeOptions,
-  ) {}
-
-  /** True while the data directory is known to be writable. */
-  get writable(): boolean {
-    return this.state;
-  }
-
-  /** Why the directory is not writable (an errno message), when it is not. */
-  get reason(): string | undefined {
-    return this.why;
+  ) {
+    super(options.onChange);
   }
 
   /** Starts probing every `intervalMs`. */
@@ -85,27 +75,13 @@ export class DataDirProbe {
     this.schedule(REPROBE_AFTER_REPORT_MS);
   }
 
-  /** Probes now (or joins the probe in progress); resolves with the new `writable`. */
-  probe(): Promise<boolean> {
-    this.running ??= (async () => {
-      try {
-        await withTimeout(probeOnce(this.dataDir), this.options.timeoutMs, "write probe");
-        this.set(true, undefined);
-      } catch (err) {
-        this.set(false, err instanceof Error ? err.message : String(err));
-      } finally {
-        this.running = undefined;
-      }
-      return this.state;
-    })();
-    return this.running;
-  }
-
-  private set(writable: boolean, reason: string | undefined): void {
-    const changed = writable !== this.state;
-    this.state = writable;
-    this.why = reason;
-    if (changed) this.options.onChange?.(writable, reason);
+  protected async attempt(): Promise<void> {
+    try {
+      await withTimeout(probeOnce(this.dataDir), this.options.timeoutMs, "write probe");
+      this.set(true, undefined);
+    } catch (err) {
+      this.set(false, err instanceof Error ? err.message : String(err));
+    }
   }
 
   private schedule(delayMs: number): void {

@@ -20,6 +20,7 @@
 import type { Etcd3 } from "etcd3";
 import { environmentKindOf } from "../store/errors.js";
 import { asEtcdError, isEtcdNoSpace } from "../store/storage/etcd.js";
+import { type WritableChange, WriteProbe } from "../write-probe.js";
 
 /** Name of the probe key under the prefix. */
 export const SPACE_PROBE_KEY = ".space-probe";
@@ -31,37 +32,29 @@ export interface EtcdSpaceProbeOptions {
   /** Longest a probe may take before it counts as failed. */
   timeoutMs: number;
   /** Called with the new state whenever `writable` changes. */
-  onChange?: (writable: boolean, reason: string | undefined) => void;
+  onChange?: WritableChange;
 }
 
-/** Follows whether etcd takes writes; see the module comment. */
-export class EtcdSpaceProbe {
-  private state = true;
-  private why: string | undefined;
+/**
+ * Follows whether etcd takes writes; see the module comment. `reason` is etcd's refusal, with
+ * what to do.
+ */
+export class EtcdSpaceProbe extends WriteProbe {
   private timer: NodeJS.Timeout | undefined;
-  private running: Promise<boolean> | undefined;
   private stopped = true;
 
   constructor(
     private readonly client: Etcd3,
     private readonly prefix: string,
     private readonly options: EtcdSpaceProbeOptions,
-  ) {}
-
-  /** True unless etcd refused a write for lack of space and no probe has succeeded since. */
-  get writable(): boolean {
-    return this.state;
-  }
-
-  /** Why etcd takes no writes (its refusal, with what to do), when it does not. */
-  get reason(): string | undefined {
-    return this.why;
+  ) {
+    super(options.onChange);
   }
 
   /** Allows probing (there is nothing to probe until a report). */
   start(): void {
     this.stopped = false;
-    if (!this.state) this.schedule();
+    if (!this.writable) this.schedule();
   }
 
   /** Stops probing. */
@@ -82,33 +75,19 @@ export class EtcdSpaceProbe {
     this.schedule();
   }
 
-  /** Probes now (or joins the probe in progress); resolves with the new `writable`. */
-  probe(): Promise<boolean> {
-    this.running ??= (async () => {
-      try {
-        await this.client
-          .put(`${this.prefix}/${SPACE_PROBE_KEY}`)
-          .value("")
-          .options({ deadline: Date.now() + this.options.timeoutMs })
-          .exec();
-        this.set(true, undefined);
-      } catch (err) {
-        // A refusal for another reason (etcd not reachable) says nothing about its space: the
-        // state stays.
-        if (isEtcdNoSpace(err)) this.set(false, asEtcdError(err, "space probe").message);
-      } finally {
-        this.running = undefined;
-      }
-      return this.state;
-    })();
-    return this.running;
-  }
-
-  private set(writable: boolean, reason: string | undefined): void {
-    const changed = writable !== this.state;
-    this.state = writable;
-    this.why = reason;
-    if (changed) this.options.onChange?.(writable, reason);
+  protected async attempt(): Promise<void> {
+    try {
+      await this.client
+        .put(`${this.prefix}/${SPACE_PROBE_KEY}`)
+        .value("")
+        .options({ deadline: Date.now() + this.options.timeoutMs })
+        .exec();
+      this.set(true, undefined);
+    } catch (err) {
+      // A refusal for another reason (etcd not reachable) says nothing about its space: the
+      // state stays.
+      if (isEtcdNoSpace(err)) this.set(false, asEtcdError(err, "space probe").message);
+    }
   }
 
   private schedule(): void {
