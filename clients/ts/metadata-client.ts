@@ -46,7 +46,6 @@ import {
   type RemoveResponse,
   type RetainResponse,
   type SyncResponse,
-  type WatchResponse,
 } from "./gen/commonware/metadata/v1/metadata_pb.js";
 
 import { MetadataWriter, type WriterOptions } from "./metadata-writer.js";
@@ -200,6 +199,8 @@ function channelOf(options: ClientOptions): {
 }
 
 type Method = (typeof MetadataService.method)[keyof typeof MetadataService.method];
+/** The server-streaming methods. */
+type StreamMethod = typeof MetadataService.method.keys | typeof MetadataService.method.watch;
 
 function path(method: Method): string {
   return `/${MetadataService.typeName}/${method.name}`;
@@ -379,25 +380,13 @@ export class MetadataClient {
       startVersion: options.startVersion ?? 0n,
       includeValues: options.includeValues ?? false,
     });
-    const call = this.client.makeServerStreamRequest(
-      path(method),
-      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
-      (bytes: Buffer) => fromBinary(method.output, bytes),
-      request,
-      options.metadata ?? new grpc.Metadata(),
-      callOptions(options),
-    );
-    try {
-      for await (const response of call as AsyncIterable<WatchResponse>) {
-        yield {
-          version: response.version,
-          events: response.events.map((event) =>
-            event.value === undefined ? { key: event.key } : { key: event.key, value: event.value },
-          ),
-        };
-      }
-    } finally {
-      call.cancel();
+    for await (const response of this.serverStream(method, request, options)) {
+      yield {
+        version: response.version,
+        events: response.events.map((event) =>
+          event.value === undefined ? { key: event.key } : { key: event.key, value: event.value },
+        ),
+      };
     }
   }
 
@@ -411,16 +400,25 @@ export class MetadataClient {
       limit: options.limit ?? 0,
       includeValues: options.includeValues ?? false,
     });
+    yield* this.serverStream(method, request, options);
+  }
+
+  /** The responses of one server-streaming call; the call is cancelled when the caller stops. */
+  private async *serverStream<M extends StreamMethod>(
+    method: M,
+    request: MessageShape<M["input"]>,
+    options: CallOptions,
+  ): AsyncGenerator<MessageShape<M["output"]>> {
     const call = this.client.makeServerStreamRequest(
       path(method),
-      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
+      (message: MessageShape<M["input"]>) => Buffer.from(toBinary(method.input, message)),
       (bytes: Buffer) => fromBinary(method.output, bytes),
       request,
       options.metadata ?? new grpc.Metadata(),
       callOptions(options),
     );
     try {
-      yield* call as AsyncIterable<KeysResponse>;
+      yield* call as AsyncIterable<MessageShape<M["output"]>>;
     } finally {
       call.cancel();
     }

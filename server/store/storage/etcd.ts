@@ -554,30 +554,7 @@ class EtcdFile implements RawFile {
         success.push({ request_put: { key: Buffer.from(this.partitionMarker), value: Buffer.alloc(0) } });
       }
       if (lengthValue !== undefined) success.push({ request_put: { key: lengthKey, value: lengthValue } });
-      const compare: ICompare = {
-        key: lengthKey,
-        target: "Mod",
-        result: "Equal",
-        mod_revision: this.lengthRevision,
-      };
-      let response: ITxnResponse;
-      try {
-        response = await this.storage.txn(`sync ${this.where}`, [compare], success);
-      } catch (err) {
-        if (lengthValue !== undefined && (await this.landed(lengthValue))) continue;
-        await this.fenceOff();
-        throw err;
-      }
-      if (!response.succeeded) {
-        // A retried transaction that had landed fails its compare the second time round.
-        if (lengthValue !== undefined && (await this.landed(lengthValue))) continue;
-        await this.storage.explainFailure(`sync ${this.where}`);
-        throw new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`);
-      }
-      if (lengthValue !== undefined) {
-        this.lengthRevision = response.header.revision;
-        this.lengthValue = lengthValue;
-      }
+      await this.send(success, lengthValue);
     }
     this.dirty.clear();
     this.synced();
@@ -616,41 +593,52 @@ class EtcdFile implements RawFile {
 
   /** The delta path: one transaction putting `delta` and a new length nonce. */
   private async syncDelta(delta: Buffer): Promise<void> {
-    const lengthKey = Buffer.from(`${this.base}length`);
     const lengthValue = Buffer.from(`${this.size}:${randomBytes(8).toString("hex")}`);
-    const compare: ICompare = {
-      key: lengthKey,
-      target: "Mod",
-      result: "Equal",
-      mod_revision: this.lengthRevision,
-    };
-    const success: IRequestOp[] = [
-      { request_put: { key: Buffer.from(this.storage.deltaKey(this.base, this.nextDelta)), value: delta } },
-      { request_put: { key: lengthKey, value: lengthValue } },
-    ];
-    let response: ITxnResponse | undefined;
-    try {
-      response = await this.storage.txn(`sync ${this.where}`, [compare], success);
-    } catch (err) {
-      if (!(await this.landed(lengthValue))) {
-        await this.fenceOff();
-        throw err;
-      }
-    }
-    if (response !== undefined && !response.succeeded) {
-      // A retried transaction that had landed fails its compare the second time round.
-      if (!(await this.landed(lengthValue))) {
-        await this.storage.explainFailure(`sync ${this.where}`);
-        throw new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`);
-      }
-    } else if (response !== undefined) {
-      this.lengthRevision = response.header.revision;
-      this.lengthValue = lengthValue;
-    }
+    await this.send(
+      [
+        { request_put: { key: Buffer.from(this.storage.deltaKey(this.base, this.nextDelta)), value: delta } },
+        { request_put: { key: Buffer.from(`${this.base}length`), value: lengthValue } },
+      ],
+      lengthValue,
+    );
     this.nextDelta++;
     this.deltas++;
     this.deltaBytes += delta.length;
     this.synced();
+  }
+
+  /**
+   * Sends one write transaction of a sync, compared against the length key as last seen. When it
+   * puts `lengthValue` (a fresh nonce), an unknown outcome or a failed compare is settled by
+   * reading the length key back: the transaction landed if it holds that value. Otherwise the
+   * sync fails: after an unknown outcome the length key is rewritten (fenceOff) so the
+   * transaction cannot land later.
+   */
+  private async send(success: IRequestOp[], lengthValue: Buffer | undefined): Promise<void> {
+    const compare: ICompare = {
+      key: Buffer.from(`${this.base}length`),
+      target: "Mod",
+      result: "Equal",
+      mod_revision: this.lengthRevision,
+    };
+    let response: ITxnResponse;
+    try {
+      response = await this.storage.txn(`sync ${this.where}`, [compare], success);
+    } catch (err) {
+      if (lengthValue !== undefined && (await this.landed(lengthValue))) return;
+      await this.fenceOff();
+      throw err;
+    }
+    if (!response.succeeded) {
+      // A retried transaction that had landed fails its compare the second time round.
+      if (lengthValue !== undefined && (await this.landed(lengthValue))) return;
+      await this.storage.explainFailure(`sync ${this.where}`);
+      throw new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`);
+    }
+    if (lengthValue !== undefined) {
+      this.lengthRevision = response.header.revision;
+      this.lengthValue = lengthValue;
+    }
   }
 
   /** After a sync landed: nothing pending, the length durable. */
