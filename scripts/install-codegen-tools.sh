@@ -33,7 +33,8 @@ log() { printf 'install-codegen-tools: %s\n' "$*" >&2; }
 # already reports VERSION (protoc-gen-go prints "v1.36.12", protoc-gen-go-grpc prints "1.6.2").
 go_tool() {
   local name="$1" pkg="$2" version="$3"
-  if [[ -x "$bin/$name" ]] && "$bin/$name" --version 2>/dev/null | grep -qwF -e "$version" -e "${version#v}"; then
+  # The version is read whole before matching (grep -q in a pipe could SIGPIPE the tool under pipefail).
+  if [[ -x "$bin/$name" ]] && grep -qwF -e "$version" -e "${version#v}" <<<"$("$bin/$name" --version 2>/dev/null || true)"; then
     return
   fi
   log "go install $pkg@$version"

@@ -45,6 +45,9 @@ cp example/main.go go.sum "$outside/"
   go mod edit -require="$module@v0.0.0" -replace="$module=$root/clients/go"
   timeout --kill-after=30s 300 go mod tidy
   timeout --kill-after=30s 300 go build -o metadata-try .
-  ./metadata-try -h 2>&1 | grep -q -- "-addr"
+  # Read the whole usage before matching: grep -q would stop reading at the first match and,
+  # under pipefail, a usage still being written would end the script with SIGPIPE (141).
+  usage="$(./metadata-try -h 2>&1 || true)"
+  grep -q -- "-addr" <<<"$usage"
 )
 echo "test-go-client: the example builds outside the repository with replace $module => clients/go"

@@ -54,7 +54,7 @@ trap 'rm -rf "$scratch"' EXIT
 tar -C "$client" --exclude=build --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache -cf - . |
   tar -C "$scratch" -xf -
 
-stamp="$("$python" -c 'import sys; print(sys.version)' | head -1) | ${RUNTIME_PINS[*]} ${BUILD_PINS[*]} | $(sha256sum "$client/pyproject.toml" | cut -d' ' -f1)"
+stamp="$("$python" -c 'import sys; print(sys.version.splitlines()[0])') | ${RUNTIME_PINS[*]} ${BUILD_PINS[*]} | $(sha256sum "$client/pyproject.toml" | cut -d' ' -f1)"
 if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp" ]] ||
   ! "$venv/bin/python" -c "import grpc, google.protobuf, google.rpc.status_pb2, pytest, pytest_timeout, setuptools" 2>/dev/null; then
   log "creating $venv ($stamp)"
