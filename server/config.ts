@@ -338,6 +338,15 @@ export const FLAGS = {
     description: "open partitions; least recently used idle ones are closed beyond it",
     parse: integer(1, 1_000_000),
   }),
+  recoverAtStart: spec({
+    flag: "recover-at-start",
+    env: "METADATA_RECOVER_AT_START",
+    value: "on|off",
+    default: "on",
+    description:
+      "open every partition once after start, in the background, so damage is found and reported then, not on first use",
+    parse: choice(["on", "true", "1"], ["off", "false", "0"]),
+  }),
   maxPartitions: spec({
     flag: "max-partitions",
     env: "METADATA_MAX_PARTITIONS",

@@ -29,6 +29,9 @@
  * - With the filesystem, recovery keeps damaged blobs in `<data-dir>/.quarantine/` before it
  *   cuts them (quarantine.ts); partitions with data loss are counted by /healthz (still 200)
  *   and named by `metadata_partition_data_loss` and the log.
+ * - Unless `--recover-at-start off`, every partition is opened once in the background as soon
+ *   as the server serves (with etcd: once it owns the partitions), so that damage is reported at
+ *   start (engine/recovery-at-start.ts); `stop()` ends that check before closing the stores.
  * - `stop()` stops taking calls, lets in-flight ones finish, commits every buffered change,
  *   closes every store, then closes the HTTP endpoint; it is safe to call twice.
  * - A tokens file or metrics token file that does not load stops the start; `reload()` (SIGHUP)
@@ -50,6 +53,7 @@ import { checkDataDir, DataDirProbe } from "./data-dir-probe.js";
 import { createGroupCommitMetrics } from "./engine/group-commit.js";
 import { Engine } from "./engine/operations.js";
 import { Partitions } from "./engine/partitions.js";
+import { recoverAtStart } from "./engine/recovery-at-start.js";
 import { type HttpServer, startHttpServer } from "./http/http-server.js";
 import { RpcServer } from "./rpc/server.js";
 import { createFileQuarantine } from "./store/quarantine.js";
@@ -101,6 +105,8 @@ export async function startService(config: ServerConfig, storage?: Storage): Pro
 interface ClusterHooks {
   ownership: Ownership;
   lost: Promise<string>;
+  /** Resolves once this server owns the partitions (never for a standby that stays one). */
+  owned: Promise<void>;
   /** Starts campaigning once the gRPC server listens on `port`. */
   started(rpc: RpcServer, port: number): Promise<void>;
   /** After the stores are closed: resign and close the client. */
@@ -123,13 +129,20 @@ async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<Runn
   const lost = new Promise<string>((resolve) => {
     reportLost = resolve;
   });
+  let reportOwned: () => void = () => undefined;
+  const owned = new Promise<void>((resolve) => {
+    reportOwned = resolve;
+  });
   const ownership = new Ownership({
     client,
     prefix: etcd.prefix,
     leaseTtlSeconds: etcd.leaseTtlSeconds,
     onChange: (state, reason) => {
       rpcServer?.updateHealth();
-      if (state === "owner") console.log("ownership: this server owns the partitions and serves them");
+      if (state === "owner") {
+        console.log("ownership: this server owns the partitions and serves them");
+        reportOwned();
+      }
       if (state === "lost") reportLost(reason ?? "unknown");
     },
   });
@@ -145,6 +158,7 @@ async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<Runn
   const hooks: ClusterHooks = {
     ownership,
     lost,
+    owned,
     started: async (rpc, port) => {
       rpcServer = rpc;
       const identity = config.advertiseAddress ?? config.listen.replace(/:\d+$/, `:${port}`);
@@ -324,6 +338,15 @@ async function startLocked(
     throw err;
   }
   probe?.start();
+  // Only an owner may open partitions (recovery may cut a damaged blob): with etcd, once owner.
+  let recovery: Promise<unknown> | undefined;
+  if (config.recoverAtStart) {
+    const begin = () => {
+      recovery = recoverAtStart(partitions, { registry, warn });
+    };
+    if (cluster === undefined) begin();
+    else void cluster.owned.then(begin);
+  }
   let stopping: Promise<void> | undefined;
   return {
     port: started.port,
@@ -349,6 +372,7 @@ async function startLocked(
       stopping ??= (async () => {
         probe?.stop();
         await started.shutdown(config.shutdownGraceMs);
+        await recovery;
         await http?.close();
         await cluster?.stop();
         await lock?.release();

@@ -28,6 +28,10 @@
  *   answers the same error until the server restarts after an operator accepted the loss.
  * - A stray entry in a partition directory (anything but the two blob files) is left alone and
  *   warned about once; the partition counts as existing.
+ * - `recover` opens a partition that exists and is not open exactly as its first call would
+ *   (the same single open, the same recovery), for the check at start (recovery-at-start.ts). A
+ *   partition so opened beyond `maxOpenPartitions` is retired again at once when idle, so the
+ *   check never makes the partitions in use give way.
  */
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
@@ -244,6 +248,30 @@ export class Partitions {
     return { opened, cancel: () => cancel() };
   }
 
+  /**
+   * Opens `partition` if it exists and is not open or opening (see the module comment).
+   * @returns "opened" when this call opened it (or joined an open that began meanwhile),
+   *   "open" when it was open or opening already, "absent" when it does not exist
+   * @throws EngineError ShuttingDown once shutdown has begun; what the open throws (StoreError
+   *   DataLoss, Corrupt, Io, ...)
+   */
+  async recover(partition: string): Promise<"opened" | "open" | "absent"> {
+    if (this.closed || this.expedited) {
+      throw new EngineError("ShuttingDown", "server is shutting down: recovery at start stopped");
+    }
+    if (this.isOpen(partition)) return "open";
+    const group = await this.ifExists(partition);
+    if (group === undefined) return "absent";
+    if (
+      this.ready.size > this.config.maxOpenPartitions &&
+      group.idle &&
+      this.ready.get(partition) === group
+    ) {
+      this.retire(partition, group);
+    }
+    return "opened";
+  }
+
   /** Names of every partition on disk or open, sorted. */
   async list(): Promise<string[]> {
     const names = new Set(await this.storage.listPartitions());
@@ -372,17 +400,21 @@ export class Partitions {
   private retireIdle(): void {
     for (const [name, group] of this.ready) {
       if (this.ready.size <= this.config.maxOpenPartitions) return;
-      if (!group.idle) continue;
-      this.ready.delete(name);
-      this.open.delete(name);
-      const retired = group
-        .retire()
-        .then(() => (this.registry === undefined ? undefined : removePartitionMetrics(this.registry, name)))
-        .catch(() => undefined)
-        .finally(() => {
-          if (this.retiring.get(name) === retired) this.retiring.delete(name);
-        });
-      this.retiring.set(name, retired);
+      if (group.idle) this.retire(name, group);
     }
+  }
+
+  /** Closes an idle open partition and removes its metric series; a reopen waits for the close. */
+  private retire(name: string, group: GroupCommit): void {
+    this.ready.delete(name);
+    this.open.delete(name);
+    const retired = group
+      .retire()
+      .then(() => (this.registry === undefined ? undefined : removePartitionMetrics(this.registry, name)))
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.retiring.get(name) === retired) this.retiring.delete(name);
+      });
+    this.retiring.set(name, retired);
   }
 }

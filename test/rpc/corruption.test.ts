@@ -1,6 +1,7 @@
 /**
  * Corruption as a client and an operator see it: a partition whose two blobs are both damaged
- * answers DATA_LOSS (never an empty partition), /healthz and /metrics say so, and it stays so
+ * answers DATA_LOSS (never an empty partition), /healthz and /metrics say so from the start
+ * (recovery at start; only from its first call with `--recover-at-start off`), and it stays so
  * until `metadata-cli accept-data-loss` (server stopped) keeps both blobs in the quarantine and
  * empties it. A stray file beside the blobs is ignored with one warning and never deleted.
  */
@@ -40,6 +41,16 @@ async function acceptLoss(dataDir: string, partition: string) {
   }
 }
 
+/** Waits until the recovery at start has checked every partition; resolves with that scrape. */
+async function recoveredAtStart(server: { metrics(): Promise<string> }): Promise<string> {
+  for (let i = 0; i < 200; i++) {
+    const scrape = await server.metrics();
+    if (/^metadata_recovery_at_start_remaining 0$/m.test(scrape)) return scrape;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error("the recovery at start did not finish within 5 s");
+}
+
 /** Captures console.warn while `body` runs. */
 async function captureWarnings<T>(body: () => Promise<T>): Promise<{ result: T; warnings: string[] }> {
   const warnings: string[] = [];
@@ -65,6 +76,14 @@ test("both blobs damaged: DATA_LOSS, reported by /healthz and /metrics, until ac
 
     const captured = await captureWarnings(async () => {
       server = await startDirServer(dir.path);
+      // Found at start, before any call names the partition.
+      const scrape = await recoveredAtStart(server);
+      assert.match(scrape, /^metadata_partition_data_loss\{partition="p"\} 1$/m);
+      assert.match(scrape, /^metadata_recovery_at_start_partitions_total\{result="data_loss"\} 1$/m);
+      assert.match(
+        await (await fetch(`http://127.0.0.1:${server.service.metricsPort}/healthz`)).text(),
+        /^ok\ndata loss: 1 partition\(s\) not served/,
+      );
       for (const call of [
         () => server.client.get(utf8("a"), { partition: "p" }),
         () => server.client.put(utf8("c"), utf8("3"), { partition: "p" }),
@@ -115,6 +134,30 @@ test("both blobs damaged: DATA_LOSS, reported by /healthz and /metrics, until ac
     const again = await acceptLoss(dir.path, "p");
     assert.equal(again.code, 0);
     assert.match(again.stdout, /partition p has no data loss/);
+  } finally {
+    await dir.remove();
+  }
+});
+
+test("with --recover-at-start off, data loss is found by the first call on the partition", async () => {
+  const dir = await tempDir("metadata-corruption-off-");
+  try {
+    let server = await startDirServer(dir.path);
+    await server.client.put(utf8("a"), utf8("1"), { partition: "p" });
+    await server.client.put(utf8("b"), utf8("2"), { partition: "p" });
+    await server.stop();
+    await flipLastBodyByte(join(dir.path, "p", "6c656674"));
+    await flipLastBodyByte(join(dir.path, "p", "7269676874"));
+    await captureWarnings(async () => {
+      server = await startDirServer(dir.path, ["--recover-at-start", "off"]);
+      await server.client.get(utf8("a"), { partition: "q" });
+      const before = await server.metrics();
+      assert.doesNotMatch(before, /^metadata_partition_data_loss\{/m);
+      assert.doesNotMatch(before, /^metadata_recovery_at_start_remaining/m);
+      await assert.rejects(server.client.get(utf8("a"), { partition: "p" }), { code: status.DATA_LOSS });
+      assert.match(await server.metrics(), /^metadata_partition_data_loss\{partition="p"\} 1$/m);
+      await server.stop();
+    });
   } finally {
     await dir.remove();
   }
