@@ -135,8 +135,14 @@ test("a data directory remounted read-only: UNAVAILABLE naming the path, NOT_SER
     await first.client.put(utf8("a"), utf8("1"), { partition: "p" });
     await first.stop();
     // Linux refuses to remount read-only while a file is open for writing, so the partitions
-    // are closed (a fresh server) when the filesystem turns read-only.
-    const server = await startDirServer(mount, ["--data-dir-probe-interval-ms", "50"]);
+    // are closed (a fresh server, which does not open them at start) when the filesystem turns
+    // read-only.
+    const server = await startDirServer(mount, [
+      "--data-dir-probe-interval-ms",
+      "50",
+      "--recover-at-start",
+      "off",
+    ]);
     try {
       assert.equal(await grpcHealth(server.address), "SERVING");
       await remount(mount, "ro");
