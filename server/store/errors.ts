@@ -69,12 +69,20 @@ export type EnvironmentErrorKind = "DiskFull" | "FileLimit" | "NotWritable";
 export class StoreError extends Error {
   override readonly name = "StoreError";
 
+  /**
+   * On a failed `Blob.sync`: the backend guarantees that none of that sync's writes can ever
+   * become durable (it refused them whole, or fenced them off). A failed sync without it may
+   * have made any of them durable, as a failed fsync may.
+   */
+  readonly voided: boolean;
+
   constructor(
     readonly kind: StoreErrorKind,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; voided?: boolean },
   ) {
     super(message, options);
+    this.voided = options?.voided === true;
   }
 }
 

@@ -33,7 +33,7 @@
  *   target blob is cut to empty and fsynced, the cursor goes back to the last committed blob and
  *   the next sync rewrites the target in full. If even that cleanup fails, the store refuses all
  *   further mutations and syncs (`StoreError("Failed")`) until reopened, and `unsafeVersionsFrom`
- *   names the versions a reopen must discard.
+ *   names the versions a reopen must discard (none when the backend voided the failed sync).
  * - Recovery destroys no evidence: a damaged blob (too short, bad CRC) is handed to
  *   `config.quarantine` and logged with the reason and both versions before it is cut; when both
  *   blobs held a body and neither is valid, the open fails with `DataLoss` and changes nothing,
@@ -685,7 +685,8 @@ export class Metadata {
       this.cursor = previousCursor;
       this.keyOrderChanged = this.nextVersion;
     } catch (cleanupErr) {
-      this.unsafeVersionsFrom = version;
+      // A voided sync can never surface: nothing of it needs discarding at reopen.
+      if (!(err instanceof StoreError && err.voided)) this.unsafeVersionsFrom = version;
       this.failure = new StoreError(
         "Failed",
         `store ${this.partition} failed: a sync failed and its cleanup failed too (${asIoError(cleanupErr, "cleanup").message}); reopen it`,

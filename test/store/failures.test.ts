@@ -177,6 +177,22 @@ test("a failed sync whose cleanup fails too leaves the store refusing work until
   assert.equal(again.get(u64(500)), undefined);
 });
 
+test("a failed sync the backend voided leaves no version to discard, even when its cleanup fails", async () => {
+  const { faulty, open } = setup();
+  const store = await stableStore(open);
+  const acknowledged = entries(store);
+  store.put(u64(500), Buffer.from("lost"));
+  // The backend says the failed sync can never land (as etcd does for a refused transaction).
+  faulty.inject({ op: "sync", voided: true });
+  faulty.inject({ op: "resize" }); // the cleanup's cut
+  await rejectsSyncFailed(store.sync());
+  await assert.rejects(store.sync(), (err: unknown) => isStoreError(err, "Failed"));
+  assert.equal(store.unsafeVersionsFrom, undefined);
+  faulty.crash(); // what was not synced is gone, as the backend promised
+  const reopened = await open();
+  assert.deepEqual(entries(reopened), acknowledged);
+});
+
 test("a crash in the middle of a sync serves the previous or the new version, whole", async () => {
   for (let tear = 0; tear <= 40; tear += 5) {
     const { faulty, open } = setup();

@@ -39,6 +39,11 @@
  *   blob was written by anyone else, or whose server lost ownership, can never commit again.
  * - When a transaction's outcome is unknown (a transport error after it was sent, or a compare
  *   failure after a retry), the length key is read back: its nonce says whether this sync landed.
+ * - A failed sync is `voided` (StoreError) when its transaction can never land: etcd refused it
+ *   (a failed compare; authentication, permission, out of space and other refusals etcd answers
+ *   before applying anything), or it was fenced off after an unknown outcome. Only the
+ *   transaction that sets the final length can make a sync's bytes readable, so a voided sync's
+ *   bytes never surface, whichever earlier transactions of a split sync landed.
  * - Creating a blob (its first sync, made by `openHeadered` at open) also creates the partition
  *   marker, in the same transaction. Removing is one transaction, durable when it resolves.
  * - An acknowledged sync is in a majority of etcd members (etcd commits through Raft).
@@ -51,7 +56,19 @@
  *   const storage = new EtcdStorage({ client: new Etcd3({ hosts: ["127.0.0.1:2379"] }), prefix: "meta" });
  */
 import { randomBytes } from "node:crypto";
-import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse } from "etcd3";
+import {
+  type Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdInvalidAuthTokenError,
+  EtcdPermissionDeniedError,
+  GRPCFailedPreconditionError,
+  GRPCInvalidArgumentError,
+  GRPCUnauthenticatedError,
+  type ICompare,
+  type IKeyValue,
+  type IRequestOp,
+  type ITxnResponse,
+} from "etcd3";
 import { asIoError, StoreError } from "../errors.js";
 import { DEFAULT_BLOB_LAYOUT, type ResolvedHeader, resolveHeader, V1_DATA_OFFSET } from "./blob-header.js";
 import { openHeadered, type RawFile } from "./headered-blob.js";
@@ -355,6 +372,29 @@ export function asEtcdError(err: unknown, what: string): StoreError {
   return asIoError(err, what);
 }
 
+/**
+ * True when etcd refused a request before applying any of it: a status etcd answers for a
+ * refusal (authentication, permission, out of space, a bad request), never for a lost answer.
+ */
+function refusedByEtcd(err: unknown): boolean {
+  if (isEtcdNoSpace(err)) return true;
+  const cause = err instanceof StoreError ? err.cause : err;
+  return (
+    cause instanceof EtcdAuthenticationFailedError ||
+    cause instanceof EtcdInvalidAuthTokenError ||
+    cause instanceof EtcdPermissionDeniedError ||
+    cause instanceof GRPCInvalidArgumentError ||
+    cause instanceof GRPCFailedPreconditionError ||
+    cause instanceof GRPCUnauthenticatedError
+  );
+}
+
+/** `err` as a StoreError of a sync that can never land (see the module comment). */
+function voided(err: unknown): StoreError {
+  const failure = err instanceof StoreError ? err : asIoError(err, "sync");
+  return new StoreError(failure.kind, failure.message, { cause: failure.cause, voided: true });
+}
+
 /** A compare that holds when `key` exists. */
 function exists(key: string): ICompare {
   return { key: Buffer.from(key), target: "Version", result: "Greater", version: 0 };
@@ -625,15 +665,31 @@ class EtcdFile implements RawFile {
     try {
       response = await this.storage.txn(`sync ${this.where}`, [compare], success);
     } catch (err) {
-      if (lengthValue !== undefined && (await this.landed(lengthValue))) return;
-      await this.fenceOff();
+      if (lengthValue !== undefined && (await this.landed(lengthValue)) === true) return;
+      if (refusedByEtcd(err)) throw voided(err);
+      const fence = await this.fenceOff();
+      if (fence === "fenced") throw voided(err);
+      if (fence === "changed" && lengthValue !== undefined) {
+        // Someone changed the length key since: this sync, landing meanwhile, or another writer.
+        const landed = await this.landed(lengthValue);
+        if (landed === true) return;
+        if (landed === false) throw voided(err);
+      }
       throw err;
     }
     if (!response.succeeded) {
       // A retried transaction that had landed fails its compare the second time round.
-      if (lengthValue !== undefined && (await this.landed(lengthValue))) return;
-      await this.storage.explainFailure(`sync ${this.where}`);
-      throw new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`);
+      const landed = lengthValue === undefined ? false : await this.landed(lengthValue);
+      if (landed === true) return;
+      // A failed compare can never hold later; an earlier try is ruled out only by the read.
+      const failure = (err: unknown) =>
+        landed === false ? voided(err) : asIoError(err, `sync ${this.where}`);
+      try {
+        await this.storage.explainFailure(`sync ${this.where}`);
+      } catch (err) {
+        throw failure(err);
+      }
+      throw failure(new StoreError("Io", `i/o error: sync ${this.where}: blob changed by another writer`));
     }
     if (lengthValue !== undefined) {
       this.lengthRevision = response.header.revision;
@@ -652,13 +708,16 @@ class EtcdFile implements RawFile {
     this.closed = true;
   }
 
-  /** True when the length key holds `value` (this sync's nonce): the transaction landed. */
-  private async landed(value: Buffer): Promise<boolean> {
+  /**
+   * True when the length key holds `value` (this sync's nonce): the transaction landed; false
+   * when it holds anything else; undefined when it cannot be read.
+   */
+  private async landed(value: Buffer): Promise<boolean | undefined> {
     let current: IKeyValue | undefined;
     try {
       current = await this.storage.readKey(`${this.base}length`);
     } catch {
-      return false;
+      return undefined;
     }
     if (current === undefined || !current.value.equals(value)) return false;
     this.lengthRevision = current.mod_revision;
@@ -668,11 +727,13 @@ class EtcdFile implements RawFile {
 
   /**
    * After an unknown outcome, rewrites the length key with its last known value, so a
-   * transaction of this sync still in flight fails its compare instead of landing later.
+   * transaction of this sync still in flight fails its compare instead of landing later:
+   * "fenced" once done, "changed" when the key changed meanwhile (the rewrite's own compare
+   * failed), "unknown" when the rewrite failed or there is no value to rewrite.
    */
-  private async fenceOff(): Promise<void> {
-    if (this.lengthValue === undefined) return;
-    await this.storage
+  private async fenceOff(): Promise<"fenced" | "changed" | "unknown"> {
+    if (this.lengthValue === undefined) return "unknown";
+    return this.storage
       .txn(
         `sync ${this.where}`,
         [
@@ -685,7 +746,10 @@ class EtcdFile implements RawFile {
         ],
         [{ request_put: { key: Buffer.from(`${this.base}length`), value: this.lengthValue } }],
       )
-      .catch(() => undefined);
+      .then(
+        (response) => (response.succeeded ? "fenced" : "changed"),
+        () => "unknown" as const,
+      );
   }
 
   private page(index: number): Buffer {

@@ -50,6 +50,11 @@ export interface Fault {
   crash?: CrashOptions;
   /** Error code of the failure's cause, as a system call reports it (e.g. "ENOSPC"). */
   errno?: string;
+  /**
+   * The failure is a `voided` StoreError: the backend promises none of the failed sync's writes
+   * can become durable. Nothing here enforces it: a test using it must not crash keeping them.
+   */
+  voided?: boolean;
 }
 
 interface Pending {
@@ -58,6 +63,7 @@ interface Pending {
   tearBytes: number | undefined;
   crash: CrashOptions | undefined;
   errno: string | undefined;
+  voided: boolean;
 }
 
 /** How a call fails: bytes to tear (-1: nothing written), a crash after, the error code. */
@@ -65,6 +71,7 @@ interface Firing {
   tear: number;
   crash: CrashOptions | undefined;
   errno?: string | undefined;
+  voided?: boolean;
 }
 
 /** Storage wrapper that injects failures; see the module comment. */
@@ -81,6 +88,7 @@ export class FaultyStorage extends StorageWrapper {
       tearBytes: fault.tearBytes,
       crash: fault.crash,
       errno: fault.errno,
+      voided: fault.voided === true,
     });
   }
 
@@ -128,6 +136,7 @@ export class FaultyStorage extends StorageWrapper {
         tear: fire.tearBytes === undefined ? -1 : Math.min(fire.tearBytes, size),
         crash: fire.crash,
         errno: fire.errno,
+        voided: fire.voided,
       };
     }
     return undefined;
@@ -136,7 +145,7 @@ export class FaultyStorage extends StorageWrapper {
   /** @internal Fails the call when a fault fires, crashing first if the fault says so. */
   fail(op: FaultOp, fault: Firing): never {
     if (fault.crash !== undefined) this.crash(fault.crash);
-    throw injected(op, fault.errno);
+    throw injected(op, fault.errno, fault.voided === true);
   }
 
   private check(op: FaultOp): void {
@@ -233,8 +242,8 @@ class FaultyCreationFile implements RawFile {
   }
 }
 
-function injected(op: FaultOp, errno: string | undefined): StoreError {
-  if (errno === undefined) return new StoreError("Io", `i/o error: injected ${op} failure`);
+function injected(op: FaultOp, errno: string | undefined, voided = false): StoreError {
+  if (errno === undefined) return new StoreError("Io", `i/o error: injected ${op} failure`, { voided });
   const cause = Object.assign(new Error(`${errno}: injected ${op} failure`), { code: errno });
-  return new StoreError("Io", `i/o error: injected ${op} failure: ${errno}`, { cause });
+  return new StoreError("Io", `i/o error: injected ${op} failure: ${errno}`, { cause, voided });
 }

@@ -55,7 +55,10 @@ export interface Blob {
   writeAll(writes: readonly BlobWrite[]): Promise<void>;
   /** Sets the logical length, zero-filling when growing. Not durable until `sync`. */
   resize(length: number): Promise<void>;
-  /** Makes every previous write and resize of this blob durable (an fsync or fdatasync of the file). */
+  /**
+   * Makes every previous write and resize of this blob durable (an fsync or fdatasync of the
+   * file). On failure, any of them may be durable, unless the StoreError is `voided`.
+   */
   sync(): Promise<void>;
   /** Current logical length. */
   length(): number;

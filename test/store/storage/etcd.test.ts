@@ -314,6 +314,43 @@ describe("etcd backend", { skip }, () => {
     assert.equal(Buffer.from(await reopened.blob.read(0, 12)).toString(), "Acknowledged");
   });
 
+  test("a failed sync is voided only when it can never land: refused, fenced off, or its compare failed", async () => {
+    const prefix = freshPrefix();
+    const failing = { next: 0 };
+    const storage = storageOn(prefix, {
+      beforeTransaction: () => {
+        if (failing.next > 0) {
+          failing.next--;
+          throw new Error("connection reset");
+        }
+      },
+    });
+    const { blob } = await storage.open("p", NAME);
+    await blob.write(0, Buffer.from("committed"));
+    await blob.sync();
+    const voided = (expected: boolean) => (err: unknown) => {
+      assert.ok(isStoreError(err), String(err));
+      assert.equal(err.voided, expected, err.message);
+      return true;
+    };
+    // Unknown outcome, then fenced off (the length key rewritten): it can never land.
+    failing.next = 1;
+    await blob.write(0, Buffer.from("fenced of"));
+    await assert.rejects(blob.sync(), voided(true));
+    // Unknown outcome, and the fence-off fails too: it might still land.
+    failing.next = 2;
+    await blob.write(0, Buffer.from("uncertain"));
+    await assert.rejects(blob.sync(), voided(false));
+    // Refused by etcd's compare: another writer got there first.
+    const other = await storageOn(prefix).open("p", NAME);
+    await other.blob.write(0, Buffer.from("the other"));
+    await other.blob.sync();
+    await blob.write(0, Buffer.from("refused!!"));
+    await assert.rejects(blob.sync(), voided(true));
+    const reopened = await storageOn(prefix).open("p", NAME);
+    assert.equal(Buffer.from(await reopened.blob.read(0, 9)).toString(), "the other");
+  });
+
   test("a second writer of a blob can never commit over the first", async () => {
     const prefix = freshPrefix();
     const a = await storageOn(prefix).open("p", NAME);
