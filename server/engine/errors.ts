@@ -7,6 +7,8 @@
  * - Messages are lower-case, name the value and the limit, and never echo unbounded input.
  * - `NotCommitted` and `ShuttingDown` always mean that the write was not committed (the client
  *   may retry it); their messages say so.
+ * - `OutcomeUnknown` is the only failure of a write that may still be committed (after a
+ *   restart); its message says so, and it is never mapped to a status a client retries blindly.
  */
 
 /** Every kind of failure the engine itself reports. */
@@ -21,6 +23,11 @@ export type EngineErrorKind =
   | "ShuttingDown"
   /** A sync failed, or the partition is reopening after one: the write was not committed. */
   | "NotCommitted"
+  /**
+   * A sync failed and its bytes could not be discarded from the storage (its cleanup and the
+   * reopen after it failed too): the write may appear after a restart.
+   */
+  | "OutcomeUnknown"
   /**
    * A watch asked for (or fell behind to) changes the history no longer holds; the error is an
    * `OutOfRangeError` naming the oldest version still available.

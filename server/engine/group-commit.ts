@@ -16,6 +16,10 @@
  * - If a sync fails, every operation applied since the last completed sync is failed
  *   (`NotCommitted`) and the partition reopens from its last durable state on disk.
  *   Operations still queued (not applied) go on against the reopened store.
+ * - "Not committed" is answered only when true for good: if the store could not cut the failed
+ *   sync's target blob (its cleanup failed, `unsafeVersionsFrom`), that sync's bytes may still be
+ *   on disk and would surface after a crash, so its waiters are answered only after the reopen
+ *   that discards them durably: `NotCommitted` once it succeeded, `OutcomeUnknown` if it failed.
  * - An operation whose `apply` throws (bad input, failed precondition) changes nothing and is
  *   answered with that error at once.
  * - `changes` (change-feed.ts) records the changes of each completed sync, before its waiters
@@ -184,7 +188,8 @@ export class GroupCommit {
   private inFlight: { waiters: Waiter[]; done: Promise<void> } | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private gatherTimer: NodeJS.Timeout | undefined;
-  private reopening: Promise<void> | undefined;
+  /** The reopen in progress; resolves with its failure, undefined when it succeeded. */
+  private reopening: Promise<{ failure: unknown } | undefined> | undefined;
   private lastReopenAt = 0;
   private failure: EngineError | undefined;
   private closing = false;
@@ -322,7 +327,7 @@ export class GroupCommit {
     if (this.reopening !== undefined) return;
     if (this.failure !== undefined) {
       if (!this.closing && Date.now() - this.lastReopenAt >= REOPEN_RETRY_MS) {
-        this.tryReopen();
+        void this.tryReopen();
       } else {
         for (const queued of this.queue.splice(0)) queued.reject(this.failure);
       }
@@ -444,7 +449,6 @@ export class GroupCommit {
       `not committed: a sync of partition ${store.partition} failed before this write could be committed`,
       { cause: err },
     );
-    for (const waiter of waiters) waiter.reject(failed);
     for (const waiter of this.batch) waiter.reject(later);
     this.batch = [];
     this.batchMutations = 0;
@@ -455,15 +459,36 @@ export class GroupCommit {
     this.failure = failed;
     this.metrics?.syncFailures.inc({ partition: store.partition });
     this.metrics?.available.set({ partition: store.partition }, 0);
-    this.tryReopen();
+    const unsafeFrom = store.unsafeVersionsFrom;
+    const reopened = this.tryReopen();
+    if (unsafeFrom === undefined) {
+      for (const waiter of waiters) waiter.reject(failed);
+      return;
+    }
+    // The failed sync's bytes may still be on disk: answer once the reopen has cut them, or not.
+    void reopened.then((reopenFailed) => {
+      const answer =
+        reopenFailed === undefined
+          ? failed
+          : new EngineError(
+              "OutcomeUnknown",
+              `sync of partition ${store.partition} failed and its bytes could not be discarded (${errorText(err)}; reopening: ${errorText(reopenFailed.failure)}): the outcome of the write is unknown: it is not visible now, but version ${unsafeFrom} may appear after a restart`,
+              { cause: err },
+            );
+      for (const waiter of waiters) waiter.reject(answer);
+    });
   }
 
-  /** Reopens the store from its last durable state; on failure, retries at the next operation. */
-  private tryReopen(): void {
-    if (this.reopening !== undefined) return;
+  /**
+   * Reopens the store from its last durable state (discarding the versions a failed cleanup left
+   * unsafe); on failure, retries at the next operation. Resolves with its failure, if it failed.
+   */
+  private tryReopen(): Promise<{ failure: unknown } | undefined> {
+    if (this.reopening !== undefined) return this.reopening;
     this.lastReopenAt = Date.now();
     const old = this.store;
-    this.reopening = (async () => {
+    const reopening = (async () => {
+      let failed: { failure: unknown } | undefined;
       try {
         await old.close();
         this.store = await this.reopen(old.unsafeVersionsFrom);
@@ -472,6 +497,7 @@ export class GroupCommit {
         this.metrics?.reopens.inc({ partition: old.partition, result: "ok" });
         this.metrics?.available.set({ partition: old.partition }, 1);
       } catch (err) {
+        failed = { failure: err };
         this.metrics?.reopens.inc({ partition: old.partition, result: "failed" });
         this.failure = new EngineError(
           "NotCommitted",
@@ -485,7 +511,15 @@ export class GroupCommit {
       } finally {
         this.reopening = undefined;
       }
-      if (this.failure === undefined) this.pump();
+      if (failed === undefined) this.pump();
+      return failed;
     })();
+    this.reopening = reopening;
+    return reopening;
   }
+}
+
+/** The message of an error, for a one-line answer. */
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

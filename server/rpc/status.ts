@@ -11,6 +11,7 @@
  *   StoreError DiskFull ("disk full", "etcd out of space"),
  *   FileLimit                                                    -> RESOURCE_EXHAUSTED
  *   StoreError NotWritable (names the path)                      -> UNAVAILABLE
+ *   EngineError OutcomeUnknown (a failed sync's bytes may remain)  -> UNKNOWN (may be committed)
  *   StoreError DataLoss, BlobCorrupt, Corrupt                    -> DATA_LOSS
  *   every other StoreError (format, recovery, I/O)               -> INTERNAL, cause logged
  *   AuthError Unauthenticated                                    -> UNAUTHENTICATED
@@ -63,6 +64,8 @@ function engineCode(kind: EngineErrorKind): status {
     case "ShuttingDown":
     case "NotCommitted":
       return status.UNAVAILABLE;
+    case "OutcomeUnknown":
+      return status.UNKNOWN;
     default:
       return unmapped(kind);
   }

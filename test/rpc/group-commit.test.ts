@@ -408,6 +408,26 @@ describe("a failed sync", () => {
 });
 
 describe("a partition whose reopen fails", () => {
+  test("after a failed sync whose cleanup failed too: UNKNOWN, the outcome of the write is unknown", async () => {
+    const faulty = new FaultyStorage(new MemoryStorage());
+    const server = await startTestServer([], faulty);
+    try {
+      await server.client.put(utf8("kept"), utf8("v"));
+      // The sync fails, its cleanup cannot cut the target blob, and the reopen cannot open it.
+      faulty.inject({ op: "sync" });
+      faulty.inject({ op: "resize" });
+      faulty.inject({ op: "open" });
+      await assert.rejects(server.client.put(utf8("maybe"), utf8("x")), {
+        code: status.UNKNOWN,
+        details:
+          /^sync of partition default failed and its bytes could not be discarded \(.+\): the outcome of the write is unknown: it is not visible now, but version \d+ may appear after a restart$/,
+      });
+      assert.equal(faulty.faultsFired, 3);
+      assert.equal(await server.client.get(utf8("maybe")), undefined);
+    } finally {
+      await server.stop();
+    }
+  });
   test("answers UNAVAILABLE until a later reopen succeeds, then serves its last durable state", async () => {
     const faulty = new FaultyStorage(new MemoryStorage());
     const server = await startTestServer([], faulty);
