@@ -150,8 +150,9 @@ export class Ownership {
 
   /**
    * Tracks the campaign's lease keepalives (etcd3 1.1.2 keeps the lease in the campaign's private
-   * `lease` field; package.json pins that version, and test/etcd/failover.test.ts fails when a
-   * paused owner answers a read). Without it, this server would never serve: it says so.
+   * `lease` field; package.json pins that version, and test/etcd/lease-guard.test.ts fails when
+   * an owner answers a read etcd no longer covers). Without it, this server would never serve: it
+   * says so.
    */
   private followLease(campaign: Campaign): void {
     const lease = (campaign as unknown as { lease?: NodeJS.EventEmitter }).lease;
