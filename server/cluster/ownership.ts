@@ -23,6 +23,9 @@
  *   owner paused past its lease (SIGSTOP, a stalled VM) refuses calls when it wakes, instead of
  *   answering reads from state a new owner may have changed, until etcd confirms the lease again
  *   or the loss is noticed. Keepalives go every T / 3, so a live owner never comes near the bound.
+ * - `onLeaseChange` is told when that bound passes for the owner (false) and when etcd confirms
+ *   the lease again (true), as `refusal()` changes its answer (a timer fires at the bound), so
+ *   that health follows whether calls are refused.
  * - etcd out of space grants no lease: a server that starts (or a standby that would take over)
  *   while etcd's NOSPACE alarm is raised loses at once, with a reason saying so and what to do.
  *   An owner keeps its lease (keepalives are not writes) and its reads.
@@ -51,6 +54,11 @@ export interface OwnershipOptions {
   leaseTtlSeconds: number;
   /** Told every change of state, and why for `lost`. */
   onChange?: (state: OwnershipState, reason?: string) => void;
+  /**
+   * Told, while owner, when etcd's last confirmation of the lease no longer covers serving
+   * (`false`: calls are refused from now on) and when etcd confirms it again (`true`).
+   */
+  onLeaseChange?: (confirmed: boolean) => void;
 }
 
 /** This server's standing in the election; see the module comment. */
@@ -65,6 +73,10 @@ export class Ownership {
   private leaseConfirmedUntil = 0;
   /** Send times of keepalives not yet answered, oldest first (etcd answers in order). */
   private readonly keepalivesSent: number[] = [];
+  /** Fires once `leaseConfirmedUntil` has passed, for `onLeaseChange`. */
+  private leaseTimer: NodeJS.Timeout | undefined;
+  /** What `onLeaseChange` was last told, inverted (an owner starts confirmed). */
+  private leaseLapsed = false;
   /** Called at the next confirmation of the lease. */
   private confirmationWaiters: (() => void)[] = [];
   private campaign: Campaign | undefined;
@@ -144,6 +156,7 @@ export class Ownership {
     // Not reported through onChange: stopping is not losing.
     this.state = "lost";
     this.lostReason ??= "stopped";
+    clearTimeout(this.leaseTimer);
     await this.campaign?.resign().catch(() => undefined);
     await this.observer?.cancel().catch(() => undefined);
   }
@@ -168,6 +181,7 @@ export class Ownership {
       const ttlMs = Number(response.TTL) * 1000;
       if (sentAt === undefined || !(ttlMs > 0)) return;
       this.leaseConfirmedUntil = Math.max(this.leaseConfirmedUntil, sentAt + LEASE_TRUST * ttlMs);
+      this.followConfirmation();
       const waiters = this.confirmationWaiters;
       this.confirmationWaiters = [];
       for (const wake of waiters) wake();
@@ -176,6 +190,27 @@ export class Ownership {
     lease.on("keepaliveFailed", () => {
       this.keepalivesSent.length = 0;
     });
+  }
+
+  /**
+   * Tells `onLeaseChange` when the owner's confirmed lease runs out or is confirmed again, and
+   * arms a timer for the moment it runs out. Does nothing unless owner.
+   */
+  private followConfirmation(): void {
+    clearTimeout(this.leaseTimer);
+    if (this.state !== "owner") return;
+    // Same test as refusal(): lapsed once the confirmed bound is not in the future.
+    const left = this.leaseConfirmedUntil - performance.now();
+    const lapsed = left <= 0;
+    if (lapsed !== this.leaseLapsed) {
+      this.leaseLapsed = lapsed;
+      this.options.onLeaseChange?.(!lapsed);
+    }
+    if (lapsed) return;
+    // Timers run on a millisecond clock and may fire a fraction early: the callback checks again.
+    this.leaseTimer = setTimeout(() => this.followConfirmation(), Math.ceil(left) + 1);
+    // Never what keeps the process alive.
+    this.leaseTimer.unref();
   }
 
   private async elected(campaign: Campaign): Promise<void> {
@@ -210,5 +245,6 @@ export class Ownership {
     this.state = state;
     if (reason !== undefined) this.lostReason = reason;
     this.options.onChange?.(state, reason);
+    this.followConfirmation();
   }
 }

@@ -9,7 +9,8 @@
  * the guard:
  * - reads sent right after the pause are answered (the owner serves normally);
  * - every read sent 0.9 TTL or more after the pause is refused UNAVAILABLE, saying the ownership
- *   lease is unconfirmed, and never answered with the value;
+ *   lease is unconfirmed, and never answered with the value; meanwhile gRPC health says
+ *   NOT_SERVING and /healthz answers 503 saying why;
  * - once etcd goes on (after its TTL, so etcd has let the lease expire), the server reports the
  *   lost lease and exits 3, and a restarted server owns the prefix and reads the durable write.
  */
@@ -28,6 +29,7 @@ import { tempDir } from "../support/temp-dir.js";
 const skip = etcdMissing() ?? false;
 const TTL_SECONDS = 3;
 const TTL_MS = TTL_SECONDS * 1000;
+const SERVICE = "commonware.metadata.v1.MetadataService";
 /** The share of a confirmed TTL the owner serves for (LEASE_TRUST in ownership.ts). */
 const TRUST = 0.9;
 
@@ -154,6 +156,21 @@ describe("the ownership lease guard, etcd paused", { skip, timeout: 60_000 }, ()
     );
     t.diagnostic(
       `${answered.length} reads answered after the pause, the first refused sent at ${refused.sentMs} ms`,
+    );
+
+    // Health follows the refusal (a timer at the bound, so allow it a moment): clients routed by
+    // health stop picking this server, and /healthz says why.
+    await waitUntil(
+      async () => (await healthStatus(owner.address)) === "NOT_SERVING",
+      "grpc health NOT_SERVING",
+      1_000,
+    );
+    assert.equal(await healthStatus(owner.address, SERVICE), "NOT_SERVING");
+    const healthz = await fetch(`http://127.0.0.1:${owner.metricsPort}/healthz`);
+    assert.equal(healthz.status, 503);
+    assert.equal(
+      await healthz.text(),
+      "not serving\nownership lease unconfirmed by etcd: calls refused until etcd confirms it\n",
     );
 
     // Past the TTL, etcd has let the lease expire (its clock ran on while it was stopped): as
