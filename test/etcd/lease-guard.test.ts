@@ -13,6 +13,10 @@
  *   restarted server owns the prefix and reads the durable write.
  * - etcd's answers held back by a proxy (keepalives still reach etcd, which keeps the lease):
  *   once they arrive, health says SERVING again and reads are answered.
+ * - etcd's answers held back, then its requests too (a full partition): the answers etcd gave
+ *   before the cut arrive after the etcd client gave up on their stream and opened another.
+ *   They confirm the lease only from their own keepalives' send times, so every read stays
+ *   refused; once requests reach etcd again, the server learns the lease expired and exits 3.
  */
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
@@ -178,6 +182,56 @@ describe("the ownership lease guard", { skip, timeout: 90_000 }, () => {
     assert.equal(await healthz.text(), "ok\n");
     assert.match(owner.output(), /ownership: etcd no longer confirms the lease: refusing calls/);
     assert.match(owner.output(), /ownership: etcd confirmed the lease again: serving/);
+  });
+
+  test("answers etcd gave before a full partition, delivered after it: they confirm nothing past their own time", async (t) => {
+    const target = cluster.endpoints[0];
+    assert.ok(target !== undefined);
+    const proxy = await startHeldProxy(target);
+    cleanups.push(proxy.close);
+    const { owner, client } = await startOwner("stale", proxy.endpoint);
+
+    // Answers held first, long enough for at least one keepalive (every TTL / 3) to be renewed
+    // by etcd with its answer held; then nothing reaches etcd any more either.
+    proxy.hold("down");
+    await sleep(TTL_MS / 3 + 400);
+    proxy.hold("up");
+    const cutAt = performance.now();
+    const reads = await readUntilRefused(client, cutAt, 2 * TTL_MS);
+    checkGuard(reads, "the cut");
+
+    // etcd renewed the lease last before the cut, so nothing it said covers a read sent 0.9 TTL
+    // after it. Its held answers arrive now (after the etcd client gave up on their stream and
+    // opened another): every read must still be refused.
+    await sleep(TRUST * TTL_MS + 100 - (performance.now() - cutAt));
+    proxy.release("down");
+    const releasedAt = performance.now();
+    const late: Read[] = [];
+    while (performance.now() - releasedAt < 600) {
+      const one: Read = { sentMs: Math.round(performance.now() - cutAt) };
+      late.push(one);
+      await readInto(client, one);
+      await sleep(50);
+    }
+    const summary = late.map(describeRead).join("\n");
+    t.diagnostic(
+      `after the held answers came: ${late.filter((r) => r.code === undefined).length} of ${late.length} reads answered`,
+    );
+    for (const one of late) {
+      assert.notEqual(
+        one.value,
+        "durable value",
+        `a read answered ${one.sentMs} ms after the cut:\n${summary}`,
+      );
+      assert.equal(one.code, status.UNAVAILABLE, summary);
+    }
+
+    // etcd let the lease expire meanwhile: once requests reach it again, the owner learns so and exits 3.
+    await sleep(TTL_MS + 500 - (performance.now() - cutAt));
+    proxy.release("up");
+    const exit = await within(owner.exited, 3 * TTL_MS + 5_000);
+    assert.deepEqual(exit, { code: 3, signal: null }, owner.output());
+    assert.match(owner.output(), /ownership lost \(lease lost: /);
   });
 });
 
