@@ -194,11 +194,12 @@ describe("the ownership lease guard", { skip, timeout: 90_000 }, () => {
     // Answers held first, long enough for at least one keepalive (every TTL / 3) to be renewed
     // by etcd with its answer held; then nothing reaches etcd any more either.
     proxy.hold("down");
+    const heldAt = performance.now();
+    const reading = readUntilRefused(client, heldAt, 2 * TTL_MS);
     await sleep(TTL_MS / 3 + 400);
     proxy.hold("up");
     const cutAt = performance.now();
-    const reads = await readUntilRefused(client, cutAt, 2 * TTL_MS);
-    checkGuard(reads, "the cut");
+    checkGuard(await reading, "the hold");
 
     // etcd renewed the lease last before the cut, so nothing it said covers a read sent 0.9 TTL
     // after it. Its held answers arrive now (after the etcd client gave up on their stream and
