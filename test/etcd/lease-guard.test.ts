@@ -58,7 +58,7 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined
   }
 }
 
-/** One read sent while etcd was paused: when it was sent (ms after the pause) and how it ended. */
+/** One read: when it was sent (ms after etcd's answers stopped) and how it ended. */
 interface Read {
   sentMs: number;
   value?: string | undefined;
