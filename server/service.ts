@@ -145,6 +145,12 @@ async function startOnEtcd(config: ServerConfig, etcd: EtcdConfig): Promise<Runn
       }
       if (state === "lost") reportLost(reason ?? "unknown");
     },
+    // Health says NOT_SERVING for as long as the owner refuses calls for want of a confirmed lease.
+    onLeaseChange: (confirmed) => {
+      rpcServer?.updateHealth();
+      if (confirmed) console.log("ownership: etcd confirmed the lease again: serving");
+      else console.error("ownership: etcd no longer confirms the lease: refusing calls until it does");
+    },
   });
   const storage = new EtcdStorage({
     client,
@@ -318,6 +324,9 @@ async function startLocked(
           ...(config.metricsTokenFile === undefined ? {} : { metricsTokenHash: () => metricsTokenHash }),
           // /healthz is open to anyone: the lines name no partition and no path.
           problems: () => [
+            ...(cluster?.ownership.current === "owner" && cluster.ownership.refusal() !== undefined
+              ? ["ownership lease unconfirmed by etcd: calls refused until etcd confirms it"]
+              : []),
             ...(probe === undefined || probe.writable
               ? []
               : probe instanceof EtcdSpaceProbe

@@ -19,10 +19,15 @@
  * - `refusal()` is undefined only for the owner whose lease etcd confirmed recently enough: a
  *   keepalive sent at local time t and answered with TTL T proves the lease alive until t + T at
  *   etcd's leader, so no other server can own before then. The owner serves calls only until
- *   t + 0.9 T (the rest covers clock-rate differences), measured on the monotonic clock. So an
- *   owner paused past its lease (SIGSTOP, a stalled VM) refuses calls when it wakes, instead of
- *   answering reads from state a new owner may have changed, until etcd confirms the lease again
- *   or the loss is noticed. Keepalives go every T / 3, so a live owner never comes near the bound.
+ *   t + 0.9 T (the rest covers clock-rate differences), measured on the monotonic clock. An
+ *   answer goes with a keepalive of its own stream, never with one of a newer stream the etcd
+ *   client opened meanwhile (`followKeepalives`). So an owner paused past its lease (SIGSTOP, a
+ *   stalled VM), or cut off from etcd, refuses calls from then on, instead of answering reads
+ *   from state a new owner may have changed, until etcd confirms the lease again or the loss is
+ *   noticed. Keepalives go every T / 3, so a live owner never comes near the bound.
+ * - `onLeaseChange` is told when that bound passes for the owner (false) and when etcd confirms
+ *   the lease again (true), as `refusal()` changes its answer (a timer fires at the bound), so
+ *   that health follows whether calls are refused.
  * - etcd out of space grants no lease: a server that starts (or a standby that would take over)
  *   while etcd's NOSPACE alarm is raised loses at once, with a reason saying so and what to do.
  *   An owner keeps its lease (keepalives are not writes) and its reads.
@@ -39,6 +44,17 @@ import { ETCD_NO_SPACE, ETCD_NO_SPACE_ADVICE, type EtcdFence, isEtcdNoSpace } fr
 /** Fraction of a confirmed lease TTL during which the owner serves (see the module comment). */
 const LEASE_TRUST = 0.9;
 
+/** The part of etcd3's lease client that opens keepalive streams (see `followLease`). */
+interface KeepaliveOpener {
+  leaseKeepAlive?: (...args: unknown[]) => Promise<KeepaliveStream>;
+}
+
+/** The part of a keepalive stream (a grpc-js duplex stream) that `followKeepalives` uses. */
+interface KeepaliveStream {
+  write: (...args: unknown[]) => boolean;
+  on(event: "data", listener: (response: ILeaseKeepAliveResponse) => void): unknown;
+}
+
 /** Where a server stands. */
 export type OwnershipState = "standby" | "owner" | "lost";
 
@@ -51,6 +67,11 @@ export interface OwnershipOptions {
   leaseTtlSeconds: number;
   /** Told every change of state, and why for `lost`. */
   onChange?: (state: OwnershipState, reason?: string) => void;
+  /**
+   * Told, while owner, when etcd's last confirmation of the lease no longer covers serving
+   * (`false`: calls are refused from now on) and when etcd confirms it again (`true`).
+   */
+  onLeaseChange?: (confirmed: boolean) => void;
 }
 
 /** This server's standing in the election; see the module comment. */
@@ -63,8 +84,10 @@ export class Ownership {
   private identity: string | undefined;
   /** Monotonic time (ms) until which etcd's answer to a keepalive proves the lease alive. */
   private leaseConfirmedUntil = 0;
-  /** Send times of keepalives not yet answered, oldest first (etcd answers in order). */
-  private readonly keepalivesSent: number[] = [];
+  /** Fires once `leaseConfirmedUntil` has passed, for `onLeaseChange`. */
+  private leaseTimer: NodeJS.Timeout | undefined;
+  /** What `onLeaseChange` was last told, inverted (an owner starts confirmed). */
+  private leaseLapsed = false;
   /** Called at the next confirmation of the lease. */
   private confirmationWaiters: (() => void)[] = [];
   private campaign: Campaign | undefined;
@@ -144,37 +167,81 @@ export class Ownership {
     // Not reported through onChange: stopping is not losing.
     this.state = "lost";
     this.lostReason ??= "stopped";
+    clearTimeout(this.leaseTimer);
     await this.campaign?.resign().catch(() => undefined);
     await this.observer?.cancel().catch(() => undefined);
   }
 
   /**
-   * Tracks the campaign's lease keepalives (etcd3 1.1.2 keeps the lease in the campaign's private
-   * `lease` field; package.json pins that version, and test/etcd/failover.test.ts fails when a
-   * paused owner answers a read). Without it, this server would never serve: it says so.
+   * Tracks the campaign's lease keepalives, stream by stream (etcd3 1.1.2 keeps the lease in the
+   * campaign's private `lease` field and opens each keepalive stream through the lease's private
+   * `client`; package.json pins that version, and test/etcd/lease-guard.test.ts fails when an
+   * owner answers a read etcd no longer covers). Without them, this server would never serve: it
+   * says so.
    */
   private followLease(campaign: Campaign): void {
-    const lease = (campaign as unknown as { lease?: NodeJS.EventEmitter }).lease;
-    if (lease === undefined || typeof lease.on !== "function") {
+    const rpc = (campaign as unknown as { lease?: { client?: KeepaliveOpener } }).lease?.client;
+    const open = rpc?.leaseKeepAlive;
+    if (rpc === undefined || typeof open !== "function") {
       console.error(
         "ownership: the etcd client's campaign lease is not reachable: this server will refuse calls",
       );
       return;
     }
-    lease.on("keepaliveFired", () => this.keepalivesSent.push(performance.now()));
-    lease.on("keepaliveSucceeded", (response: ILeaseKeepAliveResponse) => {
-      const sentAt = this.keepalivesSent.shift();
+    rpc.leaseKeepAlive = async (...args: unknown[]) => {
+      const stream = await open.apply(rpc, args);
+      this.followKeepalives(stream);
+      return stream;
+    };
+  }
+
+  /**
+   * Confirms the lease from the answers of one keepalive stream. etcd answers the keepalives of a
+   * stream in order, so each answer goes with the send time of the oldest unanswered keepalive of
+   * the same stream. Per stream, because the etcd client gives up on a stream that went a TTL
+   * without an answer and opens another, while answers of the old one may still arrive: matched
+   * with a later keepalive of the new one, such an answer would confirm the lease past what etcd
+   * said (even past its expiry, when etcd was cut off meanwhile).
+   */
+  private followKeepalives(stream: KeepaliveStream): void {
+    const sent: number[] = [];
+    const write = stream.write;
+    stream.write = (...args: unknown[]) => {
+      // Taken before the request leaves, so never later than etcd's renewal.
+      sent.push(performance.now());
+      return write.apply(stream, args);
+    };
+    stream.on("data", (response: ILeaseKeepAliveResponse) => {
+      const sentAt = sent.shift();
       const ttlMs = Number(response.TTL) * 1000;
       if (sentAt === undefined || !(ttlMs > 0)) return;
       this.leaseConfirmedUntil = Math.max(this.leaseConfirmedUntil, sentAt + LEASE_TRUST * ttlMs);
+      this.followConfirmation();
       const waiters = this.confirmationWaiters;
       this.confirmationWaiters = [];
       for (const wake of waiters) wake();
     });
-    // A failed keepalive stream drops its unanswered keepalives; a new one starts afresh.
-    lease.on("keepaliveFailed", () => {
-      this.keepalivesSent.length = 0;
-    });
+  }
+
+  /**
+   * Tells `onLeaseChange` when the owner's confirmed lease runs out or is confirmed again, and
+   * arms a timer for the moment it runs out. Does nothing unless owner.
+   */
+  private followConfirmation(): void {
+    clearTimeout(this.leaseTimer);
+    if (this.state !== "owner") return;
+    // Same test as refusal(): lapsed once the confirmed bound is not in the future.
+    const left = this.leaseConfirmedUntil - performance.now();
+    const lapsed = left <= 0;
+    if (lapsed !== this.leaseLapsed) {
+      this.leaseLapsed = lapsed;
+      this.options.onLeaseChange?.(!lapsed);
+    }
+    if (lapsed) return;
+    // Timers run on a millisecond clock and may fire a fraction early: the callback checks again.
+    this.leaseTimer = setTimeout(() => this.followConfirmation(), Math.ceil(left) + 1);
+    // Never what keeps the process alive.
+    this.leaseTimer.unref();
   }
 
   private async elected(campaign: Campaign): Promise<void> {
@@ -209,5 +276,6 @@ export class Ownership {
     this.state = state;
     if (reason !== undefined) this.lostReason = reason;
     this.options.onChange?.(state, reason);
+    this.followConfirmation();
   }
 }
