@@ -11,7 +11,8 @@
  * - `commit()` sends an atomic batch of puts and removes with optional preconditions.
  * - `writer()` pipelines many puts, removes and commits over one Write stream.
  * - Errors are grpc-js `ServiceError`s (`code`, `details`); see the proto for which codes each
- *   RPC returns. A DEADLINE_EXCEEDED on a write means its outcome is unknown.
+ *   RPC returns. A DEADLINE_EXCEEDED or UNKNOWN on a write means its outcome is unknown; an
+ *   UNAVAILABLE means it was not committed.
  *
  * - Authentication: `token` sends `authorization: Bearer <token>` on every call (a call
  *   credentials plugin over TLS; over plaintext, which only suits loopback, a client

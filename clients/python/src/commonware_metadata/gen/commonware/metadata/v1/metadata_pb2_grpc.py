@@ -44,7 +44,9 @@ class MetadataServiceStub:
     oversize value; RESOURCE_EXHAUSTED for a configured limit; FAILED_PRECONDITION when a Commit
     condition does not hold; UNAVAILABLE when the server is shutting down or a sync failed (the
     write was not committed); DEADLINE_EXCEEDED when the deadline passed while waiting for a sync
-    (the outcome of the write is then unknown: it may or may not have been committed). Any call
+    (the outcome of the write is then unknown: it may or may not have been committed); UNKNOWN
+    when a sync failed and the storage failed to discard its bytes (the outcome is unknown too:
+    the write is not visible, but it may appear after a restart). Any call
     may also answer RESOURCE_EXHAUSTED when the disk is full or the server is out of file
     descriptors, UNAVAILABLE when the data directory cannot be written, and DATA_LOSS when both
     blobs of the partition are damaged (the partition is not served until an operator accepts the
@@ -133,7 +135,9 @@ class MetadataServiceServicer:
     oversize value; RESOURCE_EXHAUSTED for a configured limit; FAILED_PRECONDITION when a Commit
     condition does not hold; UNAVAILABLE when the server is shutting down or a sync failed (the
     write was not committed); DEADLINE_EXCEEDED when the deadline passed while waiting for a sync
-    (the outcome of the write is then unknown: it may or may not have been committed). Any call
+    (the outcome of the write is then unknown: it may or may not have been committed); UNKNOWN
+    when a sync failed and the storage failed to discard its bytes (the outcome is unknown too:
+    the write is not visible, but it may appear after a restart). Any call
     may also answer RESOURCE_EXHAUSTED when the disk is full or the server is out of file
     descriptors, UNAVAILABLE when the data directory cannot be written, and DATA_LOSS when both
     blobs of the partition are damaged (the partition is not served until an operator accepts the
@@ -348,7 +352,9 @@ class MetadataService:
     oversize value; RESOURCE_EXHAUSTED for a configured limit; FAILED_PRECONDITION when a Commit
     condition does not hold; UNAVAILABLE when the server is shutting down or a sync failed (the
     write was not committed); DEADLINE_EXCEEDED when the deadline passed while waiting for a sync
-    (the outcome of the write is then unknown: it may or may not have been committed). Any call
+    (the outcome of the write is then unknown: it may or may not have been committed); UNKNOWN
+    when a sync failed and the storage failed to discard its bytes (the outcome is unknown too:
+    the write is not visible, but it may appear after a restart). Any call
     may also answer RESOURCE_EXHAUSTED when the disk is full or the server is out of file
     descriptors, UNAVAILABLE when the data directory cannot be written, and DATA_LOSS when both
     blobs of the partition are damaged (the partition is not served until an operator accepts the
