@@ -16,6 +16,7 @@
  *   npm run cli -- watch [--prefix P] [--from-version N] [--values]
  *                                                prints committed changes as they come, one a line
  *   npm run cli -- accept-data-loss PARTITION [server flags]   on the data directory, server stopped
+ *   npm run cli -- check [PARTITION ...] [server flags]        read-only, server stopped or a copy
  * with `--address HOST:PORT` (env METADATA_ADDRESS, default 127.0.0.1:50051), `--partition NAME`,
  * `--deadline-ms N` and `--output text|json` on every call, and for secured servers `--token T`
  * (env METADATA_TOKEN), `--cacert FILE` (TLS trusting that CA) and `--cert FILE --key FILE` (a
@@ -85,6 +86,12 @@ Commands:
                         failed (the failed lines are listed on stderr)
   watch                 print committed changes as they come, one a line: VERSION<TAB>put<TAB>KEY
                         (<TAB>VALUE with --values) or VERSION<TAB>rm<TAB>KEY; runs until stopped
+  check [PARTITION ...] [SERVER FLAGS]
+                        with the server stopped (or on a copy of its data directory): read each
+                        partition's blobs and say what opening it would find: ok, recoverable
+                        (one damaged blob), DATA LOSS or CORRUPT; changes nothing; exit 1 when
+                        any partition has data loss or is corrupt; takes the server's
+                        --data-dir and key codec flags
   accept-data-loss PARTITION [SERVER FLAGS]
                         with the server stopped: keep both damaged blobs of PARTITION in
                         <data-dir>/.quarantine/ and restart it empty (see README: corruption);
@@ -232,6 +239,7 @@ export type Command =
   | { name: "help" }
   | { name: "serve"; args: string[] }
   | { name: "accept-data-loss"; args: string[] }
+  | { name: "check"; args: string[] }
   | {
       name:
         | "put"
@@ -318,6 +326,10 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
         if (command === "serve") {
           if (flags.size > 0) throw new UsageError("serve takes server flags only, after the word serve");
           return { name: "serve", args: argv.slice(i + 1) };
+        }
+        if (command === "check") {
+          if (flags.size > 0) throw new UsageError("check takes server flags only, after its partitions");
+          return { name: "check", args: argv.slice(i + 1) };
         }
         if (command === "accept-data-loss") {
           if (flags.size > 0)
@@ -936,6 +948,40 @@ async function acceptLoss(args: string[]): Promise<number> {
   }
 }
 
+/** `check [PARTITION ...] [server flags]`; resolves with the exit status. */
+async function checkData(args: string[]): Promise<number> {
+  const first = args.findIndex((arg) => arg.startsWith("-"));
+  const partitions = first === -1 ? args : args.slice(0, first);
+  const flags = first === -1 ? [] : args.slice(first);
+  const { ConfigError, parseConfig } = await import("./config.js");
+  const { checkDataDir } = await import("./check-data-dir.js");
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    config = parseConfig(flags);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`error: ${err.message}\nrun "npm run cli -- help" for usage`);
+      return 2;
+    }
+    throw err;
+  }
+  try {
+    const results = await checkDataDir(config, partitions);
+    const counts = { ok: 0, recoverable: 0, data_loss: 0, corrupt: 0 };
+    for (const result of results) {
+      counts[result.verdict]++;
+      console.log(`${result.partition}: ${result.summary}`);
+    }
+    console.log(
+      `checked ${results.length} partition(s) in ${config.dataDir}: ${counts.ok} ok, ${counts.recoverable} recoverable, ${counts.data_loss} with data loss, ${counts.corrupt} corrupt`,
+    );
+    return counts.data_loss + counts.corrupt > 0 ? 1 : 0;
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
 /** Resolves when stdout can take more, or has failed (the error handler then exits). */
 async function drained(): Promise<void> {
   await new Promise<void>((resolve) => {
@@ -972,6 +1018,10 @@ async function main(): Promise<void> {
   }
   if (command.name === "accept-data-loss") {
     process.exitCode = await acceptLoss(command.args);
+    return;
+  }
+  if (command.name === "check") {
+    process.exitCode = await checkData(command.args);
     return;
   }
   // A reader that goes away (`keys | head`) ends the command quietly, as for other CLIs.
