@@ -8,30 +8,13 @@ import { test } from "node:test";
 import { isEngineError } from "../../server/engine/errors.js";
 import { Engine } from "../../server/engine/operations.js";
 import { Partitions } from "../../server/engine/partitions.js";
-import { variableKeys } from "../../server/store/codec.js";
 import { FaultyStorage } from "../../server/store/storage/faulty.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
+import { partitionsConfig } from "../support/engine-config.js";
 import { utf8 } from "../support/store-helpers.js";
 
 function engineOn(storage: FaultyStorage): Engine {
-  return new Engine(
-    new Partitions(storage, {
-      defaultPartition: "default",
-      defaultKeyCodec: variableKeys(),
-      keyCodecs: new Map(),
-      maxValueBytes: 1024 * 1024,
-      maxOpenPartitions: 16,
-      maxPartitions: 16,
-      groupCommit: {
-        batchMaxMutations: 10_000,
-        batchMaxBytes: 16 * 1024 * 1024,
-        batchMaxDelayMs: 0,
-        flushIntervalMs: 100,
-        maxQueuedOperations: 1000,
-      },
-      recovery: { warn: () => undefined },
-    }),
-  );
+  return new Engine(new Partitions(storage, partitionsConfig({ recovery: { warn: () => undefined } })));
 }
 
 /** A power cut that keeps every write not yet synced, whole: a failed fsync's bytes reached the disk. */

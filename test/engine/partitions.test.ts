@@ -10,9 +10,9 @@ import { isEngineError } from "../../server/engine/errors.js";
 import { createGroupCommitMetrics } from "../../server/engine/group-commit.js";
 import { Engine } from "../../server/engine/operations.js";
 import { Partitions } from "../../server/engine/partitions.js";
-import { variableKeys } from "../../server/store/codec.js";
 import { MemoryStorage } from "../../server/store/storage/memory.js";
 import { MeteredStorage } from "../../server/store/storage/metered.js";
+import { partitionsConfig } from "../support/engine-config.js";
 import { Rng, testSeed } from "../support/rng.js";
 import { utf8 } from "../support/store-helpers.js";
 
@@ -23,20 +23,7 @@ function engineWith(
   const registry = new Registry();
   const partitions = new Partitions(
     new MeteredStorage(storage, registry),
-    {
-      defaultPartition: "default",
-      defaultKeyCodec: variableKeys(),
-      keyCodecs: new Map(),
-      maxValueBytes: 1024 * 1024,
-      ...limits,
-      groupCommit: {
-        batchMaxMutations: 10_000,
-        batchMaxBytes: 16 * 1024 * 1024,
-        batchMaxDelayMs: 0,
-        flushIntervalMs: 100,
-        maxQueuedOperations: 100_000,
-      },
-    },
+    partitionsConfig(limits),
     registry,
     createGroupCommitMetrics(registry),
   );

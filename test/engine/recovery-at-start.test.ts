@@ -12,7 +12,7 @@ import { createGroupCommitMetrics } from "../../server/engine/group-commit.js";
 import { Engine } from "../../server/engine/operations.js";
 import { Partitions } from "../../server/engine/partitions.js";
 import { recoverAtStart } from "../../server/engine/recovery-at-start.js";
-import { fixedKeys, type KeyCodec, variableKeys } from "../../server/store/codec.js";
+import { fixedKeys, type KeyCodec } from "../../server/store/codec.js";
 import { isStoreError } from "../../server/store/errors.js";
 import { BLOB_NAMES } from "../../server/store/metadata.js";
 import { dataOffset } from "../../server/store/storage/blob-header.js";
@@ -23,6 +23,7 @@ import {
   type Storage,
   StorageWrapper,
 } from "../../server/store/storage/storage.js";
+import { partitionsConfig } from "../support/engine-config.js";
 import { utf8 } from "../support/store-helpers.js";
 
 function engineOn(
@@ -32,22 +33,11 @@ function engineOn(
   const registry = new Registry();
   const partitions = new Partitions(
     storage,
-    {
-      defaultPartition: "default",
-      defaultKeyCodec: variableKeys(),
+    partitionsConfig({
       keyCodecs: options.keyCodecs ?? new Map(),
-      maxValueBytes: 1024 * 1024,
       maxOpenPartitions: options.maxOpenPartitions ?? 256,
-      maxPartitions: 10_000,
-      groupCommit: {
-        batchMaxMutations: 10_000,
-        batchMaxBytes: 16 * 1024 * 1024,
-        batchMaxDelayMs: 0,
-        flushIntervalMs: 100,
-        maxQueuedOperations: 100_000,
-      },
       recovery: { warn: () => undefined },
-    },
+    }),
     registry,
     createGroupCommitMetrics(registry),
   );
