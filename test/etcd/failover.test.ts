@@ -17,7 +17,7 @@ import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { MetadataClient } from "../../clients/ts/metadata-client.js";
 import { ServerProcess } from "../e2e/server-process.js";
-import { type EtcdCluster, etcdMissing, startEtcdCluster } from "../support/etcd-cluster.js";
+import { type EtcdCluster, etcdMissing, etcdServerFlags, startEtcdCluster } from "../support/etcd-cluster.js";
 import { healthStatus } from "../support/health.js";
 import { waitUntil } from "../support/rpc-helpers.js";
 import { utf8 } from "../support/store-helpers.js";
@@ -108,16 +108,7 @@ describe("failover on a 3-member etcd", { skip, timeout: 180_000 }, () => {
     cleanups.push(dir.remove);
     const server = await ServerProcess.start({
       dataDir: dir.path,
-      flags: [
-        "--storage",
-        "etcd",
-        "--etcd-endpoints",
-        cluster.endpoints.join(","),
-        "--etcd-prefix",
-        prefix,
-        "--etcd-lease-ttl-seconds",
-        String(TTL_SECONDS),
-      ],
+      flags: etcdServerFlags(cluster.endpoints, prefix, TTL_SECONDS),
     });
     servers.push(server);
     return server;

@@ -24,7 +24,7 @@ import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { MetadataClient } from "../../clients/ts/metadata-client.js";
 import { ServerProcess } from "../e2e/server-process.js";
-import { type EtcdCluster, etcdMissing, startEtcdCluster } from "../support/etcd-cluster.js";
+import { type EtcdCluster, etcdMissing, etcdServerFlags, startEtcdCluster } from "../support/etcd-cluster.js";
 import { healthStatus } from "../support/health.js";
 import { startHeldProxy } from "../support/held-proxy.js";
 import { waitUntil } from "../support/rpc-helpers.js";
@@ -95,16 +95,7 @@ describe("the ownership lease guard", { skip, timeout: 90_000 }, () => {
     cleanups.push(dir.remove);
     const server = await ServerProcess.start({
       dataDir: dir.path,
-      flags: [
-        "--storage",
-        "etcd",
-        "--etcd-endpoints",
-        endpoint ?? cluster.endpoints.join(","),
-        "--etcd-prefix",
-        prefix,
-        "--etcd-lease-ttl-seconds",
-        String(TTL_SECONDS),
-      ],
+      flags: etcdServerFlags(endpoint === undefined ? cluster.endpoints : [endpoint], prefix, TTL_SECONDS),
     });
     servers.push(server);
     return server;

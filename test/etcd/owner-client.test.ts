@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { MetadataClient } from "../../clients/ts/metadata-client.js";
 import { OWNER_SERVICE_CONFIG, ownerTarget } from "../../clients/ts/owner-resolver.js";
-import { type EtcdCluster, etcdMissing, startEtcdCluster } from "../support/etcd-cluster.js";
+import { type EtcdCluster, etcdMissing, etcdServerFlags, startEtcdCluster } from "../support/etcd-cluster.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { waitUntil } from "../support/rpc-helpers.js";
 import { utf8 } from "../support/store-helpers.js";
@@ -26,16 +26,7 @@ describe("client failover by health", { skip }, () => {
   });
 
   const start = async (): Promise<TestServer> => {
-    const server = await startTestServer([
-      "--storage",
-      "etcd",
-      "--etcd-endpoints",
-      cluster.endpoints.join(","),
-      "--etcd-prefix",
-      "client",
-      "--etcd-lease-ttl-seconds",
-      "2",
-    ]);
+    const server = await startTestServer(etcdServerFlags(cluster.endpoints, "client", 2));
     servers.push(server);
     return server;
   };

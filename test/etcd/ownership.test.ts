@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { status } from "@grpc/grpc-js";
-import { type EtcdCluster, etcdMissing, startEtcdCluster } from "../support/etcd-cluster.js";
+import { type EtcdCluster, etcdMissing, etcdServerFlags, startEtcdCluster } from "../support/etcd-cluster.js";
 import { healthStatus } from "../support/health.js";
 import { startTestServer, type TestServer } from "../support/in-process-server.js";
 import { waitUntil } from "../support/rpc-helpers.js";
@@ -28,16 +28,7 @@ describe("ownership on etcd", { skip }, () => {
   });
 
   async function start(prefix: string, leaseTtlSeconds = 2): Promise<TestServer> {
-    const server = await startTestServer([
-      "--storage",
-      "etcd",
-      "--etcd-endpoints",
-      cluster.endpoints.join(","),
-      "--etcd-prefix",
-      prefix,
-      "--etcd-lease-ttl-seconds",
-      String(leaseTtlSeconds),
-    ]);
+    const server = await startTestServer(etcdServerFlags(cluster.endpoints, prefix, leaseTtlSeconds));
     servers.push(server);
     return server;
   }

@@ -69,6 +69,24 @@ export interface EtcdCluster {
 }
 
 /** Starts `size` members and resolves once the cluster answers a linearizable read. */
+/** The server flags of etcd storage on `endpoints` under `prefix`, with a lease of `leaseTtlSeconds`. */
+export function etcdServerFlags(
+  endpoints: readonly string[],
+  prefix: string,
+  leaseTtlSeconds: number,
+): string[] {
+  return [
+    "--storage",
+    "etcd",
+    "--etcd-endpoints",
+    endpoints.join(","),
+    "--etcd-prefix",
+    prefix,
+    "--etcd-lease-ttl-seconds",
+    String(leaseTtlSeconds),
+  ];
+}
+
 export async function startEtcdCluster(size = 1, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
   const tls = options.tls;
   const scheme = tls === undefined ? "http" : "https";
