@@ -26,6 +26,8 @@
  *   acknowledged write is there and every refused one is not.
  * - In-flight durable writes held back by `--batch-max-delay-ms` are committed and answered as
  *   soon as shutdown begins, not cancelled at the end of the grace period.
+ * - SIGTERM while the recovery at start is still opening partitions ends it between two
+ *   partitions and exits 0, and every partition serves its data after a restart.
  *
  * Set TEST_SEED to repeat a run; the seed is in every failure message.
  */
@@ -39,6 +41,8 @@ import {
   MetadataClient,
 } from "../../clients/ts/metadata-client.js";
 import type { WriterPrecondition } from "../../clients/ts/metadata-writer.js";
+import { openMetadata } from "../../server/store/metadata.js";
+import { FilesystemStorage } from "../../server/store/storage/filesystem.js";
 import { Rng, testSeed } from "../support/rng.js";
 import { tempDir } from "../support/temp-dir.js";
 import { ServerProcess } from "./server-process.js";
@@ -826,5 +830,44 @@ test("SIGTERM answers in-flight durable writes at once even with --batch-max-del
   } finally {
     client.close();
     await server.stop();
+  }
+});
+
+test("SIGTERM during the recovery at start stops it, exits 0 and loses nothing", {
+  timeout: 120_000,
+}, async () => {
+  const dir = await tempDir("metadata-e2e-recovery-");
+  cleanups.push(() => dir.remove());
+  // Enough partitions that their recovery at start outlasts the start (about 2 ms each here).
+  const count = 1500;
+  const storage = new FilesystemStorage(dir.path);
+  for (let p = 0; p < count; p++) {
+    const store = await openMetadata(storage, { partition: `p${p}` });
+    store.put(Buffer.from("k"), Buffer.from(`value ${p}`));
+    await store.sync();
+    await store.close();
+  }
+  const server = await startServer(dir.path);
+  const exit = await server.kill("SIGTERM");
+  assert.deepEqual(exit, { code: 0, signal: null }, server.output());
+  const summary =
+    /recovery at start: (\d+) partition\(s\) checked in \d+ ms: (\d+) opened(, stopped by shutdown)?/.exec(
+      server.stdoutText,
+    );
+  assert.ok(summary !== null, `no recovery summary in:\n${server.output()}`);
+  assert.equal(summary[1], String(count));
+  assert.ok(summary[3] !== undefined, `the recovery was not stopped: ${summary[0]}`);
+  assert.ok(Number(summary[2]) < count, summary[0]);
+
+  const restarted = await startServer(dir.path, ["--recover-at-start", "off"]);
+  const client = newClient(restarted.address);
+  try {
+    for (const p of [0, 1, Math.floor(count / 2), count - 1]) {
+      const value = await client.get(Buffer.from("k"), { partition: `p${p}` });
+      assert.equal(Buffer.from(value ?? []).toString(), `value ${p}`);
+    }
+  } finally {
+    client.close();
+    await restarted.stop();
   }
 });
