@@ -5,8 +5,9 @@
  * Invariants: a bad flag prints the problem and exits 2; an address that cannot be bound prints
  * one line (`error: cannot listen on ADDR: ...`) and exits 1, and so does an etcd that cannot be
  * used at start (`error: etcd at URL: REASON (DETAIL)`: certificates, login, unreachable); the first signal stops taking calls,
- * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails); a second
- * signal exits at once with 1. SIGHUP reloads the tokens file and the metrics token file
+ * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails), also when
+ * it arrives while the service is starting (the stop follows the start); a second signal exits
+ * at once with 1. SIGHUP reloads the tokens file and the metrics token file
  * (a bad file keeps the previous one; connections and calls carry on). On etcd storage, a server
  * that loses ownership of its partitions exits with 3.
  */
@@ -58,7 +59,27 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
     }
     throw err;
   }
-  let service: Awaited<ReturnType<typeof startService>>;
+  // The handlers go in before the port is bound, so that a signal arriving while the service
+  // starts (calls may already be served) stops it gracefully once started, instead of killing
+  // the process with the default action.
+  let service: Awaited<ReturnType<typeof startService>> | undefined;
+  let signalled = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      console.error(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    signalled = true;
+    console.log(`${signal}: finishing in-flight calls and committing buffered changes`);
+    // Before the service is up, the stop follows as soon as it is.
+    if (service !== undefined) stopService(service);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  process.on("SIGHUP", () => {
+    console.log("SIGHUP: reloading the tokens files");
+    service?.reload();
+  });
   try {
     service = await startService(config);
   } catch (err) {
@@ -85,29 +106,19 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
       process.exit(3);
     });
   }
-  let signalled = false;
-  const stop = (signal: NodeJS.Signals) => {
-    if (signalled) {
-      console.error(`${signal} again: exiting now`);
+  if (signalled) stopService(service);
+}
+
+/** Stops the service and exits: 0 once stopped, 1 if stopping failed. */
+function stopService(service: Awaited<ReturnType<typeof startService>>): void {
+  service.stop().then(
+    () => {
+      console.log("stopped");
+      process.exit(0);
+    },
+    (err: unknown) => {
+      console.error("error while stopping:", err);
       process.exit(1);
-    }
-    signalled = true;
-    console.log(`${signal}: finishing in-flight calls and committing buffered changes`);
-    service.stop().then(
-      () => {
-        console.log("stopped");
-        process.exit(0);
-      },
-      (err: unknown) => {
-        console.error("error while stopping:", err);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", stop);
-  process.on("SIGINT", stop);
-  process.on("SIGHUP", () => {
-    console.log("SIGHUP: reloading the tokens files");
-    service.reload();
-  });
+    },
+  );
 }
