@@ -856,7 +856,7 @@ test("SIGTERM during the recovery at start stops it, exits 0 and loses nothing",
     );
   assert.ok(summary !== null, `no recovery summary in:\n${server.output()}`);
   assert.equal(summary[1], String(count));
-  assert.ok(summary[3] !== undefined, `the recovery was not stopped: ${summary[0]}`);
+  assert.ok(summary[3] !== undefined, `the recovery was not stopped: ${summary[0]}\n${server.output()}`);
   assert.ok(Number(summary[2]) < count, summary[0]);
 
   const restarted = await startServer(dir.path, ["--recover-at-start", "off"]);
