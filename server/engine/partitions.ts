@@ -30,8 +30,9 @@
  *   warned about once; the partition counts as existing.
  * - `recover` opens a partition that exists and is not open exactly as its first call would
  *   (the same single open, the same recovery), for the check at start (recovery-at-start.ts). A
- *   partition so opened beyond `maxOpenPartitions` is retired again at once when idle, so the
- *   check never makes the partitions in use give way.
+ *   partition so opened counts as the least recently used, so beyond `maxOpenPartitions` it is
+ *   the first retired (when idle, after the turn of its open, as any retirement), and the check
+ *   never makes the partitions in use give way.
  */
 import type { Registry } from "prom-client";
 import { type KeyCodec, MAX_VALUE_BYTES } from "../store/codec.js";
@@ -262,12 +263,12 @@ export class Partitions {
     if (this.isOpen(partition)) return "open";
     const group = await this.ifExists(partition);
     if (group === undefined) return "absent";
-    if (
-      this.ready.size > this.config.maxOpenPartitions &&
-      group.idle &&
-      this.ready.get(partition) === group
-    ) {
-      this.retire(partition, group);
+    // Runs before the retirement its open scheduled (a later turn), which then takes it first.
+    if (this.ready.get(partition) === group && this.ready.size > 1) {
+      const others = [...this.ready].filter(([name]) => name !== partition);
+      this.ready.clear();
+      this.ready.set(partition, group);
+      for (const [name, other] of others) this.ready.set(name, other);
     }
     return "opened";
   }

@@ -9,7 +9,7 @@
  *   recovery its first call would run, nothing more. Calls are served meanwhile; a call on a
  *   partition being opened waits for that open, as it would for any open.
  * - One partition at a time, in name order, so the check adds at most one open partition beyond
- *   `--max-open-partitions` at any moment (the check retires its own beyond the limit).
+ *   `--max-open-partitions` at any moment (what it opens is the first retired beyond the limit).
  * - A partition that fails to open is reported (a warning naming it and why) and counted, and the
  *   check goes on with the next one: DataLoss stays refused until an operator accepts it, any
  *   other failure is tried again by the partition's next call, as before.
