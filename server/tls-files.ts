@@ -18,7 +18,7 @@
  * - `notAfter` is that of the leaf certificate in use.
  *
  * Usage:
- *   const files = TlsFiles.open({ certFile, keyFile, caFile }, "--tls-cert");
+ *   const files = TlsFiles.open({ certFile, keyFile, caFile });
  *   const credentials = files.serverCredentials();
  *   process.on("SIGHUP", () => console.log(files.reload() ?? "reloaded"));
  */
