@@ -434,7 +434,7 @@ export const FLAGS = {
     value: "FILE",
     default: undefined,
     defaultShown: "none (insecure)",
-    description: "PEM certificate chain; with --tls-key, serves TLS",
+    description: "PEM certificate chain; with --tls-key, serves TLS; reloaded on SIGHUP",
     parse: single,
   }),
   tlsKey: spec({
@@ -443,7 +443,7 @@ export const FLAGS = {
     value: "FILE",
     default: undefined,
     defaultShown: "none (insecure)",
-    description: "PEM private key of --tls-cert",
+    description: "PEM private key of --tls-cert, reloaded on SIGHUP",
     parse: single,
   }),
   tlsClientCaFile: spec({
@@ -452,7 +452,7 @@ export const FLAGS = {
     value: "FILE",
     default: undefined,
     defaultShown: "none (client certificates not asked for)",
-    description: "PEM CA bundle: require and verify client certificates (mutual TLS)",
+    description: "PEM CA bundle: require and verify client certificates (mutual TLS); reloaded on SIGHUP",
     parse: single,
   }),
   authTokensFile: spec({
@@ -488,7 +488,8 @@ export const FLAGS = {
     value: "FILE",
     default: undefined,
     defaultShown: "none (HTTP)",
-    description: "PEM certificate chain; with --metrics-tls-key, HTTPS for /metrics and /healthz",
+    description:
+      "PEM certificate chain; with --metrics-tls-key, HTTPS for /metrics and /healthz; reloaded on SIGHUP",
     parse: single,
   }),
   metricsTlsKey: spec({
@@ -497,7 +498,7 @@ export const FLAGS = {
     value: "FILE",
     default: undefined,
     defaultShown: "none (HTTP)",
-    description: "PEM private key of --metrics-tls-cert",
+    description: "PEM private key of --metrics-tls-cert, reloaded on SIGHUP",
     parse: single,
   }),
   metricsTokenFile: spec({
@@ -570,7 +571,7 @@ export const FLAGS = {
     default: undefined,
     defaultShown: "none (no client certificate)",
     description:
-      "PEM client certificate for etcd's --client-cert-auth; with --etcd-key-file and --etcd-ca-file",
+      "PEM client certificate for etcd's --client-cert-auth; with --etcd-key-file and --etcd-ca-file; read at start only",
     parse: single,
   }),
   etcdKeyFile: spec({

@@ -7,8 +7,9 @@
  * used at start (`error: etcd at URL: REASON (DETAIL)`: certificates, login, unreachable); the first signal stops taking calls,
  * finishes in-flight ones, commits buffered changes and exits 0 (1 if stopping fails), also when
  * it arrives while the service is starting (the stop follows the start); a second signal exits
- * at once with 1. SIGHUP reloads the tokens file and the metrics token file
- * (a bad file keeps the previous one; connections and calls carry on). On etcd storage, a server
+ * at once with 1. SIGHUP reloads the tokens file, the metrics token file and the TLS
+ * certificates, keys and client CA of the gRPC and metrics ports (a bad file keeps the previous
+ * one; connections and calls carry on). On etcd storage, a server
  * that loses ownership of its partitions exits with 3.
  */
 import { setLogger } from "@grpc/grpc-js";
@@ -77,7 +78,7 @@ export async function serve(args: readonly string[], usage: string): Promise<voi
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
   process.on("SIGHUP", () => {
-    console.log("SIGHUP: reloading the tokens files");
+    console.log("SIGHUP: reloading the tokens files and the TLS certificates");
     service?.reload();
   });
   try {

@@ -38,9 +38,12 @@
  *   reads both again, keeping the previous one of each that fails and logging why.
  * - With `--tls-client-ca` the gRPC port takes only clients whose certificate that CA verifies:
  *   others are refused at the TLS handshake, before any call.
+ * - TLS files (gRPC certificate, key and client CA; metrics certificate and key) that do not
+ *   read, parse or match stop the start (`TlsFilesError`). `reload()` reads them again: a set
+ *   that passes serves new connections, one that does not keeps the previous certificate
+ *   (tls-files.ts); open connections and calls carry on either way. The etcd client
+ *   certificate is read once, at start (etcd3 builds its channel credentials once).
  */
-import { readFileSync } from "node:fs";
-import { ServerCredentials } from "@grpc/grpc-js";
 import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import { AccessControl } from "./auth/access-control.js";
 import { loadTokenHashFile } from "./auth/policy.js";
@@ -62,6 +65,7 @@ import { FilesystemStorage } from "./store/storage/filesystem.js";
 import { MeteredStorage } from "./store/storage/metered.js";
 import type { Storage } from "./store/storage/storage.js";
 import { WatchedStorage } from "./store/storage/watched.js";
+import { certificateExpiry, reloadTlsFiles, TlsFiles, TlsMetrics } from "./tls-files.js";
 
 /** A started service. */
 export interface RunningService {
@@ -78,7 +82,10 @@ export interface RunningService {
   ownership?: Ownership;
   /** With etcd storage: resolves with the reason once this server lost ownership (it then refuses every call). */
   ownershipLost?: Promise<string>;
-  /** Reads the tokens file and the metrics token file again (SIGHUP); see the module comment. */
+  /**
+   * Reads the tokens file, the metrics token file and the TLS files again (SIGHUP); see the
+   * module comment.
+   */
   reload(): void;
   /** Whether the data directory can be written (filesystem), or etcd has space (etcd). */
   probe: DataDirProbe | EtcdSpaceProbe | undefined;
@@ -281,14 +288,16 @@ async function startLocked(
   });
   let metricsTokenHash =
     config.metricsTokenFile === undefined ? undefined : loadTokenHashFile(config.metricsTokenFile);
-  const credentials =
-    config.tls === undefined
-      ? undefined
-      : ServerCredentials.createSsl(
-          config.tlsClientCaFile === undefined ? null : readFileSync(config.tlsClientCaFile),
-          [{ cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) }],
-          config.tlsClientCaFile !== undefined,
-        );
+  const tlsMetrics = new TlsMetrics(registry);
+  const grpcTls =
+    config.tls === undefined ? undefined : TlsFiles.open({ ...config.tls, caFile: config.tlsClientCaFile });
+  const metricsTls = config.metricsTls === undefined ? undefined : TlsFiles.open(config.metricsTls);
+  if (grpcTls !== undefined) tlsMetrics.inUse("grpc", grpcTls.current.notAfter);
+  if (metricsTls !== undefined) tlsMetrics.inUse("metrics", metricsTls.current.notAfter);
+  const etcdClientCert = config.etcd?.tls?.client?.certFile;
+  const etcdExpiry = etcdClientCert === undefined ? undefined : certificateExpiry(etcdClientCert);
+  if (etcdExpiry !== undefined) tlsMetrics.inUse("etcd-client", etcdExpiry);
+  const credentials = grpcTls?.serverCredentials();
   const engine = new Engine(partitions);
   const started = await RpcServer.start(config.listen, engine, registry, {
     maxConcurrentStreams: config.maxConcurrentStreams,
@@ -313,14 +322,9 @@ async function startLocked(
         registry,
         () => started.serving && (!(probe instanceof DataDirProbe) || probe.writable),
         {
-          ...(config.metricsTls === undefined
+          ...(metricsTls === undefined
             ? {}
-            : {
-                tls: {
-                  cert: readFileSync(config.metricsTls.certFile),
-                  key: readFileSync(config.metricsTls.keyFile),
-                },
-              }),
+            : { tls: { cert: metricsTls.current.certificate, key: metricsTls.current.privateKey } }),
           ...(config.metricsTokenFile === undefined ? {} : { metricsTokenHash: () => metricsTokenHash }),
           // /healthz is open to anyone: the lines name no partition and no path.
           problems: () => [
@@ -375,6 +379,11 @@ async function startLocked(
         } catch (err) {
           console.error(`metrics: keeping the previous token: ${(err as Error).message}`);
         }
+      }
+      // The gRPC listeners take new material from the provider itself (TlsFiles.reload).
+      if (grpcTls !== undefined) reloadTlsFiles(grpcTls, "grpc", tlsMetrics);
+      if (metricsTls !== undefined && reloadTlsFiles(metricsTls, "metrics", tlsMetrics)) {
+        http?.setTls({ cert: metricsTls.current.certificate, key: metricsTls.current.privateKey });
       }
     },
     stop: () => {

@@ -11,10 +11,12 @@
  * - With a metrics token, /metrics answers 401 unless the request carries
  *   `authorization: Bearer <token>` whose SHA-256 equals it (compared in constant time); the
  *   token is read again on every request, so a reload applies at once. /healthz stays open.
+ * - With HTTPS, `setTls` swaps the certificate and key for new connections only; open
+ *   connections keep theirs.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttpsServer, Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 
@@ -32,6 +34,11 @@ export interface HttpServerOptions {
 export interface HttpServer {
   /** Port bound. */
   port: number;
+  /**
+   * Serves new HTTPS connections with this certificate chain and key (open ones keep theirs).
+   * @throws Error when the endpoint is plain HTTP, or Node refuses the pair
+   */
+  setTls(tls: { cert: Buffer; key: Buffer }): void;
   close(): Promise<void>;
 }
 
@@ -83,6 +90,10 @@ export async function startHttpServer(
   });
   return {
     port: (server.address() as AddressInfo).port,
+    setTls: (tls) => {
+      if (!(server instanceof HttpsServer)) throw new Error("the metrics endpoint is plain HTTP");
+      server.setSecureContext({ cert: tls.cert, key: tls.key });
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -10,6 +10,7 @@
  * says so within seconds; a rotated password file is used without a restart.
  */
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -199,6 +200,15 @@ describe("etcd over mutual TLS", { skip }, () => {
     const flags = [...tlsFlags("tls"), "--etcd-cert-file", client.cert, "--etcd-key-file", client.key];
     const first = await startTestServer(flags);
     await waitUntil(() => first.service.ownership?.current === "owner", "first owns", 10_000);
+    // The client certificate's expiry is exported for alerts, though it is read only at start.
+    const notAfter = Math.floor(Date.parse(new X509Certificate(client.certPem).validTo) / 1000);
+    assert.match(
+      await first.metrics(),
+      new RegExp(
+        `^metadata_tls_certificate_expiry_timestamp_seconds\\{use="etcd-client"\\} ${notAfter}$`,
+        "m",
+      ),
+    );
     await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         first.client.put(u64(i), utf8(`value ${i}`), { partition: "tls" }),

@@ -1,7 +1,7 @@
 /**
  * A throwaway PKI for mutual-TLS tests, made by `openssl` in a temporary directory: two CAs, a
- * server certificate for localhost / 127.0.0.1 signed by the first, and client certificates
- * signed by either. P-256 keys, so generating everything takes a fraction of a second.
+ * server certificate for localhost / 127.0.0.1 signed by the first, and more server or client
+ * certificates signed by either. P-256 keys, so generating everything takes a fraction of a second.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -27,6 +27,8 @@ export interface TestPki {
   server: CertFiles;
   /** Issues a client certificate with `subject` (e.g. "/CN=ops") and optional SANs, signed by `by`. */
   issueClient(name: string, subject: string, by: CertFiles, subjectAltNames?: string): CertFiles;
+  /** Issues another server certificate for localhost / 127.0.0.1, signed by `by`. */
+  issueServer(name: string, by: CertFiles): CertFiles;
   remove(): Promise<void>;
 }
 
@@ -86,12 +88,14 @@ export async function createTestPki(): Promise<TestPki> {
   };
   const ca = makeCa("ca", "/CN=metadata test CA");
   const otherCa = makeCa("other-ca", "/CN=another CA");
-  const server = issue(
-    "server",
-    "/CN=localhost",
-    ca,
-    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-  );
+  const issueServer = (name: string, by: CertFiles): CertFiles =>
+    issue(
+      name,
+      "/CN=localhost",
+      by,
+      "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+  const server = issueServer("server", ca);
   return {
     dir,
     ca,
@@ -104,6 +108,7 @@ export async function createTestPki(): Promise<TestPki> {
         by,
         `extendedKeyUsage=clientAuth\n${subjectAltNames === undefined ? "" : `subjectAltName=${subjectAltNames}\n`}`,
       ),
+    issueServer,
     remove: tmp.remove,
   };
 }
