@@ -68,7 +68,6 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
-/** Starts `size` members and resolves once the cluster answers a linearizable read. */
 /** The server flags of etcd storage on `endpoints` under `prefix`, with a lease of `leaseTtlSeconds`. */
 export function etcdServerFlags(
   endpoints: readonly string[],
@@ -87,6 +86,7 @@ export function etcdServerFlags(
   ];
 }
 
+/** Starts `size` members and resolves once the cluster answers a linearizable read. */
 export async function startEtcdCluster(size = 1, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
   const tls = options.tls;
   const scheme = tls === undefined ? "http" : "https";
