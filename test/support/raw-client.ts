@@ -21,6 +21,7 @@ import {
 } from "../../clients/ts/gen/commonware/metadata/v1/metadata_pb.js";
 
 type Method = (typeof MetadataService.method)[keyof typeof MetadataService.method];
+type StreamMethod = typeof MetadataService.method.keys | typeof MetadataService.method.watch;
 
 function path(method: Method): string {
   return `/${MetadataService.typeName}/${method.name}`;
@@ -60,26 +61,24 @@ export class RawClient {
 
   /** The Keys stream itself: one KeysResponse per chunk the server sent. Cancel it to stop early. */
   keys(input: MessageInitShape<typeof KeysRequestSchema>): grpc.ClientReadableStream<KeysResponse> {
-    const method = MetadataService.method.keys;
-    const request = create(method.input, input);
-    return this.client.makeServerStreamRequest(
-      path(method),
-      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
-      (bytes: Buffer) => fromBinary(method.output, bytes),
-      request,
-      new grpc.Metadata(),
-      {},
-    );
+    return this.serverStream(MetadataService.method.keys, input);
   }
 
   /** The Watch stream itself; cancel it to end the watch (at once, whether a message is due or not). */
   watch(input: MessageInitShape<typeof WatchRequestSchema>): grpc.ClientReadableStream<WatchResponse> {
-    const method = MetadataService.method.watch;
-    const request = create(method.input, input);
+    return this.serverStream(MetadataService.method.watch, input);
+  }
+
+  /** A server-streaming call of `method` with the request `input`. */
+  private serverStream<M extends StreamMethod>(
+    method: M,
+    input: MessageInitShape<M["input"]>,
+  ): grpc.ClientReadableStream<MessageShape<M["output"]>> {
+    const request = create(method.input, input) as MessageShape<M["input"]>;
     return this.client.makeServerStreamRequest(
       path(method),
-      (message: typeof request) => Buffer.from(toBinary(method.input, message)),
-      (bytes: Buffer) => fromBinary(method.output, bytes),
+      (message: MessageShape<M["input"]>) => Buffer.from(toBinary(method.input, message)),
+      (bytes: Buffer) => fromBinary(method.output, bytes) as MessageShape<M["output"]>,
       request,
       new grpc.Metadata(),
       {},
