@@ -122,6 +122,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MetadataClient } from "../../clients/ts/metadata-client.js";
+import { etcdMemberFlags } from "../support/etcd-cluster.js";
 import { freePort } from "../support/ports.js";
 import {
   type Column,
@@ -706,25 +707,13 @@ async function startEtcd(dataDir: string, size = 1): Promise<Server> {
     });
   }
   const initialCluster = specs.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(",");
-  const members = specs.map((m) => {
-    const clientUrl = `http://127.0.0.1:${m.client}`;
-    const peerUrl = `http://127.0.0.1:${m.peer}`;
-    return startProcess(size === 1 ? "etcd" : "etcd-cluster", "etcd", [
-      `--name=${m.name}`,
-      `--data-dir=${join(dataDir, m.name)}`,
-      `--listen-client-urls=${clientUrl}`,
-      `--advertise-client-urls=${clientUrl}`,
-      `--listen-peer-urls=${peerUrl}`,
-      `--initial-advertise-peer-urls=${peerUrl}`,
-      `--initial-cluster=${initialCluster}`,
-      "--initial-cluster-state=new",
+  const members = specs.map((m) =>
+    startProcess(size === 1 ? "etcd" : "etcd-cluster", "etcd", [
+      ...etcdMemberFlags(m, dataDir, initialCluster),
       `--listen-metrics-urls=http://127.0.0.1:${m.metrics}`,
       `--quota-backend-bytes=${ETCD_QUOTA_BYTES}`,
-      "--logger=zap",
-      "--log-outputs=stderr",
-      "--log-level=warn",
-    ]);
-  });
+    ]),
+  );
   const metricsUrl = (i: number): string => `http://127.0.0.1:${specs[i]?.metrics}`;
   for (const [i, member] of members.entries()) {
     const healthy = await waitForHttp(

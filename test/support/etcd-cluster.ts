@@ -13,6 +13,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { Etcd3, type IOptions } from "etcd3";
 import { freePort } from "./ports.js";
@@ -86,6 +87,33 @@ export function etcdServerFlags(
   ];
 }
 
+/**
+ * The flags of one etcd member on loopback: its name, its data directory under `dataDir`, its
+ * client URL (`clientScheme`) and peer URL, the whole `initialCluster`, and warnings-only logs.
+ */
+export function etcdMemberFlags(
+  member: { name: string; client: number; peer: number },
+  dataDir: string,
+  initialCluster: string,
+  clientScheme = "http",
+): string[] {
+  const clientUrl = `${clientScheme}://127.0.0.1:${member.client}`;
+  const peerUrl = `http://127.0.0.1:${member.peer}`;
+  return [
+    `--name=${member.name}`,
+    `--data-dir=${join(dataDir, member.name)}`,
+    `--listen-client-urls=${clientUrl}`,
+    `--advertise-client-urls=${clientUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=${initialCluster}`,
+    "--initial-cluster-state=new",
+    "--logger=zap",
+    "--log-outputs=stderr",
+    "--log-level=warn",
+  ];
+}
+
 /** Starts `size` members and resolves once the cluster answers a linearizable read. */
 export async function startEtcdCluster(size = 1, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
   const tls = options.tls;
@@ -96,22 +124,10 @@ export async function startEtcdCluster(size = 1, options: EtcdClusterOptions = {
     specs.push({ name: `m${i}`, client: await freePort(), peer: await freePort() });
   const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(",");
   const members: EtcdMember[] = specs.map((spec) => {
-    const clientUrl = `${scheme}://127.0.0.1:${spec.client}`;
-    const peerUrl = `http://127.0.0.1:${spec.peer}`;
     const child = spawn(
       "etcd",
       [
-        `--name=${spec.name}`,
-        `--data-dir=${dir.path}/${spec.name}`,
-        `--listen-client-urls=${clientUrl}`,
-        `--advertise-client-urls=${clientUrl}`,
-        `--listen-peer-urls=${peerUrl}`,
-        `--initial-advertise-peer-urls=${peerUrl}`,
-        `--initial-cluster=${initialCluster}`,
-        "--initial-cluster-state=new",
-        "--logger=zap",
-        "--log-outputs=stderr",
-        "--log-level=warn",
+        ...etcdMemberFlags(spec, dir.path, initialCluster, scheme),
         ...(options.quotaBackendBytes === undefined
           ? []
           : [`--quota-backend-bytes=${options.quotaBackendBytes}`]),
